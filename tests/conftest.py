@@ -1,0 +1,68 @@
+"""Shared fixtures: real but tiny models built from the embedded SmolLM2 tokenizer, and the set-up
+llama.cpp tools. Nothing here is mocked; fixtures that take seconds are session-scoped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def edgetune_home() -> Path:
+    from edgetune.home import edgetune_home as home
+
+    return home()
+
+
+@pytest.fixture(scope="session")
+def llama_tools(edgetune_home):
+    from edgetune.llamacpp import load_tools
+
+    return load_tools(edgetune_home)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from edgetune.assets import smollm2_gguf
+
+    return smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, smollm2_gguf) -> Path:
+    """SmolLM2's real tokenizer (with its ChatML template), saved as an HF folder."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    tok.save_pretrained(out)
+    return out
+
+
+def make_tiny_llama(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A 2-layer, hidden-64 Llama with random weights and SmolLM2's tokenizer (~13 MB fp32)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer_dir)

@@ -1,0 +1,163 @@
+"""Artifact folders and the stage cache.
+
+Every stage writes one folder holding its outputs and an `artifact.json` record (kind, key, parameters,
+inputs' keys, tool versions, created-at). The key is a hash of the stage kind, its parameters and its inputs'
+keys, so a stage whose inputs and parameters are unchanged finds its artifact and is skipped, and a changed
+parameter changes the key of that stage and of everything downstream of it. Folders are built under a temp
+name and renamed into place only when complete, so a crash never leaves an artifact that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetune import __version__
+from edgetune.constants import ARTIFACT_FILE
+
+log = logging.getLogger(__name__)
+
+# Bump when a stage's output format changes so old cache entries stop matching.
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished stage output: a folder and its record."""
+
+    kind: str
+    key: str
+    path: Path
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.record.get("outputs", {})
+
+    def file(self, name: str) -> Path:
+        """Path of an output file named in the record (never guessed)."""
+        return self.path / self.outputs[name]
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stage_key(kind: str, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+    """Cache key of a stage run: kind + parameters + the keys (or content hashes) of its inputs."""
+    blob = canonical_json({"kind": kind, "params": params, "inputs": inputs, "format": CACHE_FORMAT})
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(root: Path) -> str:
+    """Content hash of a folder: relative paths and file hashes, order-independent."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file through a temp name in the same folder, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class Store:
+    """Content-addressed folders of stage artifacts under `root/<kind>/<key[:16]>/`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _final(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:16]
+
+    def lookup(self, kind: str, key: str) -> Artifact | None:
+        """The finished artifact for this key, or None. A folder whose record does not match is ignored."""
+        path = self._final(kind, key)
+        record_path = path / ARTIFACT_FILE
+        if not record_path.is_file():
+            return None
+        try:
+            record = json.loads(record_path.read_text())
+        except json.JSONDecodeError:
+            log.warning("ignoring unreadable artifact record %s", record_path)
+            return None
+        if record.get("key") != key:
+            return None
+        return Artifact(kind, key, path, record, cached=True)
+
+    @contextlib.contextmanager
+    def build(
+        self,
+        kind: str,
+        key: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        tools: Mapping[str, str] | None = None,
+    ) -> Iterator[_Builder]:
+        """Yield a builder whose `path` is a temp folder; on success the record is written and the folder
+        renamed into place. On any exception the temp folder is removed and nothing is published."""
+        final = self._final(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        builder = _Builder(tmp)
+        started = time.time()
+        try:
+            yield builder
+            record = {
+                "kind": kind,
+                "key": key,
+                "params": dict(params),
+                "inputs": dict(inputs),
+                "outputs": builder.outputs,
+                "metrics": builder.metrics,
+                "tools": {"edgetune": __version__, **(tools or {})},
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "duration_s": round(time.time() - started, 3),
+            }
+            write_json(tmp / ARTIFACT_FILE, record)
+            if final.exists():  # a stale, unmatched folder (checked by lookup) is replaced
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        builder.artifact = Artifact(kind, key, final, record)
+
+
+class _Builder:
+    def __init__(self, path: Path):
+        self.path = path
+        self.outputs: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.artifact: Artifact | None = None

@@ -1,0 +1,3 @@
+"""Commands beyond `setup`; each is a few lines over the library."""
+
+from __future__ import annotations

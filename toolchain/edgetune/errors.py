@@ -1,0 +1,61 @@
+"""The error hierarchy. `__str__` is the one line the user sees; `hint` says how to fix it."""
+
+from __future__ import annotations
+
+
+class EdgetuneError(Exception):
+    """Root of every error edgetune raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(EdgetuneError):
+    """Invalid config file, flag, target or path given by the user."""
+
+    exit_code = 2
+
+
+class DataError(EdgetuneError):
+    """A dataset that is missing, unreadable or lacks the needed columns."""
+
+    exit_code = 3
+
+
+class ModelError(EdgetuneError):
+    """A base model that cannot be loaded or targeted."""
+
+    exit_code = 4
+
+
+class TrainError(EdgetuneError):
+    exit_code = 5
+
+
+class ExportError(EdgetuneError):
+    """Merge, GGUF conversion or quantization failed."""
+
+    exit_code = 6
+
+
+class BundleError(EdgetuneError):
+    exit_code = 7
+
+
+class EvalError(EdgetuneError):
+    exit_code = 8
+
+
+class ToolError(EdgetuneError):
+    """An external tool (llama.cpp converter, compiler) failed or is not set up."""
+
+    exit_code = 9
