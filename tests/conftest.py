@@ -66,3 +66,17 @@ def make_tiny_llama(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_model_dir, llama_tools) -> Path:
+    """The tiny Llama as an F16 GGUF, made by llama.cpp's own converter (set up by scripts/setup.sh)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("tiny-gguf") / "tiny-f16.gguf"
+    subprocess.run(
+        [sys.executable, str(llama_tools.converter), str(tiny_model_dir), "--outfile", str(out), "--outtype", "f16"],
+        check=True, env=llama_tools.env(), capture_output=True,
+    )
+    return out
