@@ -1,0 +1,86 @@
+"""quantize_gguf through llama.cpp's own quantizer (llama-cpp-python), on the tiny F16 GGUF."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from edgetune.constants import Quant
+from edgetune.errors import ExportError
+from edgetune.export.inspect import inspect_gguf
+from edgetune.export.quantize import quantize_gguf
+
+QUANTS = (Quant.Q8_0, Quant.Q4_0)
+
+
+def generated_tokens(gguf_path: Path, max_tokens: int = 4) -> int:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), n_ctx=256, n_threads=1, verbose=False)
+    try:
+        out = llm.create_completion("The capital of France is", max_tokens=max_tokens, temperature=0.0)
+    finally:
+        llm.close()
+    return out["usage"]["completion_tokens"]
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny_gguf) -> dict[Quant, Path]:
+    out_dir = tmp_path_factory.mktemp("quantize")
+    return {q: quantize_gguf(tiny_gguf, out_dir / f"tiny-{q.value}.gguf", q, nthread=1) for q in QUANTS}
+
+
+@pytest.mark.parametrize("quant", QUANTS, ids=lambda q: q.value)
+def test_quantized_file_has_the_type_and_generates(quantized, quant):
+    info = inspect_gguf(quantized[quant])
+    assert info["file_type"] == quant.value
+    assert quant.value in info["tensor_types"]
+    assert generated_tokens(quantized[quant]) > 0
+
+
+def test_quantized_files_shrink(quantized, tiny_gguf):
+    f16 = tiny_gguf.stat().st_size
+    q8, q4 = (quantized[q].stat().st_size for q in QUANTS)
+    assert q4 < q8 < f16
+
+
+def test_quantize_leaves_only_the_results(quantized):
+    folder = quantized[Quant.Q8_0].parent
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny-Q4_0.gguf", "tiny-Q8_0.gguf"]
+
+
+def test_requantizes_a_quantized_source_with_a_warning(quantized, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="edgetune.export.quantize"):
+        out = quantize_gguf(quantized[Quant.Q8_0], tmp_path / "re.gguf", Quant.Q4_0, nthread=1)
+    assert inspect_gguf(out)["file_type"] == "Q4_0"
+    assert "requantizing" in caplog.text
+
+
+def test_missing_source_leaves_nothing(tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(ExportError, match="does not exist"):
+        quantize_gguf(tmp_path / "no-such.gguf", out_dir / "x.gguf", Quant.Q4_0)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_truncated_source_leaves_nothing(tmp_path, tiny_gguf):
+    src = tmp_path / "truncated.gguf"
+    src.write_bytes(tiny_gguf.read_bytes()[: tiny_gguf.stat().st_size // 2])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(ExportError, match="truncated.gguf"):
+        quantize_gguf(src, out_dir / "x.gguf", Quant.Q4_0)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_refuses_to_overwrite_its_source(tiny_gguf):
+    with pytest.raises(ExportError, match="onto itself"):
+        quantize_gguf(tiny_gguf, tiny_gguf, Quant.Q4_0)
+
+
+def test_unknown_quant(tmp_path, tiny_gguf):
+    with pytest.raises(ExportError, match="unknown quantization"):
+        quantize_gguf(tiny_gguf, tmp_path / "x.gguf", "Q9_9")

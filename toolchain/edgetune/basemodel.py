@@ -1,0 +1,93 @@
+"""The base-model stage: resolve `model.source` to a full-precision Hugging Face folder (safetensors).
+
+A local HF folder is used in place (its content hash keys the cache). A GGUF file (the embedded SmolLM2 is one)
+is dequantized to fp32 by transformers and saved. A hub id goes through `from_pretrained`, the real hub path,
+and is saved. Weights load from safetensors only, and repo code runs only with `trust_remote_code: true`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgetune import assets
+from edgetune.artifacts import Artifact, Store, sha256_file, sha256_tree, stage_key
+from edgetune.config import ModelConfig
+from edgetune.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+KIND = "base"
+
+
+def _local_source(cfg: ModelConfig) -> Path | None:
+    if cfg.source == assets.EMBEDDED_MODEL:
+        return assets.smollm2_gguf()
+    path = Path(cfg.source).expanduser()
+    if path.exists():
+        return path
+    if cfg.source.startswith((".", "/", "~")) or path.suffix == ".gguf":
+        raise ModelError(f"base model not found: {path}", "check model.source in edgetune.yaml or --model")
+    return None
+
+
+def _check_hf_folder(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} has no config.json: not a Hugging Face model folder", "point model.source at one")
+    if not any(path.glob("*.safetensors")):
+        raise ModelError(
+            f"{path} has no .safetensors weights (edgetune never loads pickled .bin weights)",
+            "convert the weights with `save_pretrained(..., safe_serialization=True)`",
+        )
+
+
+def run(cfg: ModelConfig, store: Store) -> Artifact:
+    """Return an artifact whose `model_dir` output is a loadable fp32/bf16 HF folder. Raises ModelError."""
+    local = _local_source(cfg)
+    if local is not None and local.is_dir():
+        _check_hf_folder(local)
+        fingerprint = sha256_tree(local)
+    elif local is not None:
+        fingerprint = sha256_file(local)
+    else:
+        fingerprint = f"hub:{cfg.source}@{cfg.revision or 'main'}"
+    params = cfg.model_dump()
+    key = stage_key(KIND, params, {"source": fingerprint})
+    if hit := store.lookup(KIND, key):
+        return hit
+    with store.build(KIND, key, params, {"source": str(local or cfg.source)}) as b:
+        if local is not None and local.is_dir():
+            b.outputs["model_dir"] = str(local.resolve())  # used in place; the key pins its content
+        else:
+            _materialise(cfg, local, b.path / "model")
+            b.outputs["model_dir"] = "model"
+        b.outputs["source_sha256"] = fingerprint
+    return b.artifact
+
+
+def model_dir(artifact: Artifact) -> Path:
+    return artifact.path / artifact.outputs["model_dir"]
+
+
+def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if gguf is not None:
+        from transformers import GgufConfig
+
+        log.info("dequantizing %s to fp32", gguf.name)
+        kwargs = dict(gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True))
+        where = str(gguf.parent)
+    else:
+        log.info("loading %s from the hub", cfg.source)
+        kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
+        where = cfg.source
+    try:
+        tok = AutoTokenizer.from_pretrained(where, **{k: v for k, v in kwargs.items() if k != "quantization_config" and k != "use_safetensors"})
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load base model {cfg.source}: {str(exc).splitlines()[0]}",
+                         "give a local HF folder or .gguf file, or check the hub id and network") from exc
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)

@@ -1,0 +1,181 @@
+"""The build configuration: pydantic models for edgetune.yaml, validated once at the edge.
+
+Every section is frozen and forbids unknown keys, so a typo fails at load time with the field path rather than
+hours into a run. CLI flags override file values through `BuildConfig.with_overrides`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
+from edgetune.constants import Quant
+from edgetune.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Section):
+    source: str = Field(
+        EMBEDDED_MODEL,
+        description="Base model: a local HF folder, a .gguf file, a hub id, or the embedded SmolLM2-135M-Instruct.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when source is a hub id.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub repo. Off unless asked.")
+
+
+class DataConfig(_Section):
+    source: str = Field(EMBEDDED_DATA, description="jsonl, json, csv, an HF dataset folder, a hub id, or embedded:sst2.")
+    split: str = Field("train", description="Split to read from a hub id or a DatasetDict folder.")
+    input_column: str = Field("input", description="Column holding the user prompt.")
+    output_column: str = Field("output", description="Column holding the expected answer.")
+    messages_column: str = Field("messages", description="Column of chat messages, used instead of input/output.")
+    system_prompt: str | None = Field(None, description="System message added to every example, if set.")
+    heldout_size: int = Field(200, ge=10, description="Examples held out for evaluation (never trained on).")
+    train_size: int | None = Field(384, ge=1, description="Cap on training examples (None: all that remain).")
+    seed: int = Field(0, description="Seed of the train/held-out split.")
+
+
+class TrainConfig(_Section):
+    method: Literal["auto", "lora", "qlora"] = Field(
+        "auto", description="auto: QLoRA (NF4) when CUDA and bitsandbytes are present, else fp32 LoRA."
+    )
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names (suffixes) to adapt; checked against the model.",
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training set.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(8, ge=1, description="Per-device batch size, in examples.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(256, ge=16, description="Longest tokenised example, in tokens; longer ones are cut.")
+    seed: int = Field(0, description="Training seed (CPU runs are bit-reproducible).")
+
+
+class ExportConfig(_Section):
+    quants: list[Quant] | None = Field(None, description="Quant types to build; None: the target's own list.")
+
+
+class EvalConfig(_Section):
+    max_new_tokens: int = Field(4, ge=1, description="Greedy tokens generated per held-out item.")
+    mmlu_items: int = Field(100, ge=0, description="MMLU items in the forgetting check (0 turns it off).")
+    seed: int = Field(0, description="Seed of the MMLU subset.")
+
+
+class BuildConfig(_Section):
+    target: str = Field("rpi5", description="Target board profile from targets/ (see `edgetune targets`).")
+    out_dir: Path = Field(Path("edgetune-out"), description="Where stage artifacts, bundles and reports go.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for training and llama.cpp (None: all).")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("target")
+    @classmethod
+    def _target_name(cls, v: str) -> str:
+        return v.strip().lower()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> BuildConfig:
+        """A new config with dotted keys replaced, e.g. {"train.r": 8, "target": "rpi4-4gb"}; re-validated."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        return _validate(data, "command-line flags")
+
+
+def _validate(data: dict[str, Any], origin: str) -> BuildConfig:
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{origin}: {where}: {err['msg']}", "fix that field; `edgetune init` writes a commented example") from exc
+
+
+def load_config(path: Path | None) -> BuildConfig:
+    """Read and validate edgetune.yaml (None: the embedded default). Raises ConfigError."""
+    if path is None:
+        return BuildConfig()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", "create one with `edgetune init`")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}", "check indentation and quoting") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level", "see `edgetune init`")
+    base = path.parent
+    if isinstance(data.get("out_dir"), str):
+        data["out_dir"] = str((base / data["out_dir"]))
+    return _validate(data, str(path))
+
+
+STARTER = """\
+# edgetune.yaml: what to fine-tune, for which board, and how to check it. Every key is optional;
+# the values shown are the defaults (the embedded SmolLM2 + SST-2 sentiment example).
+# CLI flags override this file, e.g. `edgetune build --target rpi4-4gb --quant Q4_0 --rank 8`.
+
+target: rpi5               # a board profile from targets/ (`edgetune targets list`)
+out_dir: edgetune-out      # stage artifacts (cached by content), bundles and reports
+threads: null              # CPU threads (null: all cores)
+
+model:
+  source: embedded:smollm2-135m-instruct   # or ./my-model (HF folder), model.gguf, org/name (hub id)
+  revision: null                           # hub revision when source is a hub id
+  trust_remote_code: false                 # never run repo code unless you trust it
+
+data:
+  source: embedded:sst2    # or data.jsonl / data.csv (input,output or messages), an HF dataset folder, a hub id
+  split: train
+  input_column: input
+  output_column: output
+  messages_column: messages
+  system_prompt: null
+  heldout_size: 200        # kept out of training, used for every build's accuracy
+  train_size: 384          # null: everything not held out
+  seed: 0
+
+train:
+  method: auto             # auto: QLoRA NF4 on CUDA, fp32 LoRA on CPU; or lora / qlora
+  r: 16
+  alpha: 32
+  dropout: 0.05
+  target_modules: [q_proj, k_proj, v_proj, o_proj]
+  learning_rate: 2.0e-4
+  lr_scheduler: cosine
+  warmup_ratio: 0.03
+  epochs: 1
+  max_steps: null
+  batch_size: 8
+  grad_accum: 1
+  max_length: 256
+  seed: 0
+
+export:
+  quants: null             # null: the target's list, e.g. [Q8_0, Q4_0] for rpi5
+
+eval:
+  max_new_tokens: 4
+  mmlu_items: 100          # forgetting check size (0: off)
+  seed: 0
+"""

@@ -1,0 +1,147 @@
+"""The data stage: load a dataset, check its columns, split off a held-out set, write chat examples.
+
+Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id, or the embedded SST-2 sentiment task.
+Writes `train.jsonl` and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the
+assistant's answer. Rendering to tokens happens later with the model's own chat template, so the same examples
+serve every base model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from edgetune import assets
+from edgetune.artifacts import Artifact, Store, sha256_file, sha256_tree, stage_key
+from edgetune.config import DataConfig
+from edgetune.errors import DataError
+
+log = logging.getLogger(__name__)
+
+KIND = "data"
+SST2_INSTRUCTION = "Is the sentiment of this movie review positive or negative? Answer with one word.\n\nReview: "
+SST2_LABELS = ("negative", "positive")
+
+
+def _embedded_sst2() -> list[dict[str, Any]]:
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(assets.olmo_dataset("glue", "sst2", "validation")))
+    return [
+        {"id": f"sst2-{row['idx']}", "input": SST2_INSTRUCTION + row["sentence"].strip(), "output": SST2_LABELS[row["label"]]}
+        for row in ds
+    ]
+
+
+def _read_source(cfg: DataConfig) -> list[dict[str, Any]]:
+    src = cfg.source
+    if src == assets.EMBEDDED_DATA:
+        return _embedded_sst2()
+    path = Path(src).expanduser()
+    suffix = path.suffix.lower()
+    looks_like_file = suffix in {".jsonl", ".json", ".csv"} or src.startswith((".", "/", "~"))
+    if looks_like_file and not path.exists():
+        raise DataError(f"dataset file not found: {path}", "check data.source in edgetune.yaml or --data")
+    if path.is_file():
+        try:
+            if suffix == ".jsonl":
+                with path.open() as fh:
+                    return [json.loads(line) for line in fh if line.strip()]
+            if suffix == ".json":
+                rows = json.loads(path.read_text())
+                return rows if isinstance(rows, list) else rows.get("data", [])
+            if suffix == ".csv":
+                with path.open(newline="") as fh:
+                    return list(csv.DictReader(fh))
+        except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: unreadable {suffix[1:]}: {exc}", "fix the file or export it again") from exc
+        raise DataError(f"{path}: unsupported dataset format {suffix or '(no suffix)'}", "use .jsonl, .json or .csv")
+    if path.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        try:
+            ds = load_from_disk(str(path))
+        except FileNotFoundError as exc:
+            raise DataError(f"{path} is not a dataset saved with save_to_disk", "point data.source at that folder") from exc
+        if isinstance(ds, DatasetDict):
+            if cfg.split not in ds:
+                raise DataError(f"{path} has no split {cfg.split!r} (has {sorted(ds)})", "set data.split")
+            ds = ds[cfg.split]
+        return list(ds)
+    from datasets import load_dataset  # a hub id: the real loading path, used when a hub is reachable
+
+    try:
+        return list(load_dataset(src, split=cfg.split))
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
+        raise DataError(f"cannot load dataset {src!r}: {str(exc).splitlines()[0]}", "give a local file or folder, or check the hub id and network") from exc
+
+
+def to_messages(row: dict[str, Any], cfg: DataConfig) -> list[dict[str, str]]:
+    """One example as chat messages ending with the assistant's answer. Raises DataError on a bad row."""
+    if cfg.messages_column in row and row[cfg.messages_column]:
+        msgs = [{"role": m["role"], "content": str(m["content"])} for m in row[cfg.messages_column]]
+    elif cfg.input_column in row and cfg.output_column in row:
+        msgs = [{"role": "user", "content": str(row[cfg.input_column])},
+                {"role": "assistant", "content": str(row[cfg.output_column])}]
+    else:
+        raise DataError(
+            f"dataset rows need columns {cfg.input_column!r} and {cfg.output_column!r}, or {cfg.messages_column!r}; "
+            f"found {sorted(row)}",
+            "rename the columns or set data.input_column / data.output_column",
+        )
+    if cfg.system_prompt and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": cfg.system_prompt})
+    if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
+        raise DataError("an example has an empty or missing assistant answer", "every row needs a non-empty output")
+    return msgs
+
+
+def source_fingerprint(cfg: DataConfig) -> str:
+    """Content hash of a local source (so editing the file invalidates the cache); the id itself otherwise."""
+    path = Path(cfg.source).expanduser()
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        return sha256_tree(path)
+    if cfg.source == assets.EMBEDDED_DATA:
+        return sha256_tree(assets.olmo_dataset("glue", "sst2", "validation"))
+    return cfg.source
+
+
+def run(cfg: DataConfig, store: Store) -> Artifact:
+    """Write train.jsonl and heldout.jsonl. Raises DataError for missing files, columns or too few rows."""
+    params = cfg.model_dump()
+    key = stage_key(KIND, params, {"source": source_fingerprint(cfg)})
+    if hit := store.lookup(KIND, key):
+        return hit
+    rows = _read_source(cfg)
+    if not rows:
+        raise DataError(f"dataset {cfg.source} is empty", "check the file or split")
+    examples = [{"id": str(r.get("id", i)), "messages": to_messages(r, cfg)} for i, r in enumerate(rows)]
+    if len(examples) <= cfg.heldout_size:
+        raise DataError(
+            f"dataset has {len(examples)} examples, not more than heldout_size={cfg.heldout_size}",
+            "add data or lower data.heldout_size",
+        )
+    random.Random(cfg.seed).shuffle(examples)
+    heldout, train = examples[: cfg.heldout_size], examples[cfg.heldout_size :]
+    if cfg.train_size is not None:
+        train = train[: cfg.train_size]
+    with store.build(KIND, key, params, {"source": cfg.source}) as b:
+        for name, part in (("train", train), ("heldout", heldout)):
+            with (b.path / f"{name}.jsonl").open("w") as fh:
+                for ex in part:
+                    fh.write(json.dumps(ex) + "\n")
+            b.outputs[name] = f"{name}.jsonl"
+        b.metrics.update(n_train=len(train), n_heldout=len(heldout))
+    log.info("data: %d train, %d held-out examples", len(train), len(heldout))
+    return b.artifact
+
+
+def read_examples(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -1,0 +1,102 @@
+"""Quantize a GGUF file with llama.cpp's own quantizer, called in-process through llama-cpp-python.
+
+Reads the source GGUF (checked with GGUFReader first, so a truncated file fails with a clear message rather
+than deep inside llama.cpp) and writes the quantized GGUF through a temp file in the destination folder,
+renamed into place only when llama.cpp reports success. llama.cpp logs its per-tensor progress to stderr;
+that is its own output, not ours.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+from edgetune.constants import LLAMA_FTYPE, Quant
+from edgetune.errors import ExportError
+from edgetune.export.inspect import field_value, file_type_name, read_gguf
+
+log = logging.getLogger(__name__)
+
+# general.file_type values of unquantized files (llama.h): ALL_F32, MOSTLY_F16, MOSTLY_BF16.
+_FLOAT_FTYPES = frozenset({0, 1, 32})
+_FLOAT_TENSOR_TYPES = frozenset({"F32", "F16", "BF16"})
+
+
+def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0) -> Path:
+    """Quantize `src` to `quant` and write it to `dst` (replacing an existing file); return `dst`.
+
+    `nthread` 0 lets llama.cpp use every core. Requantizing an already quantized source is allowed but
+    logged as a WARNING, since it loses more quality than quantizing from F16/BF16.
+    Raises ExportError for a missing or corrupt source, an unknown quant, or a failed quantization; no
+    partial file is ever left at `dst` or beside it.
+    """
+    src, dst = Path(src), Path(dst)
+    try:
+        quant = Quant(quant)
+    except ValueError as exc:
+        known = ", ".join(q.value for q in Quant)
+        raise ExportError(f"unknown quantization {quant!r}", f"use one of: {known}") from exc
+    if nthread < 0:
+        raise ExportError(f"nthread must be 0 (all cores) or more, got {nthread}")
+    if dst.resolve() == src.resolve():
+        raise ExportError(f"refusing to quantize {src} onto itself", "give a different destination path")
+    if dst.is_dir():
+        raise ExportError(f"destination {dst} is a folder", "give the path of the .gguf file to write")
+
+    src_ftype = _source_file_type(src)
+    requantize = src_ftype.quantized
+    if requantize:
+        log.warning(
+            "requantizing %s (%s) to %s loses more quality than quantizing from F16/BF16; "
+            "pass the unquantized GGUF to avoid this",
+            src, src_ftype.name, quant.value,
+        )
+
+    import llama_cpp  # loads the llama.cpp shared library: only when quantizing
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMA_FTYPE[quant]
+    params.nthread = nthread
+    # llama.cpp refuses a quantized source unless asked, and we only ask when the source is quantized.
+    params.allow_requantize = requantize
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".gguf.tmp", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        log.info("quantizing %s (%s) to %s as %s", src, src_ftype.name, dst, quant.value)
+        rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(tmp), ctypes.byref(params))
+        if rc != 0:
+            # llama.cpp can fail half-way and leave a partial file behind: the finally below removes it.
+            raise ExportError(
+                f"llama.cpp could not quantize {src} to {quant.value} (return code {rc})",
+                "llama.cpp printed the reason on stderr just above",
+            )
+        # No read-back of the result: GGUFReader needs seconds for a 50k-token vocabulary, longer than the
+        # quantization itself on small models; tests check the written file types against LLAMA_FTYPE.
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s (%s, %d bytes)", dst, quant.value, dst.stat().st_size)
+    return dst
+
+
+class _SourceType(NamedTuple):
+    name: str
+    quantized: bool
+
+
+def _source_file_type(src: Path) -> _SourceType:
+    """The source's file type name and whether it is already quantized."""
+    reader = read_gguf(src)  # raises ExportError for a missing, truncated or corrupt source
+    ftype = field_value(reader, "general.file_type")
+    if ftype is not None:
+        return _SourceType(file_type_name(ftype), ftype not in _FLOAT_FTYPES)
+    # Files written without general.file_type: judge by the tensors themselves.
+    quantized = any(t.tensor_type.name not in _FLOAT_TENSOR_TYPES for t in reader.tensors)
+    return _SourceType("unknown type", quantized)
