@@ -1,3 +1,144 @@
-"""Commands beyond `setup`; each is a few lines over the library."""
+"""Commands: each builds its config, calls one library function, and reports the result."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgetune.cli.main import State, cli, pass_state
+from edgetune.constants import CONFIG_FILE, Quant
+from edgetune.errors import ConfigError
+
+
+def _quiet_hf_libraries() -> None:
+    """transformers/datasets draw their own tqdm bars and warnings; the CLI owns the terminal."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+@cli.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Config file (default: ./{CONFIG_FILE} if present, else the embedded default).")
+@click.option("--target", help="Target board profile, e.g. rpi5 (see `edgetune targets list`).")
+@click.option("--model", help="Base model: HF folder, .gguf file or hub id.")
+@click.option("--data", help="Dataset: .jsonl/.csv file, HF dataset folder or hub id.")
+@click.option("--quant", "quants", multiple=True, type=click.Choice([q.value for q in Quant]),
+              help="Quant type to build (repeatable; default: the target's list).")
+@click.option("--rank", type=int, help="LoRA rank.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--epochs", type=float, help="Training epochs.")
+@click.option("--max-steps", type=int, help="Stop training after this many steps.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@pass_state
+def build(state: State, config_path: Path | None, target, model, data, quants, rank, lr, epochs, max_steps,
+          out_dir, threads) -> None:
+    """Train, merge, export, quantize, bundle, evaluate and report, reusing every unchanged stage.
+
+    \b
+    Examples:
+      edgetune build --target rpi5
+      edgetune build -c edgetune.yaml --quant Q4_0 --quant Q8_0
+      edgetune --json build --target rpi4-4gb --rank 8
+    """
+    from edgetune.cli.progress import RichProgress
+    from edgetune.config import load_config
+    from edgetune.pipeline import build as run_build
+
+    if config_path is None and Path(CONFIG_FILE).is_file():
+        config_path = Path(CONFIG_FILE)
+    cfg = load_config(config_path).with_overrides({
+        "target": target, "model.source": model, "data.source": data,
+        "export.quants": list(quants) or None, "train.r": rank, "train.learning_rate": lr,
+        "train.epochs": epochs, "train.max_steps": max_steps, "out_dir": out_dir, "threads": threads,
+    })
+    _quiet_hf_libraries()
+    result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json))
+    rows = [(r["name"], r.get("accuracy")) for r in result.report["builds"]]
+    state.emit(
+        {"bundle": result.bundle_dir, "tarball": result.tarball, "report": result.report_md,
+         "report_json": result.report_json, "ran": result.ran, "reused": result.reused,
+         "accuracy": dict(rows)},
+        "\n".join([*(f"{n:>6}: accuracy {a:.1%}" for n, a in rows if a is not None),
+                   f"ran {len(result.ran)} stages, reused {len(result.reused)}",
+                   f"bundle: {result.bundle_dir}", f"tarball: {result.tarball}", f"report: {result.report_md}"]),
+    )
+
+
+@cli.command()
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=Path(CONFIG_FILE),
+              show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@pass_state
+def init(state: State, path: Path, force: bool) -> None:
+    """Write a commented starter edgetune.yaml (the embedded default's values)."""
+    from edgetune.artifacts import atomic_write_text
+    from edgetune.config import STARTER
+
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", "pass --force to overwrite it, or --path to write elsewhere")
+    atomic_write_text(path, STARTER)
+    state.emit({"config": path}, f"wrote {path}")
+
+
+@cli.group()
+def targets() -> None:
+    """Target board profiles (targets/*.yaml)."""
+
+
+@targets.command("list")
+@pass_state
+def targets_list(state: State) -> None:
+    """List known targets."""
+    from edgetune.targets import list_targets
+
+    found = list_targets()
+    state.emit({"targets": [t.model_dump(mode="json") for t in found]},
+               "\n".join(f"{t.name:<16} {t.description}" + (f"  (alias: {', '.join(t.aliases)})" if t.aliases else "")
+                         for t in found))
+
+
+@targets.command("show")
+@click.argument("name")
+@pass_state
+def targets_show(state: State, name: str) -> None:
+    """Show one target profile."""
+    import yaml
+
+    from edgetune.targets import get_target
+
+    t = get_target(name)
+    state.emit(t.model_dump(mode="json"), yaml.safe_dump(t.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+@cli.group("bundle")
+def bundle_group() -> None:
+    """Inspect and check bundles."""
+
+
+@bundle_group.command("verify")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@pass_state
+def bundle_verify(state: State, path: Path) -> None:
+    """Re-check every file of a bundle folder against its manifest's sha256."""
+    from edgetune.bundle import verify_bundle
+
+    manifest = verify_bundle(path)
+    state.emit({"ok": True, "files": len(manifest["files"])}, f"ok: {len(manifest['files'])} files match the manifest")
+
+
+@cli.command()
+@click.argument("gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_state
+def inspect(state: State, gguf: Path) -> None:
+    """Show a GGUF file's metadata, tensor types, size and chat template."""
+    from edgetune.export.inspect import inspect_gguf
+
+    info = inspect_gguf(gguf)
+    human = "\n".join(f"{k}: {v}" for k, v in info.items() if k != "chat_template")
+    state.emit(info, human + f"\nchat_template: {'yes' if info.get('chat_template') else 'MISSING'}")

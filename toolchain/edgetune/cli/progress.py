@@ -1,0 +1,36 @@
+"""The CLI's Progress: rich bars on stderr with rate and ETA; silent when stderr is not a terminal and
+--json is set, so scripts get clean output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from edgetune.cli.logs import stderr
+
+
+class _Task:
+    def __init__(self, bar: Progress, task_id: int):
+        self.bar, self.task_id = bar, task_id
+
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        info = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        self.bar.update(self.task_id, advance=n, info=info)
+
+
+class RichProgress:
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    @contextmanager
+    def task(self, description: str, total: float | None) -> Iterator[_Task]:
+        columns = (SpinnerColumn(), TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.speed:>6.2f}/s" if total else ""), TimeElapsedColumn(), TextColumn("eta"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        with Progress(*columns, console=stderr, disable=not self.enabled, transient=False) as bar:
+            task_id = bar.add_task(description, total=total, info="")
+            yield _Task(bar, task_id)

@@ -1,0 +1,104 @@
+"""The eval stages: score one build (base, GPU build, a GGUF) on the held-out task and on the forgetting set.
+
+Every build is fed the same token ids, made once with the base model's HF tokenizer and chat template, so
+per-item results pair up across builds. Each (build, suite) is its own cached artifact holding
+`results.jsonl` (one line per item) and the summary in its record's metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgetune.artifacts import Artifact, Store, stage_key
+from edgetune.evals.forgetting import MCItem, run_multiple_choice
+from edgetune.evals.task import TaskItem, run_label_accuracy
+from edgetune.progress import NullProgress, Progress
+from edgetune.runtimes.base import Runtime
+
+log = logging.getLogger(__name__)
+
+KIND_TASK = "eval-task"
+KIND_FORGET = "eval-forgetting"
+
+
+def task_items(examples: Sequence[dict[str, Any]], tokenizer) -> list[TaskItem]:
+    """Render each held-out example's prompt with the model's own chat template, as the trainer did."""
+    items = []
+    for ex in examples:
+        text = tokenizer.apply_chat_template(ex["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        items.append(TaskItem(id=ex["id"], prompt_ids=ids, reference=ex["messages"][-1]["content"]))
+    return items
+
+
+def stop_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(tokenizer, "added_tokens_encoder", {})
+    for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        if name in gen:
+            ids.add(gen[name])
+    return sorted(i for i in ids if i is not None)
+
+
+def _items_hash(items: Sequence[Any]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps(it.__dict__, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[TaskItem],
+             tokenizer, store: Store, *, max_new_tokens: int, progress: Progress | None = None) -> Artifact:
+    params = {"max_new_tokens": max_new_tokens, "metric": "label_accuracy"}
+    inputs = {"build": build_key, "items": _items_hash(items)}
+    key = stage_key(KIND_TASK, params, inputs)
+    if hit := store.lookup(KIND_TASK, key):
+        return hit
+    stops = stop_ids(tokenizer)
+    with store.build(KIND_TASK, key, {**params, "build": build}, inputs) as b, \
+            (progress or NullProgress()).task(f"task eval: {build}", len(items)) as bar, open_runtime() as rt:
+        result = run_label_accuracy(rt, items, decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                                    max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
+        data = result.to_dict()
+        _write_results(b.path / "results.jsonl", data["items"])
+        b.outputs["results"] = "results.jsonl"
+        latencies = sorted(i["latency_s"] for i in data["items"])
+        b.metrics.update(build=build, accuracy=result.accuracy, n=result.n,
+                         correct=sum(i["correct"] for i in data["items"]),
+                         latency_p50_s=latencies[len(latencies) // 2])
+    log.info("task eval %s: accuracy %.3f on %d items", build, result.accuracy, result.n)
+    return b.artifact
+
+
+def run_forgetting(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[MCItem],
+                   store: Store, *, progress: Progress | None = None) -> Artifact:
+    params = {"metric": "mmlu_loglikelihood"}
+    inputs = {"build": build_key, "items": _items_hash(items)}
+    key = stage_key(KIND_FORGET, params, inputs)
+    if hit := store.lookup(KIND_FORGET, key):
+        return hit
+    with store.build(KIND_FORGET, key, {**params, "build": build}, inputs) as b, \
+            (progress or NullProgress()).task(f"forgetting: {build}", len(items)) as bar, open_runtime() as rt:
+        result = run_multiple_choice(rt, items, on_item=bar.advance)
+        data = result.to_dict()
+        _write_results(b.path / "results.jsonl", data.pop("items"))
+        b.outputs["results"] = "results.jsonl"
+        b.metrics.update(build=build, **{k: v for k, v in data.items()})
+    log.info("forgetting %s: acc %.3f", build, result.acc)
+    return b.artifact
+
+
+def read_results(artifact: Artifact) -> list[dict[str, Any]]:
+    with artifact.file("results").open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -1,0 +1,74 @@
+"""The export stage: merged HF folder → F16 GGUF → one quantized GGUF per requested type.
+
+Each file is its own cached artifact (`gguf` kind), keyed by the merged model, the quant type and the llama.cpp
+revision, so adding a quant to the list builds only that one. Reads the merge artifact; writes `model.gguf` in
+each artifact folder. Raises ExportError / ToolError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgetune.artifacts import Artifact, Store, sha256_file, stage_key
+from edgetune.constants import Quant
+from edgetune.export.convert import convert_to_gguf
+from edgetune.export.quantize import quantize_gguf
+from edgetune.llamacpp import LlamaCppTools
+
+log = logging.getLogger(__name__)
+
+KIND = "gguf"
+FILE = "model.gguf"
+
+
+def _tools_record(tools: LlamaCppTools) -> dict[str, str]:
+    return {"llama-cpp-python": tools.version, "llama.cpp": tools.revision}
+
+
+def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
+            metadata: Mapping[str, Any] | None = None) -> Artifact:
+    """The F16 GGUF of the merged model, made by llama.cpp's own converter."""
+    params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {})}
+    inputs = {"merged": merged.key, "llama.cpp": tools.revision}
+    key = stage_key(KIND, params, inputs)
+    if hit := store.lookup(KIND, key):
+        return hit
+    with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
+        meta = {"general.name": name, **(metadata or {})}
+        convert_to_gguf(merged.path / merged.outputs["model_dir"], b.path / FILE, tools, outtype="f16", metadata=meta)
+        _describe(b, Quant.F16)
+    return b.artifact
+
+
+def quantize(f16: Artifact, quants: Sequence[Quant], tools: LlamaCppTools, store: Store, *,
+             threads: int | None = None) -> dict[Quant, Artifact]:
+    """One artifact per quant type, each quantized from the F16 file (never re-quantized from a lower one)."""
+    built: dict[Quant, Artifact] = {}
+    for quant in quants:
+        if quant == Quant.F16:
+            built[quant] = f16
+            continue
+        params = {"quant": quant.value}
+        inputs = {"f16": f16.key, "llama.cpp": tools.revision}
+        key = stage_key(KIND, params, inputs)
+        if hit := store.lookup(KIND, key):
+            built[quant] = hit
+            continue
+        with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
+            quantize_gguf(f16.path / FILE, b.path / FILE, quant, nthread=threads or 0)
+            _describe(b, quant)
+        built[quant] = b.artifact
+        log.info("quantized %s: %.1f MB", quant.value, b.artifact.metrics["size_bytes"] / 1e6)
+    return built
+
+
+def _describe(b, quant: Quant) -> None:
+    path = b.path / FILE
+    b.outputs["gguf"] = FILE
+    b.metrics.update(quant=quant.value, size_bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+def gguf_path(artifact: Artifact):
+    return artifact.path / artifact.outputs["gguf"]

@@ -1,0 +1,1 @@
+"""Reports: statistics over paired per-item results, and the Markdown/JSON writers."""
