@@ -44,6 +44,10 @@ class Artifact:
     def outputs(self) -> dict[str, Any]:
         return self.record.get("outputs", {})
 
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.record.get("metrics", {})
+
     def file(self, name: str) -> Path:
         """Path of an output file named in the record (never guessed)."""
         return self.path / self.outputs[name]

@@ -7,10 +7,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
 
 from edgetune.cli.logs import stderr
+
+
+class RateColumn(ProgressColumn):
+    """Items per second (rich's own speed is None until a few updates have arrived)."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:6.2f}/s" if task.speed else "     –/s")
 
 
 class _Task:
@@ -29,7 +37,7 @@ class RichProgress:
     @contextmanager
     def task(self, description: str, total: float | None) -> Iterator[_Task]:
         columns = (SpinnerColumn(), TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.speed:>6.2f}/s" if total else ""), TimeElapsedColumn(), TextColumn("eta"),
+                   RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         with Progress(*columns, console=stderr, disable=not self.enabled, transient=False) as bar:
             task_id = bar.add_task(description, total=total, info="")
