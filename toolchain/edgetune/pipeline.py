@@ -117,8 +117,9 @@ def _evaluate(cfg, base, merged, f16, ggufs, data_art, store, stages, progress, 
     def gguf(art: Artifact):
         return lambda: LlamaCppRuntime(export.gguf_path(art), n_ctx=1024, n_threads=threads)
 
-    runs = [(BASE_BUILD, "base (HF fp32)", base, hf(basemodel.model_dir(base)), None),
-            (GPU_BUILD, "GPU build (HF fp32, merged)", merged, hf(merged.path / merged.outputs["model_dir"]), None)]
+    base_dir, merged_dir = basemodel.model_dir(base), merged.path / merged.outputs["model_dir"]
+    runs = [(BASE_BUILD, "base (HF fp32)", base, hf(base_dir), _weights_bytes(base_dir)),
+            (GPU_BUILD, "GPU build (HF fp32, merged)", merged, hf(merged_dir), _weights_bytes(merged_dir))]
     runs.append(("F16", "GGUF", f16, gguf(f16), f16.metrics["size_bytes"]))
     runs += [(q.value, "GGUF", a, gguf(a), a.metrics["size_bytes"]) for q, a in ggufs.items() if q != Quant.F16]
     if threads:
@@ -136,3 +137,7 @@ def _evaluate(cfg, base, merged, f16, ggufs, data_art, store, stages, progress, 
         builds.append({"name": build_name, "kind": kind, "size_bytes": size})
     return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                         task=task_arts, forgetting=mc_arts, context=context)
+
+
+def _weights_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))

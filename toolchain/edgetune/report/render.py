@@ -69,6 +69,16 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     ctx = report["context"]
     lines = [f"# {report['title']}", ""]
     lines += [f"- **{k}**: {v}" for k, v in ctx.items() if not isinstance(v, (dict, list))]
+    by_name = {r["name"]: r for r in report["builds"]}
+    if "accuracy" in by_name.get(BASE_BUILD, {}) and "accuracy" in by_name.get(GPU_BUILD, {}):
+        b, g = by_name[BASE_BUILD], by_name[GPU_BUILD]
+        verdict = "beats" if g["ci95"][0] > b["ci95"][1] else "does not clearly beat"
+        lines += ["", f"**Fine-tune:** the GPU build {verdict} the base on held-out items: {_pct(b['accuracy'])} → "
+                      f"{_pct(g['accuracy'])} ({_signed_pts(g['accuracy'] - b['accuracy'])}, n={g['n']})."]
+    edge = [r for r in report["builds"] if r.get("kind") == "GGUF" and "delta_vs_gpu" in r]
+    if edge:
+        lines += ["", "**Lost to conversion and quantization** (vs the GPU build): "
+                  + ", ".join(f"{r['name']} {_signed_pts(r['delta_vs_gpu'])}" for r in edge) + "."]
     lines += ["", "## Task accuracy (held-out)", "",
               "| build | kind | size | accuracy | 95% CI | vs GPU build | lost / gained | McNemar p |",
               "|---|---|---|---|---|---|---|---|"]

@@ -1,0 +1,41 @@
+"""CI check of the embedded default's result: the fine-tune beats the base on held-out SST-2, every bundle
+file matches its manifest, every GGUF loads and generates in llama-cpp-python, and a rebuild reuses every stage.
+
+Usage: python scripts/check_default_build.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main(out_dir: Path) -> int:
+    rebuild = subprocess.run([sys.executable, "-m", "edgetune", "--json", "build", "--target", "rpi5", "--out",
+                              str(out_dir)], capture_output=True, text=True, check=True)
+    result = json.loads(rebuild.stdout)
+    assert result["ran"] == [], f"a rebuild re-ran stages: {result['ran']}"
+    report = json.loads(Path(result["report_json"]).read_text())
+    acc = {b["name"]: b.get("accuracy") for b in report["builds"]}
+    print("accuracy:", json.dumps(acc))
+    assert acc["gpu"] > acc["base"], "the fine-tune does not beat the base on held-out SST-2"
+    assert all(v is not None for v in acc.values()), "a build has no accuracy"
+
+    from edgetune.bundle import verify_bundle
+    from llama_cpp import Llama
+
+    manifest = verify_bundle(Path(result["bundle"]))
+    for model in manifest["models"]:
+        llm = Llama(str(Path(result["bundle"]) / model["file"]), n_ctx=256, verbose=False)
+        out = llm.create_chat_completion([{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
+        text = out["choices"][0]["message"]["content"]
+        assert out["usage"]["completion_tokens"] > 0, f"{model['file']} generated nothing"
+        print(f"{model['quant']}: loads and generates: {text!r}")
+    print("default build: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "edgetune-out")))

@@ -1,0 +1,3 @@
+from edgetune.cli.main import main
+
+main()
