@@ -80,3 +80,27 @@ def tiny_gguf(tmp_path_factory, tiny_model_dir, llama_tools) -> Path:
         check=True, env=llama_tools.env(), capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_gguf, llama_tools):
+    """A real bundle for rpi5: the tiny GGUF quantized to Q4_0 and Q8_0 by llama.cpp (export stage), then
+    bundle.run, all in a Store under a temp folder. Returns the bundle Artifact. Its files are hard-linked to
+    the store's GGUFs: copy the folder before changing anything in it."""
+    import shutil
+
+    from edgetune import bundle
+    from edgetune.artifacts import Store, sha256_file, stage_key
+    from edgetune.constants import Quant
+    from edgetune.export import stage as export
+    from edgetune.targets import get_target
+
+    store = Store(tmp_path_factory.mktemp("bundle-store"))
+    params, inputs = {"quant": "F16", "name": "tiny"}, {"source": sha256_file(tiny_gguf)}
+    with store.build(export.KIND, stage_key(export.KIND, params, inputs), params, inputs) as b:
+        shutil.copy2(tiny_gguf, b.path / export.FILE)
+        b.outputs["gguf"] = export.FILE
+    ggufs = export.quantize(b.artifact, [Quant.Q4_0, Quant.Q8_0], llama_tools, store, threads=1)
+    return bundle.run(get_target("rpi5"), ggufs, {"base": {"source": str(tiny_gguf)}},
+                      {"llama-cpp-python": llama_tools.version, "llama.cpp": llama_tools.revision},
+                      store, model_name="tiny")

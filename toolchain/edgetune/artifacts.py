@@ -112,10 +112,10 @@ class Store:
             return None
         try:
             record = json.loads(record_path.read_text())
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or UnicodeDecodeError for a record of garbage bytes
             log.warning("ignoring unreadable artifact record %s", record_path)
             return None
-        if record.get("key") != key:
+        if not isinstance(record, dict) or record.get("key") != key:
             return None
         return Artifact(kind, key, path, record, cached=True)
 

@@ -86,9 +86,15 @@ def verify_bundle(root: Path) -> dict[str, Any]:
     manifest_path = Path(root) / MANIFEST_FILE
     if not manifest_path.is_file():
         raise BundleError(f"{root} has no {MANIFEST_FILE}", "point at a bundle folder made by `edgetune build`")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("schema") != MANIFEST_SCHEMA:
-        raise BundleError(f"{manifest_path}: unsupported schema {manifest.get('schema')}", "rebuild the bundle")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise BundleError(f"{manifest_path} is not readable JSON: {exc}", "re-copy or rebuild the bundle") from exc
+    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+        schema = manifest.get("schema") if isinstance(manifest, dict) else None
+        raise BundleError(f"{manifest_path}: unsupported schema {schema}", "rebuild the bundle")
+    if not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{manifest_path} has no file list", "re-copy or rebuild the bundle")
     for rel, meta in manifest["files"].items():
         path = Path(root) / rel
         if not path.is_file():

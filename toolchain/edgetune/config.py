@@ -98,6 +98,9 @@ class BuildConfig(_Section):
             node = data
             *parents, leaf = dotted.split(".")
             for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"command-line flags: {dotted}: no such setting",
+                                      "`edgetune init` lists every key")
                 node = node[p]
             node[leaf] = value
         return _validate(data, "command-line flags")

@@ -80,13 +80,18 @@ def _read_source(cfg: DataConfig) -> list[dict[str, Any]]:
         raise DataError(f"cannot load dataset {src!r}: {str(exc).splitlines()[0]}", "give a local file or folder, or check the hub id and network") from exc
 
 
+def _text(value: Any) -> str:
+    """A cell as text; a missing value (JSON null, a short CSV line) is empty, never the string "None"."""
+    return "" if value is None else str(value)
+
+
 def to_messages(row: dict[str, Any], cfg: DataConfig) -> list[dict[str, str]]:
     """One example as chat messages ending with the assistant's answer. Raises DataError on a bad row."""
     if cfg.messages_column in row and row[cfg.messages_column]:
-        msgs = [{"role": m["role"], "content": str(m["content"])} for m in row[cfg.messages_column]]
+        msgs = [{"role": m["role"], "content": _text(m["content"])} for m in row[cfg.messages_column]]
     elif cfg.input_column in row and cfg.output_column in row:
-        msgs = [{"role": "user", "content": str(row[cfg.input_column])},
-                {"role": "assistant", "content": str(row[cfg.output_column])}]
+        msgs = [{"role": "user", "content": _text(row[cfg.input_column])},
+                {"role": "assistant", "content": _text(row[cfg.output_column])}]
     else:
         raise DataError(
             f"dataset rows need columns {cfg.input_column!r} and {cfg.output_column!r}, or {cfg.messages_column!r}; "

@@ -34,7 +34,14 @@ def run(base: Artifact, trained: Artifact, store: Store) -> Artifact:
     src = model_dir(base)
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
-    model = PeftModel.from_pretrained(model, trained.path / trained.outputs["adapter"]).eval()
+    adapter = trained.path / trained.outputs["adapter"]
+    try:
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    except (RuntimeError, ValueError) as exc:  # peft: shape mismatch (RuntimeError), missing target modules
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(exc).__name__)
+        raise ExportError(f"adapter {adapter} does not fit base model {src}: {detail}",
+                          "merge an adapter trained on this base; retrain or check model.source") from exc
     ids = tok(PROBE, return_tensors="pt").input_ids
     with torch.inference_mode():
         before = model(ids).logits

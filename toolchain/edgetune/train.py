@@ -109,9 +109,11 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
         raise TrainError(f"{src} has a tokenizer without a chat template", "use an instruct model or add chat_template.jinja")
     model = _load_model(src, method, cuda)
     targets = resolve_targets(model, cfg.target_modules)
+    # LoRA A is drawn from the global RNG here, before the Trainer seeds it: seed now or runs differ
+    transformers.set_seed(cfg.seed)
     model = get_peft_model(model, LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none",
-        task_type="CAUSAL_LM",
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none", task_type="CAUSAL_LM",
+        target_modules="all-linear" if targets == ["all-linear"] else targets,  # peft takes the preset as a str
     ))
     trainable, total = model.get_nb_trainable_parameters()
     share = trainable / total

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgetune.cli.main import State, cli, pass_state
 from edgetune.constants import CONFIG_FILE, Quant
 from edgetune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgetune.config import BuildConfig
 
 
 def _quiet_hf_libraries() -> None:
@@ -19,6 +23,21 @@ def _quiet_hf_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+
+
+def build_config(config_path: Path | None, *, target=None, model=None, data=None, quants=(), rank=None, lr=None,
+                 epochs=None, max_steps=None, out_dir=None, threads=None) -> BuildConfig:
+    """The BuildConfig `build` runs: the config file (./edgetune.yaml if present, else the embedded default)
+    with the given flags on top. Raises ConfigError."""
+    from edgetune.config import load_config
+
+    if config_path is None and Path(CONFIG_FILE).is_file():
+        config_path = Path(CONFIG_FILE)
+    return load_config(config_path).with_overrides({
+        "target": target, "model.source": model, "data.source": data,
+        "export.quants": list(quants) or None, "train.r": rank, "train.learning_rate": lr,
+        "train.epochs": epochs, "train.max_steps": max_steps, "out_dir": out_dir, "threads": threads,
+    })
 
 
 @cli.command()
@@ -36,8 +55,7 @@ def _quiet_hf_libraries() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @pass_state
-def build(state: State, config_path: Path | None, target, model, data, quants, rank, lr, epochs, max_steps,
-          out_dir, threads) -> None:
+def build(state: State, config_path: Path | None, **flags) -> None:
     """Train, merge, export, quantize, bundle, evaluate and report, reusing every unchanged stage.
 
     \b
@@ -47,16 +65,9 @@ def build(state: State, config_path: Path | None, target, model, data, quants, r
       edgetune --json build --target rpi4-4gb --rank 8
     """
     from edgetune.cli.progress import RichProgress
-    from edgetune.config import load_config
     from edgetune.pipeline import build as run_build
 
-    if config_path is None and Path(CONFIG_FILE).is_file():
-        config_path = Path(CONFIG_FILE)
-    cfg = load_config(config_path).with_overrides({
-        "target": target, "model.source": model, "data.source": data,
-        "export.quants": list(quants) or None, "train.r": rank, "train.learning_rate": lr,
-        "train.epochs": epochs, "train.max_steps": max_steps, "out_dir": out_dir, "threads": threads,
-    })
+    cfg = build_config(config_path, **flags)
     _quiet_hf_libraries()
     result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json))
     rows = [(r["name"], r.get("accuracy")) for r in result.report["builds"]]

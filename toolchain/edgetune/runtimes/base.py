@@ -11,6 +11,8 @@ import abc
 from collections.abc import Sequence
 from types import TracebackType
 
+import numpy as np
+
 from edgetune.errors import EvalError
 
 # (context_ids, continuation_ids) -> (sum of log-probs of the continuation, continuation is the greedy one)
@@ -35,6 +37,12 @@ class Runtime(abc.ABC):
         """For each (context_ids, continuation_ids): the summed natural-log probability of the continuation
         given the context, and whether greedy decoding from the context would produce exactly the
         continuation. Results are in request order. Raises EvalError for an empty context or continuation."""
+
+    @abc.abstractmethod
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """Raw next-token logits for every position of `ids`: float32 array [len(ids), n_vocab], row i is the
+        distribution over the token after ids[i]. Used to compare builds distribution by distribution (KLD).
+        Raises EvalError for empty ids or ids that do not fit the context."""
 
     def close(self) -> None:  # noqa: B027  # optional hook: not every backend holds resources
         """Free the model. Idempotent."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgetune.errors import ConfigError, EvalError, ModelError
@@ -159,6 +160,13 @@ class HFRuntime(Runtime):
                 f"token id {bad[0]} is outside the model's vocabulary (0..{self.n_vocab - 1})",
                 "tokenise with this model's own tokenizer",
             )
+
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> np.ndarray:
+        check_prompt(ids, 0)
+        self._check_ids(ids)
+        out = self._model(input_ids=torch.tensor([ids], device=self.device))
+        return out.logits[0].float().cpu().numpy()
 
     # -- decoding ------------------------------------------------------------------------------------------
 

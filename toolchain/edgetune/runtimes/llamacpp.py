@@ -104,6 +104,13 @@ class LlamaCppRuntime(Runtime):
             self._eval([token])
         return new
 
+    def logits(self, ids: list[int]) -> np.ndarray:
+        check_prompt(ids, 0)
+        self._check_ids(ids)
+        self._check_fits(len(ids))
+        self._eval_sequence(list(ids))
+        return np.array(self._llm.scores[: len(ids)], dtype=np.float32)
+
     # -- KV cache ------------------------------------------------------------------------------------------
 
     def _eval_sequence(self, tokens: list[int]) -> None:

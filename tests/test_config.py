@@ -1,0 +1,157 @@
+"""BuildConfig: defaults, the starter file, strict validation with field paths, and CLI-style overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from edgetune.config import STARTER, BuildConfig, load_config
+from edgetune.constants import Quant
+from edgetune.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_equal_the_starter_file(tmp_path):
+    cfg = load_config(write(tmp_path / "edgetune.yaml", STARTER))
+    default = BuildConfig()
+    assert cfg.out_dir == tmp_path / default.out_dir  # relative paths resolve against the file's folder
+    assert cfg.model_dump(exclude={"out_dir"}) == default.model_dump(exclude={"out_dir"})
+
+
+def test_no_file_is_the_embedded_default():
+    assert load_config(None) == BuildConfig()
+
+
+def test_empty_file_is_the_default(tmp_path):
+    cfg = load_config(write(tmp_path / "edgetune.yaml", "# nothing set\n"))
+    assert cfg.model_dump(exclude={"out_dir"}) == BuildConfig().model_dump(exclude={"out_dir"})
+
+
+def test_file_values_are_read(tmp_path):
+    cfg = load_config(write(tmp_path / "e.yaml", "target: RPi4-4GB\ntrain: {r: 4, target_modules: [q_proj]}\n"
+                                                   "export: {quants: [Q8_0]}\ndata: {source: d.csv}\n"))
+    assert cfg.target == "rpi4-4gb"  # normalised
+    assert (cfg.train.r, cfg.train.target_modules, cfg.train.alpha) == (4, ["q_proj"], 32)
+    assert cfg.export.quants == [Quant.Q8_0]
+    assert cfg.data.source == "d.csv"
+
+
+@pytest.mark.parametrize("text, where", [
+    ("tarket: rpi5\n", "tarket"),
+    ("train: {rr: 8}\n", "train.rr"),
+    ("data: {source: x.jsonl, input_col: q}\n", "data.input_col"),
+    ("eval: {max_new_tokens: 4, extra: 1}\n", "eval.extra"),
+], ids=["top-level", "train", "data", "eval"])
+def test_unknown_key_names_the_field_path(tmp_path, text, where):
+    path = write(tmp_path / "edgetune.yaml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.message == f"{path}: {where}: Extra inputs are not permitted"
+    assert "edgetune init" in exc.value.hint
+    assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text, where", [
+    ("train: {r: sixteen}\n", "train.r"),
+    ("train: {r: 0}\n", "train.r"),
+    ("train: {dropout: 1.0}\n", "train.dropout"),
+    ("train: {method: full}\n", "train.method"),
+    ("train: {target_modules: q_proj}\n", "train.target_modules"),
+    ("threads: 0\n", "threads"),
+    ("export: {quants: [Q9_9]}\n", "export.quants.0"),
+    ("data: {heldout_size: 5}\n", "data.heldout_size"),
+    ("model: [a, b]\n", "model"),
+    ("model: {trust_remote_code: maybe}\n", "model.trust_remote_code"),
+])
+def test_bad_value_names_the_field_path(tmp_path, text, where):
+    path = write(tmp_path / "edgetune.yaml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.message.startswith(f"{path}: {where}: ")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "nope.yaml")
+    assert exc.value.message == f"config file not found: {tmp_path / 'nope.yaml'}"
+    assert "edgetune init" in exc.value.hint
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    path = write(tmp_path / "edgetune.yaml", "train:\n  r: [8\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.message.startswith(f"{path}: not valid YAML: ")
+    assert "\n" not in str(exc.value)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = write(tmp_path / "edgetune.yaml", "- target\n- rpi5\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("out_dir, expected", [
+    ("edgetune-out", "cfgdir/edgetune-out"),
+    ("../elsewhere", "cfgdir/../elsewhere"),
+    ("sub/dir", "cfgdir/sub/dir"),
+])
+def test_relative_out_dir_is_against_the_file_folder(tmp_path, monkeypatch, out_dir, expected):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "cfgdir" / "edgetune.yaml", f"out_dir: {out_dir}\n")
+    assert load_config(path).out_dir == tmp_path / expected
+    assert load_config(Path("cfgdir/edgetune.yaml")).out_dir == Path(expected)
+
+
+def test_absolute_out_dir_is_kept(tmp_path):
+    path = write(tmp_path / "cfgdir" / "edgetune.yaml", f"out_dir: {tmp_path / 'abs'}\n")
+    assert load_config(path).out_dir == tmp_path / "abs"
+
+
+def test_config_is_frozen():
+    cfg = BuildConfig()
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.train.r = 4  # type: ignore[misc]
+
+
+class TestWithOverrides:
+    def test_dotted_keys(self):
+        cfg = BuildConfig().with_overrides({"train.r": 8, "target": "RPI4-4GB", "data.source": "x.jsonl",
+                                            "export.quants": ["Q4_0"], "out_dir": Path("o")})
+        assert (cfg.train.r, cfg.target, cfg.data.source) == (8, "rpi4-4gb", "x.jsonl")
+        assert cfg.export.quants == [Quant.Q4_0]
+        assert cfg.out_dir == Path("o")
+
+    def test_none_is_ignored(self):
+        base = BuildConfig().with_overrides({"train.r": 4})
+        assert base.with_overrides({"train.r": None, "target": None, "export.quants": None}) == base
+
+    def test_returns_a_new_config(self):
+        base = BuildConfig()
+        base.with_overrides({"train.r": 4})
+        assert base.train.r == 16
+
+    def test_other_fields_kept(self, tmp_path):
+        base = load_config(write(tmp_path / "e.yaml", "train: {alpha: 64, r: 4}\ntarget: rpi4\n"))
+        cfg = base.with_overrides({"train.r": 8})
+        assert (cfg.train.r, cfg.train.alpha, cfg.target, cfg.out_dir) == (8, 64, "rpi4", base.out_dir)
+
+    @pytest.mark.parametrize("overrides, message", [
+        ({"train.r": 0}, "command-line flags: train.r: "),
+        ({"train.learning_rate": -1.0}, "command-line flags: train.learning_rate: "),
+        ({"export.quants": ["Q9_9"]}, "command-line flags: export.quants.0: "),
+        ({"train.rr": 8}, "command-line flags: train.rr: Extra inputs are not permitted"),
+        ({"trian.r": 8}, "command-line flags: trian.r: no such setting"),
+        ({"target.name": "x"}, "command-line flags: target.name: no such setting"),
+    ])
+    def test_revalidated(self, overrides, message):
+        with pytest.raises(ConfigError) as exc:
+            BuildConfig().with_overrides(overrides)
+        assert exc.value.message.startswith(message)

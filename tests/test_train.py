@@ -1,0 +1,233 @@
+"""The train stage for real (peft + trl on CPU) on the tiny Llama and a 32-row toy task: loss, adapter files,
+determinism, the cache, target checks, presets, the trainable-share warning and the QLoRA (NF4) path."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from edgetune import basemodel, data, train
+from edgetune.artifacts import Store
+from edgetune.config import DataConfig, ModelConfig, TrainConfig
+from edgetune.errors import ModelError
+
+ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
+MLP = {"gate_proj", "up_proj", "down_proj"}
+COLOURS = {"grass": "green", "sky": "blue", "snow": "white", "coal": "black", "blood": "red",
+           "lemon": "yellow", "milk": "white", "night": "black"}
+# lr 1e-2 and no warm-up move the random tiny model's loss visibly within 8 steps (1e-1 diverges)
+CFG = TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0,
+                  seed=0)
+
+
+def write_colour_task(path: Path, n_rows: int = 42) -> Path:
+    """A deterministic toy task: "Colour of X?" → one fixed word per X."""
+    things = sorted(COLOURS)
+    with path.open("w") as fh:
+        for i in range(n_rows):
+            thing = things[i % len(things)]
+            fh.write(json.dumps({"id": f"colour-{i}", "input": f"Colour of {thing}? (#{i})",
+                                 "output": COLOURS[thing]}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_model_dir):
+    """The data artifact (32 train rows, 10 held out) and the base artifact (the tiny Llama, in place)."""
+    root = tmp_path_factory.mktemp("train-inputs")
+    store = Store(root / "store")
+    jsonl = write_colour_task(root / "colours.jsonl")
+    data_art = data.run(DataConfig(source=str(jsonl), heldout_size=10, train_size=32), store)
+    base_art = basemodel.run(ModelConfig(source=str(tiny_model_dir)), store)
+    return base_art, data_art
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, inputs):
+    base_art, data_art = inputs
+    return train.run(CFG, base_art, data_art, Store(tmp_path_factory.mktemp("train-store")), threads=1)
+
+
+def train_once(cfg: TrainConfig, inputs, store_dir: Path):
+    base_art, data_art = inputs
+    return train.run(cfg, base_art, data_art, Store(store_dir), threads=1)
+
+
+def adapter_tensors(artifact):
+    from safetensors.torch import load_file
+
+    return load_file(artifact.file("adapter") / "adapter_model.safetensors")
+
+
+def adapter_config(artifact) -> dict:
+    return json.loads((artifact.file("adapter") / "adapter_config.json").read_text())
+
+
+def adapted_modules(tensors) -> set[str]:
+    """Leaf module names that carry LoRA weights, e.g. {"q_proj", "v_proj"}."""
+    return {key.split(".lora_")[0].rsplit(".", 1)[-1] for key in tensors}
+
+
+# --- a plain fp32 LoRA run --------------------------------------------------------------------------------------
+
+
+def test_loss_falls(trained):
+    rows = [json.loads(line) for line in trained.file("log").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    losses = [r["loss"] for r in rows]
+    assert losses[-1] < losses[0] - 0.2, losses
+    assert trained.metrics["loss_last"] < trained.metrics["loss_first"]
+    assert trained.metrics["steps"] == 8
+
+
+def test_adapter_files_carry_the_config(trained):
+    adapter = trained.file("adapter")
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in adapter.iterdir()}
+    config = adapter_config(trained)
+    assert (config["r"], config["lora_alpha"]) == (CFG.r, CFG.alpha)
+    assert set(config["target_modules"]) == ATTENTION
+    tensors = adapter_tensors(trained)
+    assert adapted_modules(tensors) == ATTENTION
+    assert {t.shape[0] for k, t in tensors.items() if "lora_A" in k} == {CFG.r}
+    # every B starts at zero; after training none is
+    assert all(t.abs().max() > 0 for k, t in tensors.items() if "lora_B" in k)
+
+
+def test_record_describes_the_run(trained):
+    assert trained.record["params"]["method"] == "lora"
+    assert trained.record["params"]["r"] == CFG.r
+    assert {"torch", "transformers", "peft", "trl"} <= set(trained.record["tools"])
+    metrics = trained.metrics
+    assert metrics["n_examples"] == 32
+    assert metrics["device"] == "cpu"
+    # 2 layers x r x (in + out) of q (64→64), k (64→32), v (64→32), o (64→64)
+    assert metrics["trainable_params"] == 2 * CFG.r * (128 + 96 + 96 + 128)
+    assert 0 < metrics["trainable_share"] < train.TRAINABLE_WARN_SHARE
+
+
+def test_second_call_returns_the_cached_artifact(trained, inputs):
+    base_art, data_art = inputs
+    weights = trained.file("adapter") / "adapter_model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = train.run(CFG, base_art, data_art, Store(trained.path.parents[1]), threads=1)
+    assert again.cached
+    assert (again.key, again.path) == (trained.key, trained.path)
+    assert weights.stat().st_mtime_ns == stamp
+
+
+def test_same_seed_gives_bit_identical_adapters(trained, inputs, tmp_path):
+    import torch
+
+    rerun = train_once(CFG, inputs, tmp_path / "store")
+    assert not rerun.cached and rerun.path != trained.path
+    first, second = adapter_tensors(trained), adapter_tensors(rerun)
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    assert rerun.file("log").read_text() == trained.file("log").read_text()
+
+
+def test_auto_method_is_lora_on_a_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("auto picks qlora where CUDA is present")
+    assert train.resolve_method(TrainConfig()) == "lora"
+
+
+# --- target modules ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("targets, missing, suggestion", [
+    (["q_prj", "v_proj"], "q_prj", "q_proj"),
+    (["query", "key"], "query", "?"),
+    (["attention", "gate_prj"], "gate_prj", "gate_proj"),
+])
+def test_absent_targets_fail_before_any_artifact(inputs, tmp_path, targets, missing, suggestion):
+    store_dir = tmp_path / "store"
+    with pytest.raises(ModelError) as info:
+        train_once(CFG.model_copy(update={"target_modules": targets}), inputs, store_dir)
+    err = info.value
+    assert missing in err.message
+    assert f"{missing} -> {suggestion}" in err.message
+    assert "q_proj" in err.hint and "attention+mlp" in err.hint  # the real names and the presets
+    assert not store_dir.exists() or not any(store_dir.rglob("*")), list(store_dir.rglob("*"))
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("attention", ATTENTION),
+    ("attention+mlp", ATTENTION | MLP),
+    ("all-linear", ATTENTION | MLP),
+])
+def test_presets_expand_to_the_model_modules(inputs, tmp_path, caplog, preset, expected):
+    cfg = CFG.model_copy(update={"target_modules": [preset], "max_steps": 1})
+    with caplog.at_level(logging.WARNING, logger="edgetune"):
+        art = train_once(cfg, inputs, tmp_path / "store")
+    # peft writes all-linear out as full module paths; compare leaf names
+    assert {name.rsplit(".", 1)[-1] for name in adapter_config(art)["target_modules"]} == expected
+    assert adapted_modules(adapter_tensors(art)) == expected
+    assert "trainable" not in caplog.text  # r=8 stays far below 5% of the model
+
+
+def test_large_trainable_share_warns(inputs, tmp_path, caplog):
+    cfg = CFG.model_copy(update={"r": 128, "alpha": 128, "target_modules": ["attention+mlp"], "max_steps": 1})
+    with caplog.at_level(logging.WARNING, logger="edgetune.train"):
+        art = train_once(cfg, inputs, tmp_path / "store")
+    assert art.metrics["trainable_share"] > train.TRAINABLE_WARN_SHARE
+    warnings = [r for r in caplog.records if r.name == "edgetune.train" and "trainable (over 5%)" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "train.r=128" in warnings[0].getMessage()
+
+
+# --- QLoRA (NF4) on CPU -----------------------------------------------------------------------------------------
+
+
+def test_qlora_trains_on_cpu(inputs, tmp_path, caplog):
+    cfg = CFG.model_copy(update={"method": "qlora", "max_steps": 3})
+    with caplog.at_level(logging.WARNING, logger="edgetune.train"):
+        art = train_once(cfg, inputs, tmp_path / "store")
+    assert art.metrics["method"] == "qlora"
+    assert art.record["params"]["method"] == "qlora"
+    assert "method=qlora on CPU" in caplog.text
+    tensors = adapter_tensors(art)
+    # the trap (NOTES.md) leaves these exactly zero on this model: no gradient reaches them
+    layer0_b = {k: t for k, t in tensors.items() if ".layers.0." in k and "lora_B" in k}
+    assert len(layer0_b) == len(ATTENTION)
+    for name, t in layer0_b.items():
+        assert t.abs().max() > 1e-4, name
+
+
+def _layer0_lora_grad_norms(model_dir: Path, method: str, ids) -> dict[str, float]:
+    """Load as train does, run an inference pass first (a baseline eval would), then one backward pass."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = train._load_model(model_dir, method, cuda=False)
+    model.eval()
+    with torch.inference_mode():
+        model(ids)
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=sorted(ATTENTION),
+                                             task_type="CAUSAL_LM"))
+    model.train()
+    model(ids, labels=ids).loss.backward()
+    return {name: p.grad.norm().item() for name, p in model.named_parameters()
+            if ".layers.0." in name and "lora_B" in name}
+
+
+def test_nf4_gradients_survive_an_inference_pass(tiny_model_dir):
+    """bitsandbytes on CPU repacks NF4 weights for inference on the first no-grad forward, after which no
+    gradient flows back through them (NOTES.md). train._load_model turns that off; compare with fp32 LoRA."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tok(["Colour of grass? green", "Colour of snow? white"], return_tensors="pt", padding=True).input_ids
+    nf4 = _layer0_lora_grad_norms(tiny_model_dir, "qlora", ids)
+    fp32 = _layer0_lora_grad_norms(tiny_model_dir, "lora", ids)
+    assert nf4.keys() == fp32.keys() and len(nf4) == len(ATTENTION)
+    for name in nf4:
+        assert fp32[name] > 0
+        assert 0.5 < nf4[name] / fp32[name] < 2.0, (name, nf4[name], fp32[name])
