@@ -104,3 +104,26 @@ def tiny_bundle(tmp_path_factory, tiny_gguf, llama_tools):
     return bundle.run(get_target("rpi5"), ggufs, {"base": {"source": str(tiny_gguf)}},
                       {"llama-cpp-python": llama_tools.version, "llama.cpp": llama_tools.revision},
                       store, model_name="tiny")
+
+
+COLOURS = {"grass": "green", "sky": "blue", "snow": "white", "coal": "black", "blood": "red",
+           "lemon": "yellow", "milk": "white", "night": "black"}
+
+
+def write_colour_task(path: Path, n_rows: int = 42) -> Path:
+    """A deterministic toy task as jsonl: "Colour of X? (#i)" → one fixed word per X."""
+    import json
+
+    things = sorted(COLOURS)
+    with path.open("w") as fh:
+        for i in range(n_rows):
+            thing = things[i % len(things)]
+            fh.write(json.dumps({"id": f"colour-{i}", "input": f"Colour of {thing}? (#{i})",
+                                 "output": COLOURS[thing]}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def colour_jsonl(tmp_path_factory) -> Path:
+    """42 rows of the colour task: 10 held out + 32 to train on."""
+    return write_colour_task(tmp_path_factory.mktemp("colour-task") / "colours.jsonl")

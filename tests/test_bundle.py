@@ -177,3 +177,15 @@ def test_damaged_manifest(copy, damage, message):
     damage(copy / MANIFEST_FILE)
     with pytest.raises(BundleError, match=message):
         bundle.verify_bundle(copy)
+
+
+def test_edited_sha256sums_is_caught(copy):
+    sums = copy / "SHA256SUMS"
+    sums.write_text(sums.read_text().replace("README.md", "README.txt"))
+    with pytest.raises(BundleError, match="SHA256SUMS does not match manifest.json"):
+        bundle.verify_bundle(copy)
+
+
+def test_bundle_files_are_copies_not_links(tiny_bundle):
+    root = tiny_bundle.path / tiny_bundle.outputs["bundle"]
+    assert all(p.stat().st_nlink == 1 for p in (root / "models").iterdir())

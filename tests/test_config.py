@@ -155,3 +155,13 @@ class TestWithOverrides:
         with pytest.raises(ConfigError) as exc:
             BuildConfig().with_overrides(overrides)
         assert exc.value.message.startswith(message)
+
+
+def test_relative_sources_resolve_against_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "train.jsonl").write_text('{"input": "a", "output": "b"}\n')
+    cfg_path = tmp_path / "proj" / "edgetune.yaml"
+    cfg_path.write_text("data:\n  source: train.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(cfg_path)
+    assert cfg.data.source == str(tmp_path / "proj" / "train.jsonl")

@@ -104,3 +104,17 @@ def test_invalid_profile_names_the_file(tmp_path, edit):
         get_target("rpi5", root)
     assert exc.value.message.startswith("target profile broken.yaml is invalid: ")
     assert "\n" not in str(exc.value)
+
+
+def test_lookup_ignores_case_and_spaces():
+    assert get_target(" RPI5 ").name == "rpi5-8gb"
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    import shutil
+
+    src = TARGETS_DIR / "rpi5-8gb.yaml"
+    shutil.copy(src, tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text(src.read_text().replace("name: rpi5-8gb", "name: other"))
+    with pytest.raises(ConfigError, match="claimed by both"):
+        get_target("rpi5", root=tmp_path)

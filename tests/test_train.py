@@ -16,31 +16,16 @@ from edgetune.errors import ModelError
 
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
 MLP = {"gate_proj", "up_proj", "down_proj"}
-COLOURS = {"grass": "green", "sky": "blue", "snow": "white", "coal": "black", "blood": "red",
-           "lemon": "yellow", "milk": "white", "night": "black"}
-# lr 1e-2 and no warm-up move the random tiny model's loss visibly within 8 steps (1e-1 diverges)
+# lr 1e-2 and no warm-up move the random tiny model's loss visibly within 8 steps (3e-2 overshoots)
 CFG = TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0,
                   seed=0)
 
 
-def write_colour_task(path: Path, n_rows: int = 42) -> Path:
-    """A deterministic toy task: "Colour of X?" → one fixed word per X."""
-    things = sorted(COLOURS)
-    with path.open("w") as fh:
-        for i in range(n_rows):
-            thing = things[i % len(things)]
-            fh.write(json.dumps({"id": f"colour-{i}", "input": f"Colour of {thing}? (#{i})",
-                                 "output": COLOURS[thing]}) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_model_dir):
+def inputs(tmp_path_factory, tiny_model_dir, colour_jsonl):
     """The data artifact (32 train rows, 10 held out) and the base artifact (the tiny Llama, in place)."""
-    root = tmp_path_factory.mktemp("train-inputs")
-    store = Store(root / "store")
-    jsonl = write_colour_task(root / "colours.jsonl")
-    data_art = data.run(DataConfig(source=str(jsonl), heldout_size=10, train_size=32), store)
+    store = Store(tmp_path_factory.mktemp("train-inputs") / "store")
+    data_art = data.run(DataConfig(source=str(colour_jsonl), heldout_size=10, train_size=32), store)
     base_art = basemodel.run(ModelConfig(source=str(tiny_model_dir)), store)
     return base_art, data_art
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tarfile
 from collections.abc import Mapping
@@ -30,11 +29,8 @@ SUMS_FILE = "SHA256SUMS"
 
 
 def _place(src: Path, dst: Path) -> None:
-    """Hard-link when the store is on the same disk (a bundle of a 7B model would otherwise double it)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    """Copy, never hard-link: a bundle edited in place must not corrupt the cached GGUF later builds reuse."""
+    shutil.copy2(src, dst)
 
 
 def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str, Any], llama_cpp: Mapping[str, str],
@@ -102,6 +98,10 @@ def verify_bundle(root: Path) -> dict[str, Any]:
         if sha256_file(path) != meta["sha256"]:
             raise BundleError(f"bundle file changed: {rel} (sha256 does not match the manifest)",
                               "the file was modified or corrupted in transit; re-copy it")
+    sums = Path(root) / SUMS_FILE
+    expected_sums = "".join(f"{v['sha256']}  {k}\n" for k, v in sorted(manifest["files"].items()))
+    if not sums.is_file() or sums.read_text() != expected_sums:
+        raise BundleError(f"{SUMS_FILE} does not match {MANIFEST_FILE}", "re-copy or rebuild the bundle")
     listed = set(manifest["files"]) | {MANIFEST_FILE, SUMS_FILE}
     extra = sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file()
                    and p.relative_to(root).as_posix() not in listed)

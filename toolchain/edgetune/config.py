@@ -127,9 +127,14 @@ def load_config(path: Path | None) -> BuildConfig:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}", "check indentation and quoting") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level", "see `edgetune init`")
+    # Relative paths in the file mean "relative to the file", wherever edgetune is run from.
     base = path.parent
     if isinstance(data.get("out_dir"), str):
         data["out_dir"] = str((base / data["out_dir"]))
+    for section in ("model", "data"):
+        src = (data.get(section) or {}).get("source") if isinstance(data.get(section), dict) else None
+        if isinstance(src, str) and not Path(src).is_absolute() and (base / src).exists():
+            data[section]["source"] = str(base / src)
     return _validate(data, str(path))
 
 

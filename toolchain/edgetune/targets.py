@@ -53,6 +53,9 @@ def _load_all(root: Path = TARGETS_DIR) -> dict[str, Target]:
             raise ConfigError(f"target profile {path.name} is invalid: {str(exc).splitlines()[0]}",
                               "fix the YAML; see targets/rpi5-8gb.yaml") from exc
         for name in (target.name, *target.aliases):
+            if name in found and found[name].name != target.name:
+                raise ConfigError(f"target name {name!r} is claimed by both {found[name].name} and {path.name}",
+                                  "give each profile a unique name and aliases")
             found[name] = target
     return found
 
@@ -64,6 +67,7 @@ def list_targets(root: Path = TARGETS_DIR) -> list[Target]:
 def get_target(name: str, root: Path = TARGETS_DIR) -> Target:
     """The profile for a name or alias; ConfigError with the nearest names otherwise."""
     known = _load_all(root)
+    name = name.strip().lower()
     if name in known:
         return known[name]
     near = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.4)
