@@ -64,8 +64,22 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="Training seed (CPU runs are bit-reproducible).")
 
 
+class GateConfig(_Section):
+    mode: Literal["block", "warn"] | None = Field(
+        None, description="block: a failed gate stops the bundle; warn: ship and report. None: block, except for "
+                          "the embedded 135M demo model, which cannot meet thresholds calibrated on 7B models.")
+    prompts: int = Field(20, ge=1, description="Held-out prompts compared against the GPU build.")
+    n_tokens: int = Field(64, ge=1, description="Greedy tokens compared per prompt.")
+    kld_max: dict[Quant, float] = Field(default_factory=dict, description="Mean KLD limit per quant (nats); "
+                                        "unset types use edgetune.export.gates.DEFAULT_KLD_MAX.")
+    top1_min: dict[Quant, float] = Field(default_factory=dict, description="Top-1 agreement floor per quant (0-1).")
+    stop_min: float = Field(0.95, ge=0, le=1, description="Share of prompts where the build stops where the GPU build does.")
+    greedy_min: float = Field(0.0, ge=0, le=1, description="Floor on the mean share of matching greedy tokens.")
+
+
 class ExportConfig(_Section):
     quants: list[Quant] | None = Field(None, description="Quant types to build; None: the target's own list.")
+    gates: GateConfig = GateConfig()
 
 
 class EvalConfig(_Section):
@@ -180,7 +194,15 @@ train:
   seed: 0
 
 export:
-  quants: null             # null: the target's list, e.g. [Q8_0, Q4_0] for rpi5
+  quants: null             # null: the target's list, e.g. [Q4_0, Q8_0] for rpi5
+  gates:                   # fidelity of each GGUF to the GPU build, on held-out prompts
+    mode: null             # block | warn (null: block; warn for the embedded 135M demo model)
+    prompts: 20
+    n_tokens: 64
+    kld_max: {}            # e.g. {Q4_0: 0.08}; unset types use llama.cpp-derived defaults
+    top1_min: {}           # e.g. {Q4_0: 0.85}
+    stop_min: 0.95
+    greedy_min: 0.0
 
 eval:
   max_new_tokens: 4

@@ -102,3 +102,50 @@ def run_forgetting(build: str, build_key: str, open_runtime: Callable[[], Runtim
 def read_results(artifact: Artifact) -> list[dict[str, Any]]:
     with artifact.file("results").open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+KIND_FID_REF = "fidelity-ref"
+KIND_FID = "fidelity"
+
+
+def run_fidelity_reference(build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[TaskItem],
+                           tokenizer, store: Store, *, n_tokens: int, progress: Progress | None = None) -> Artifact:
+    """The GPU build's greedy continuations of the gate prompts (computed once, shared by every GGUF)."""
+    from edgetune.evals.fidelity import references
+
+    params = {"n_tokens": n_tokens}
+    inputs = {"build": build_key, "items": _items_hash(items)}
+    key = stage_key(KIND_FID_REF, params, inputs)
+    if hit := store.lookup(KIND_FID_REF, key):
+        return hit
+    with store.build(KIND_FID_REF, key, params, inputs) as b, \
+            (progress or NullProgress()).task("fidelity: GPU reference", len(items)) as bar, open_runtime() as rt:
+        refs = references(rt, [(i.id, i.prompt_ids) for i in items], n_tokens=n_tokens,
+                          stop_ids=stop_ids(tokenizer), on_item=bar.advance)
+        _write_results(b.path / "results.jsonl", [r.__dict__ for r in refs])
+        b.outputs["results"] = "results.jsonl"
+        b.metrics.update(n=len(refs), stopped=sum(r.stopped for r in refs))
+    return b.artifact
+
+
+def run_fidelity(build: str, build_key: str, reference: Artifact, open_reference: Callable[[], Runtime],
+                 open_runtime: Callable[[], Runtime], tokenizer, store: Store, *,
+                 progress: Progress | None = None) -> Artifact:
+    """KLD, top-1, greedy and stop agreement of one edge build against the GPU build (see evals.fidelity)."""
+    from edgetune.evals.fidelity import Reference, compare
+
+    params = {"metric": "fidelity"}
+    inputs = {"build": build_key, "reference": reference.key}
+    key = stage_key(KIND_FID, params, inputs)
+    if hit := store.lookup(KIND_FID, key):
+        return hit
+    refs = [Reference(**row) for row in read_results(reference)]
+    with store.build(KIND_FID, key, {**params, "build": build}, inputs) as b, \
+            (progress or NullProgress()).task(f"fidelity: {build}", len(refs)) as bar, \
+            open_reference() as ref_rt, open_runtime() as rt:
+        result = compare(ref_rt, rt, refs, stop_ids=stop_ids(tokenizer), on_item=bar.advance)
+        _write_results(b.path / "results.jsonl", [i.__dict__ for i in result.items])
+        b.outputs["results"] = "results.jsonl"
+        b.metrics.update(build=build, **result.summary())
+    log.info("fidelity %s: KLD %.4f, top-1 %.3f", build, result.kld_mean, result.top1_agreement)
+    return b.artifact

@@ -1,0 +1,151 @@
+"""`edgetune.pipeline.build` end to end on the tiny Llama and the 42-row colour task: every stage for real
+(trl, peft, llama.cpp's converter and quantizer, both runtimes), then what a rebuild re-runs after each kind of
+change, and a bad config that fails before anything is half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edgetune.bundle import verify_bundle
+from edgetune.config import BuildConfig, DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainConfig
+from edgetune.constants import MANIFEST_FILE, Quant
+from edgetune.errors import ModelError
+from edgetune.home import edgetune_home
+from edgetune.pipeline import BuildResult, build
+
+QUANTS = [Quant.Q8_0, Quant.Q4_0]
+BUILDS = ["base", "gpu", "F16", "Q8_0", "Q4_0"]
+MODEL_STAGES = ["data", "base", "train", "merge", "gguf-F16", "gguf-Q8_0", "gguf-Q4_0", "bundle"]
+EVAL_STAGES = [f"{suite}-{b}" for b in BUILDS for suite in ("eval", "mmlu")]
+
+
+def config(model_dir: Path, jsonl: Path, out_dir: Path) -> BuildConfig:
+    return BuildConfig(
+        target="rpi5", out_dir=out_dir, threads=1,
+        model=ModelConfig(source=str(model_dir)),
+        data=DataConfig(source=str(jsonl), heldout_size=10, train_size=32),
+        train=TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8, learning_rate=1e-2,
+                          warmup_ratio=0.0),
+        export=ExportConfig(quants=QUANTS),
+        eval=EvalConfig(mmlu_items=8, max_new_tokens=4),
+    )
+
+
+def changed(cfg: BuildConfig, out_dir: Path, overrides: dict) -> BuildConfig:
+    return cfg.with_overrides({"out_dir": out_dir, **overrides})
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, tiny_model_dir, colour_jsonl) -> tuple[BuildConfig, BuildResult, float]:
+    cfg = config(tiny_model_dir, colour_jsonl, tmp_path_factory.mktemp("pipeline") / "out")
+    started = time.monotonic()
+    result = build(cfg, edgetune_home())
+    return cfg, result, time.monotonic() - started
+
+
+@pytest.fixture
+def copied(first, tmp_path) -> tuple[BuildConfig, Path]:
+    """A private copy of the first build's output folder, so each rebuild test starts from the same cache."""
+    cfg, _, _ = first
+    out = Path(shutil.copytree(cfg.out_dir, tmp_path / "out"))
+    return cfg, out
+
+
+def test_first_build_runs_every_stage(first):
+    _, result, elapsed_s = first
+    print(f"first build: {elapsed_s:.1f} s")  # shown with -s; about 20-30 s on a shared 2-core machine
+    assert result.ran == MODEL_STAGES + EVAL_STAGES
+    assert result.reused == []
+
+
+def test_bundle_folder_and_tarball(first):
+    cfg, result, _ = first
+    manifest = verify_bundle(result.bundle_dir)  # every listed file re-hashed
+    assert [m["quant"] for m in manifest["models"]] == ["Q8_0", "Q4_0"]
+    assert manifest["target"]["name"] == "rpi5-8gb"
+    assert manifest["provenance"]["base"]["source"] == cfg.model.source
+    assert manifest["provenance"]["adapter"]["method"] == "lora"
+    assert sorted(p.name for p in (result.bundle_dir / "models").iterdir()) == \
+        sorted(Path(m["file"]).name for m in manifest["models"])
+    with tarfile.open(result.tarball) as tar:
+        names = tar.getnames()
+    top = result.bundle_dir.name
+    assert f"{top}/{MANIFEST_FILE}" in names
+    assert {f"{top}/{m['file']}" for m in manifest["models"]} <= set(names)
+
+
+def test_every_bundled_gguf_loads_and_generates(first):
+    from llama_cpp import Llama
+
+    _, result, _ = first
+    ggufs = sorted((result.bundle_dir / "models").glob("*.gguf"))
+    assert len(ggufs) == len(QUANTS)
+    for path in ggufs:
+        llm = Llama(model_path=str(path), n_ctx=256, n_threads=1, verbose=False)
+        try:
+            out = llm.create_completion("Colour of grass?", max_tokens=4, temperature=0.0)
+        finally:
+            llm.close()
+        assert out["usage"]["completion_tokens"] > 0, path.name
+
+
+def test_report_has_one_row_per_build(first):
+    cfg, result, _ = first
+    assert result.report_md.parent == result.report_json.parent == cfg.out_dir / "runs" / "rpi5-8gb"
+    report = json.loads(result.report_json.read_text())
+    rows = {r["name"]: r for r in report["builds"]}
+    assert [r["name"] for r in report["builds"]] == BUILDS
+    for name, row in rows.items():
+        assert row["n"] == 10 and 0 <= row["accuracy"] <= 1, name
+        assert row["mmlu"]["n"] == 8, name
+    sizes = [rows[name]["size_bytes"] for name in ("Q4_0", "Q8_0", "F16", "gpu")]
+    assert 0 < sizes[0] < sizes[1] < sizes[2] < sizes[3] == rows["base"]["size_bytes"]  # fp32 HF folders
+    assert "delta_vs_gpu" in rows["Q4_0"] and "delta_vs_base" in rows["gpu"]["mmlu"]
+    markdown = result.report_md.read_text()
+    for name in BUILDS:
+        assert f"| {name} |" in markdown, name
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert set(run["stages"]) == set(MODEL_STAGES + EVAL_STAGES)
+
+
+def test_second_build_runs_nothing(copied, first):
+    cfg, out = copied
+    again = build(changed(cfg, out, {}), edgetune_home())
+    assert again.ran == []
+    assert again.report["builds"] == first[1].report["builds"]
+
+
+def test_new_quant_runs_only_its_own_stages(copied):
+    cfg, out = copied
+    result = build(changed(cfg, out, {"export.quants": [*QUANTS, Quant.Q5_0]}), edgetune_home())
+    assert result.ran == ["gguf-Q5_0", "bundle", "eval-Q5_0", "mmlu-Q5_0"]
+    assert [r["name"] for r in result.report["builds"]] == [*BUILDS, "Q5_0"]
+    assert len(list((result.bundle_dir / "models").glob("*.gguf"))) == 3
+
+
+def test_new_rank_reruns_training_and_everything_after(copied):
+    cfg, out = copied
+    result = build(changed(cfg, out, {"train.r": 4}), edgetune_home())
+    assert result.reused == ["data", "base", "eval-base", "mmlu-base"]
+    assert result.ran == [s for s in MODEL_STAGES + EVAL_STAGES if s not in result.reused]
+    assert json.loads((result.stages["train"].file("adapter") / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_bad_target_modules_fail_before_anything_half_written(tmp_path, tiny_model_dir, colour_jsonl):
+    out = tmp_path / "out"
+    cfg = changed(config(tiny_model_dir, colour_jsonl, out), out, {"train.target_modules": ["q_prj", "v_proj"]})
+    with pytest.raises(ModelError, match=r"q_prj -> q_proj"):
+        build(cfg, edgetune_home())
+    store = out / "store"
+    # only the finished cheap stages before train exist; no temp folder, no later stage, no report
+    assert sorted(p.name for p in store.iterdir()) == ["base", "data"]
+    assert not [p for p in out.rglob(".*")]
+    for kind in ("data", "base"):
+        assert all((p / "artifact.json").is_file() for p in (store / kind).iterdir())
+    assert not (out / "runs").exists()
