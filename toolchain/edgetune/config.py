@@ -79,6 +79,8 @@ class GateConfig(_Section):
 
 class ExportConfig(_Section):
     quants: list[Quant] | None = Field(None, description="Quant types to build; None: the target's own list.")
+    imatrix: bool = Field(True, description="Use an importance matrix from the training text for 4-bit and "
+                                           "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
     gates: GateConfig = GateConfig()
 
 
@@ -195,6 +197,7 @@ train:
 
 export:
   quants: null             # null: the target's list, e.g. [Q4_0, Q8_0] for rpi5
+  imatrix: true            # importance matrix from the training text for 4-bit and lower types
   gates:                   # fidelity of each GGUF to the GPU build, on held-out prompts
     mode: null             # block | warn (null: block; warn for the embedded 135M demo model)
     prompts: 20

@@ -55,7 +55,20 @@ class EvalError(EdgetuneError):
     exit_code = 8
 
 
+class JudgeError(EvalError):
+    """The LLM judge could not be reached, refused the request (bad key, unknown model) or kept failing after
+    its retries; or the local judge server would not start. Shares evaluation's exit code 8."""
+
+    exit_code = 8
+
+
 class ToolError(EdgetuneError):
     """An external tool (llama.cpp converter, compiler) failed or is not set up."""
 
     exit_code = 9
+
+
+class GateError(EdgetuneError):
+    """A build failed a fidelity gate in block mode: the report is written, the bundle is not."""
+
+    exit_code = 10

@@ -48,6 +48,18 @@ class LlamaCppTools:
     def gguf_py(self) -> Path:
         return self.root / "gguf-py"
 
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    def tool(self, name: str) -> Path:
+        """A native llama.cpp tool (llama-quantize, llama-imatrix, ...) built by scripts/build-llama-tools.sh."""
+        path = self.bin_dir / name
+        if not path.is_file():
+            raise ToolError(f"llama.cpp tool {name} is not built for llama-cpp-python {self.version}",
+                            "run scripts/build-llama-tools.sh (scripts/setup.sh does it)")
+        return path
+
     def env(self) -> dict[str, str]:
         """Environment for running the converter: its own gguf-py first, no network for tokenizers."""
         env = dict(os.environ)

@@ -19,9 +19,14 @@ from edgetune.config import BuildConfig
 from edgetune.constants import Quant
 from edgetune.evals import stage as evals
 from edgetune.export import stage as export
+from edgetune.assets import EMBEDDED_MODEL
+from edgetune.errors import GateError
+from edgetune.export import gates
+from edgetune.export.gates import GateVerdict
+from edgetune.export.imatrix import LOW_BIT, calibration_text
 from edgetune.llamacpp import load_tools
 from edgetune.progress import NullProgress, Progress
-from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, write_report
+from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report
 from edgetune.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -55,8 +60,21 @@ def model_name(cfg: BuildConfig) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-")
 
 
+def resolve_gate_mode(cfg: BuildConfig) -> str:
+    """None means block, except for the embedded 135M demo model (thresholds are calibrated on 7B models);
+    that exception is logged and recorded in the manifest, never silent."""
+    if cfg.export.gates.mode is not None:
+        return cfg.export.gates.mode
+    if cfg.model.source == EMBEDDED_MODEL:
+        log.warning("export.gates.mode=warn for the embedded 135M demo model: it cannot meet fidelity gates "
+                    "calibrated on 7B models; set export.gates.mode: block to enforce them")
+        return "warn"
+    return "block"
+
+
 def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> BuildResult:
-    """Run the whole pipeline for `cfg`. Raises the stage's EdgetuneError subclass on bad input or failure."""
+    """Run the whole pipeline for `cfg`. Raises the stage's EdgetuneError subclass on bad input or failure,
+    GateError (after writing the report, without a bundle) when a fidelity gate fails in block mode."""
     progress = progress or NullProgress()
     target = get_target(cfg.target)
     quants = list(dict.fromkeys(cfg.export.quants or target.quants))
@@ -78,65 +96,117 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     }
     metadata = {"general.description": f"{name}: fine-tuned by edgetune {__version__} (adapter {trained.key[:12]})",
                 "general.source.url": cfg.model.source if "/" in cfg.model.source else ""}
-    stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name,
+    stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
                                               metadata={k: v for k, v in metadata.items() if v})
-    ggufs = export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store, threads=cfg.threads)
-    stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
-    llama_cpp = {"llama-cpp-python": tools.version, "llama.cpp": tools.revision}
-    stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] if q != Quant.F16 else f16 for q in quants},
-                                            provenance, llama_cpp, store, model_name=name)
+    imatrix = None
+    if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
+        from transformers import AutoTokenizer
 
-    report = _evaluate(cfg, base, merged, f16, ggufs, data_art, store, stages, progress,
-                       context={"target": target.name, "model": name, "base": cfg.model.source,
-                                "data": cfg.data.source, "method": trained.metrics.get("method"),
-                                "llama.cpp": tools.revision[:12], "edgetune": __version__,
-                                "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}"})
+        text = calibration_text(data.read_examples(data_art.file("train")),
+                                AutoTokenizer.from_pretrained(basemodel.model_dir(base)))
+        stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
+    ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
+                                               threads=cfg.threads, imatrix=imatrix)}
+    stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
+
+    gate_mode = resolve_gate_mode(cfg)
+    ev = _Evaluator(cfg, base, merged, data_art, store, stages, progress)
+    verdicts = ev.fidelity(ggufs)
+    report = ev.report(ggufs, verdicts, context={
+        "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
+        "method": trained.metrics.get("method"), "llama.cpp": tools.revision[:12], "edgetune": __version__,
+        "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}",
+        "gate_mode": gate_mode})
     run_dir = cfg.out_dir / "runs" / target.name
     report_json, report_md = write_report(report, run_dir)
     write_json(run_dir / "run.json", {"config": cfg.model_dump(mode="json"),
                                       "stages": {k: str(a.path) for k, a in stages.items()}})
+    failed = {q: v for q, v in verdicts.items() if not v.passed and q in quants}
+    if failed and gate_mode == "block":
+        why = "; ".join(f"{q.value}: {', '.join(v.reasons)}" for q, v in failed.items())
+        raise GateError(f"fidelity gate failed, no bundle written: {why} (report: {report_md})",
+                        "fix the export (another quant, an imatrix) or set export.gates.mode: warn to ship anyway")
+    gates = {"mode": gate_mode, "verdicts": {q.value: verdicts[q].to_dict() for q in quants}}
+    llama_cpp = {"llama-cpp-python": tools.version, "llama.cpp": tools.revision}
+    stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in quants}, {**provenance, "gates": gates},
+                                            llama_cpp, store, model_name=name)
     bundle_dir = bundled.path / bundled.outputs["bundle"]
     return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,
                        report, stages)
 
 
-def _evaluate(cfg, base, merged, f16, ggufs, data_art, store, stages, progress, context) -> dict[str, Any]:
-    from transformers import AutoTokenizer
+class _Evaluator:
+    """Scores every build on the same items and token ids: base and GPU build in transformers, GGUFs in
+    llama.cpp. Each (build, suite) is a cached eval artifact recorded in `stages`."""
 
-    from edgetune.evals.forgetting import mmlu_items
-    from edgetune.runtimes import HFRuntime, LlamaCppRuntime
+    def __init__(self, cfg, base, merged, data_art, store, stages, progress):
+        from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(basemodel.model_dir(base))
-    items = evals.task_items(data.read_examples(data_art.file("heldout")), tokenizer)
-    mc = mmlu_items(tokenizer, n_items=cfg.eval.mmlu_items, seed=cfg.eval.seed) if cfg.eval.mmlu_items else []
-    threads = cfg.threads
+        self.cfg, self.store, self.stages, self.progress = cfg, store, stages, progress
+        self.base, self.merged = base, merged
+        self.base_dir = basemodel.model_dir(base)
+        self.merged_dir = merged.path / merged.outputs["model_dir"]
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        self.examples = data.read_examples(data_art.file("heldout"))
+        self.items = evals.task_items(self.examples, self.tokenizer)
+        if cfg.threads:
+            import torch
 
-    def hf(path: Path):
+            torch.set_num_threads(cfg.threads)
+
+    def _hf(self, path: Path):
+        from edgetune.runtimes import HFRuntime
+
         return lambda: HFRuntime(path)
 
-    def gguf(art: Artifact):
-        return lambda: LlamaCppRuntime(export.gguf_path(art), n_ctx=1024, n_threads=threads)
+    def _gguf(self, art: Artifact):
+        from edgetune.runtimes import LlamaCppRuntime
 
-    base_dir, merged_dir = basemodel.model_dir(base), merged.path / merged.outputs["model_dir"]
-    runs = [(BASE_BUILD, "base (HF fp32)", base, hf(base_dir), _weights_bytes(base_dir)),
-            (GPU_BUILD, "GPU build (HF fp32, merged)", merged, hf(merged_dir), _weights_bytes(merged_dir))]
-    runs.append(("F16", "GGUF", f16, gguf(f16), f16.metrics["size_bytes"]))
-    runs += [(q.value, "GGUF", a, gguf(a), a.metrics["size_bytes"]) for q, a in ggufs.items() if q != Quant.F16]
-    if threads:
-        import torch
+        return lambda: LlamaCppRuntime(export.gguf_path(art), n_ctx=1024, n_threads=self.cfg.threads)
 
-        torch.set_num_threads(threads)
-    task_arts, mc_arts, builds = {}, {}, []
-    for build_name, kind, art, opener, size in runs:
-        task_arts[build_name] = stages[f"eval-{build_name}"] = evals.run_task(
-            build_name, art.key, opener, items, tokenizer, store, max_new_tokens=cfg.eval.max_new_tokens,
-            progress=progress)
-        if mc:
-            mc_arts[build_name] = stages[f"mmlu-{build_name}"] = evals.run_forgetting(
-                build_name, art.key, opener, mc, store, progress=progress)
-        builds.append({"name": build_name, "kind": kind, "size_bytes": size})
-    return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
-                        task=task_arts, forgetting=mc_arts, context=context)
+    def fidelity(self, ggufs: dict[Quant, Artifact]) -> dict[Quant, GateVerdict]:
+        g = self.cfg.export.gates
+        self.stages["fidelity-ref"] = ref = evals.run_fidelity_reference(
+            self.merged.key, self._hf(self.merged_dir), self.items[: g.prompts], self.tokenizer, self.store,
+            n_tokens=g.n_tokens, progress=self.progress)
+        verdicts = {}
+        for quant, art in ggufs.items():
+            fid = self.stages[f"fidelity-{quant.value}"] = evals.run_fidelity(
+                quant.value, art.key, ref, self._hf(self.merged_dir), self._gguf(art), self.tokenizer, self.store,
+                progress=self.progress)
+            verdicts[quant] = gates.check(quant, fid.metrics, kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
+                                          top1_min={**gates.DEFAULT_TOP1_MIN, **g.top1_min},
+                                          stop_min=g.stop_min, greedy_min=g.greedy_min)
+        return verdicts
+
+    def report(self, ggufs: dict[Quant, Artifact], verdicts: dict[Quant, GateVerdict],
+               context: dict[str, Any]) -> dict[str, Any]:
+        from edgetune.evals.forgetting import mmlu_items
+
+        cfg = self.cfg
+        mc = mmlu_items(self.tokenizer, n_items=cfg.eval.mmlu_items, seed=cfg.eval.seed) if cfg.eval.mmlu_items else []
+        runs = [(BASE_BUILD, "base (HF fp32)", self.base, self._hf(self.base_dir), _weights_bytes(self.base_dir)),
+                (GPU_BUILD, "GPU build (HF fp32, merged)", self.merged, self._hf(self.merged_dir),
+                 _weights_bytes(self.merged_dir))]
+        runs += [(q.value, "GGUF", a, self._gguf(a), a.metrics["size_bytes"]) for q, a in ggufs.items()]
+        task_arts, mc_arts, builds = {}, {}, []
+        for build_name, kind, art, opener, size in runs:
+            task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
+                build_name, art.key, opener, self.items, self.tokenizer, self.store,
+                max_new_tokens=cfg.eval.max_new_tokens, progress=self.progress)
+            if mc:
+                mc_arts[build_name] = self.stages[f"mmlu-{build_name}"] = evals.run_forgetting(
+                    build_name, art.key, opener, mc, self.store, progress=self.progress)
+            row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
+            fid = self.stages.get(f"fidelity-{build_name}")
+            if fid is not None:
+                summary = {k: fid.metrics[k] for k in ("kld_mean", "kld_p99", "top1_agreement", "greedy_agreement",
+                                                       "stop_agreement", "n_prompts", "n_positions")}
+                row["fidelity"] = {**summary, "gate": verdicts[Quant(build_name)].to_dict()}
+            builds.append(row)
+        return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
+                            task=task_arts, forgetting=mc_arts, context=context,
+                            item_text=item_texts(self.examples))
 
 
 def _weights_bytes(model_dir: Path) -> int:

@@ -91,6 +91,7 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     if threads:
@@ -162,6 +163,8 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
         )
         trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list(_to_prompt_completion(examples)),
                              processing_class=tok, callbacks=[_Report()])
+        # transformers prints every log dict to stdout when tqdm is off; stdout belongs to --json output
+        trainer.remove_callback(PrinterCallback)
         started = time.time()
         result = trainer.train()
         elapsed = time.time() - started

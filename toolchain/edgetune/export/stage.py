@@ -7,19 +7,24 @@ each artifact folder. Raises ExportError / ToolError.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgetune.artifacts import Artifact, Store, sha256_file, stage_key
-from edgetune.constants import Quant
+from edgetune.constants import GGUF_KEY_PROVENANCE, Quant
 from edgetune.export.convert import convert_to_gguf
+from edgetune.export.imatrix import LOW_BIT, compute_imatrix, quantize_with_imatrix
+from edgetune.export.metadata import add_string_keys
 from edgetune.export.quantize import quantize_gguf
 from edgetune.llamacpp import LlamaCppTools
 
 log = logging.getLogger(__name__)
 
 KIND = "gguf"
+KIND_IMATRIX = "imatrix"
 FILE = "model.gguf"
 
 
@@ -28,9 +33,11 @@ def _tools_record(tools: LlamaCppTools) -> dict[str, str]:
 
 
 def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
-            metadata: Mapping[str, Any] | None = None) -> Artifact:
-    """The F16 GGUF of the merged model, made by llama.cpp's own converter."""
-    params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {})}
+            metadata: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None) -> Artifact:
+    """The F16 GGUF of the merged model, made by llama.cpp's own converter, with `edgetune.provenance` (JSON)
+    added; quantized files inherit every key of their F16 source."""
+    params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {}),
+              "provenance": dict(provenance or {})}
     inputs = {"merged": merged.key, "llama.cpp": tools.revision}
     key = stage_key(KIND, params, inputs)
     if hit := store.lookup(KIND, key):
@@ -38,26 +45,55 @@ def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
     with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
         meta = {"general.name": name, **(metadata or {})}
         convert_to_gguf(merged.path / merged.outputs["model_dir"], b.path / FILE, tools, outtype="f16", metadata=meta)
+        if provenance:
+            add_string_keys(b.path / FILE, {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)})
         _describe(b, Quant.F16)
     return b.artifact
 
 
+def importance_matrix(f16: Artifact, calibration: str, tools: LlamaCppTools, store: Store, *,
+                      threads: int | None = None) -> Artifact:
+    """llama-imatrix over the fine-tune's own text (see export.imatrix); the text's hash keys the cache."""
+    text_sha = hashlib.sha256(calibration.encode()).hexdigest()
+    params = {"ctx_tokens": 256, "chunks": 64}
+    inputs = {"f16": f16.key, "calibration_sha256": text_sha, "llama.cpp": tools.revision}
+    key = stage_key(KIND_IMATRIX, params, inputs)
+    if hit := store.lookup(KIND_IMATRIX, key):
+        return hit
+    with store.build(KIND_IMATRIX, key, params, inputs, tools=_tools_record(tools)) as b:
+        (b.path / "calibration.txt").write_text(calibration)
+        compute_imatrix(f16.path / FILE, b.path / "calibration.txt", b.path / "imatrix.gguf", tools,
+                        ctx_tokens=params["ctx_tokens"], chunks=params["chunks"], threads=threads)
+        b.outputs.update(imatrix="imatrix.gguf", calibration="calibration.txt")
+        b.metrics.update(calibration_sha256=text_sha, calibration_chars=len(calibration))
+    return b.artifact
+
+
 def quantize(f16: Artifact, quants: Sequence[Quant], tools: LlamaCppTools, store: Store, *,
-             threads: int | None = None) -> dict[Quant, Artifact]:
-    """One artifact per quant type, each quantized from the F16 file (never re-quantized from a lower one)."""
+             threads: int | None = None, imatrix: Artifact | None = None) -> dict[Quant, Artifact]:
+    """One artifact per quant type, each quantized from the F16 file (never re-quantized from a lower one).
+    With `imatrix`, the low-bit types (export.imatrix.LOW_BIT) use it through llama-quantize."""
     built: dict[Quant, Artifact] = {}
     for quant in quants:
         if quant == Quant.F16:
             built[quant] = f16
             continue
-        params = {"quant": quant.value}
+        use_imatrix = imatrix is not None and quant in LOW_BIT
+        params = {"quant": quant.value, "imatrix": use_imatrix}
         inputs = {"f16": f16.key, "llama.cpp": tools.revision}
+        if use_imatrix:
+            inputs["imatrix"] = imatrix.key
         key = stage_key(KIND, params, inputs)
         if hit := store.lookup(KIND, key):
             built[quant] = hit
             continue
         with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
-            quantize_gguf(f16.path / FILE, b.path / FILE, quant, nthread=threads or 0)
+            if use_imatrix:
+                quantize_with_imatrix(f16.path / FILE, b.path / FILE, quant, imatrix.file("imatrix"), tools,
+                                      threads=threads)
+                b.metrics["imatrix_calibration_sha256"] = imatrix.metrics["calibration_sha256"]
+            else:
+                quantize_gguf(f16.path / FILE, b.path / FILE, quant, nthread=threads or 0)
             _describe(b, quant)
         built[quant] = b.artifact
         log.info("quantized %s: %.1f MB", quant.value, b.artifact.metrics["size_bytes"] / 1e6)
