@@ -42,3 +42,11 @@ CONFIG_FILE = "edgetune.yaml"
 # GGUF metadata keys edgetune adds (provenance lives under our own namespace).
 GGUF_KEY_PROVENANCE = "edgetune.provenance"
 GGUF_KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+
+# Report build names every report knows (the rest are quant names, and later devices).
+BASE_BUILD = "base"
+GPU_BUILD = "gpu"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+RUN_RECORD = "run.json"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from edgetune.cli.main import State, cli, pass_state
-from edgetune.constants import CONFIG_FILE, Quant
+from edgetune.constants import CONFIG_FILE, REPORT_HTML, Quant
 from edgetune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -73,11 +73,12 @@ def build(state: State, config_path: Path | None, **flags) -> None:
     rows = [(r["name"], r.get("accuracy")) for r in result.report["builds"]]
     state.emit(
         {"bundle": result.bundle_dir, "tarball": result.tarball, "report": result.report_md,
-         "report_json": result.report_json, "ran": result.ran, "reused": result.reused,
-         "accuracy": dict(rows)},
+         "report_json": result.report_json, "report_html": result.run_dir / REPORT_HTML, "ran": result.ran,
+         "reused": result.reused, "accuracy": dict(rows)},
         "\n".join([*(f"{n:>6}: accuracy {a:.1%}" for n, a in rows if a is not None),
                    f"ran {len(result.ran)} stages, reused {len(result.reused)}",
-                   f"bundle: {result.bundle_dir}", f"tarball: {result.tarball}", f"report: {result.report_md}"]),
+                   f"bundle: {result.bundle_dir}", f"tarball: {result.tarball}", f"report: {result.report_md}",
+                   f"report (HTML): {result.run_dir / REPORT_HTML}"]),
     )
 
 
@@ -153,3 +154,30 @@ def inspect(state: State, gguf: Path) -> None:
     info = inspect_gguf(gguf)
     human = "\n".join(f"{k}: {v}" for k, v in info.items() if k != "chat_template")
     state.emit(info, human + f"\nchat_template: {'yes' if info.get('chat_template') else 'MISSING'}")
+
+
+@cli.command()
+@click.argument("run", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--compare", nargs=2, type=click.Path(file_okay=False, path_type=Path), metavar="RUN_A RUN_B",
+              help="Compare two run folders (two fine-tunes, or two targets) instead.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: RUN itself; with --compare, RUN_A/../compare-A-vs-B).")
+@pass_state
+def report(state: State, run: Path | None, compare: tuple[Path, Path] | None, out_dir: Path | None) -> None:
+    """Write a run's report as self-contained HTML, Markdown and JSON, or compare two runs.
+
+    \b
+    Examples:
+      edgetune report edgetune-out/runs/rpi5-8gb
+      edgetune report --compare edgetune-out/runs/rpi5-8gb edgetune-out/runs/rpi4-4gb
+      edgetune --json report edgetune-out/runs/rpi5-8gb
+    """
+    from edgetune.report.publish import compare_runs, render_run
+
+    if (run is None) == (not compare):
+        raise click.UsageError("give one RUN folder, or --compare RUN_A RUN_B (not both)")
+    done = compare_runs(*compare, out_dir=out_dir) if compare else render_run(run, out_dir=out_dir)
+    rec = done.recommendation
+    paths = {"html": done.html_path, "markdown": done.md_path, "json": done.json_path}
+    lines = [f"{k}: {v}" for k, v in paths.items()] + ([f"recommended: {rec['quant'] or 'none'}"] if rec else [])
+    state.emit({**paths, "recommendation": rec}, "\n".join(lines))

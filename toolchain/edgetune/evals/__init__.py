@@ -1,13 +1,16 @@
-"""Evaluations over any `edgetune.runtimes.Runtime`: task accuracy (`task`) and forgetting (`forgetting`)."""
+"""Evaluations over any `edgetune.runtimes.Runtime`: task accuracy (`task`), forgetting (`forgetting`: MMLU;
+`mc_sets`: ARC, HellaSwag, PIQA, WinoGrande) and the LLM judge (`judge`, `judge_server`, `suites`)."""
 
 from edgetune.evals.forgetting import (
     MCItem,
     MCItemResult,
     MCResult,
+    PartialMCItem,
     mmlu_items,
     mmlu_subjects,
     run_multiple_choice,
 )
+from edgetune.evals.mc_sets import FORGETTING_SETS, forgetting_items, mc_items
 from edgetune.evals.task import (
     ItemResult,
     TaskItem,
@@ -19,13 +22,17 @@ from edgetune.evals.task import (
 )
 
 __all__ = [
+    "FORGETTING_SETS",
     "ItemResult",
     "MCItem",
     "MCItemResult",
     "MCResult",
+    "PartialMCItem",
     "TaskItem",
     "TaskResult",
+    "forgetting_items",
     "label_matches",
+    "mc_items",
     "mmlu_items",
     "mmlu_subjects",
     "normalise_label",

@@ -39,6 +39,22 @@ class MCItem:
     choice_chars: list[int]
     answer: int
 
+    def requests(self) -> list[tuple[list[int], list[int]]]:
+        """The (context, continuation) pairs to score, one per choice."""
+        return [(self.context_ids, ids) for ids in self.choice_ids]
+
+
+@dataclass(frozen=True)
+class PartialMCItem(MCItem):
+    """A question whose choices differ in the context, not the continuation (WinoGrande's "partial
+    evaluation"): choice i scores `choice_ids[i]` after `choice_context_ids[i]`. `context_ids` holds the part
+    shared by every context, for reference only."""
+
+    choice_context_ids: list[list[int]]
+
+    def requests(self) -> list[tuple[list[int], list[int]]]:
+        return [(list(ctx), ids) for ctx, ids in zip(self.choice_context_ids, self.choice_ids, strict=True)]
+
 
 @dataclass(frozen=True)
 class MCItemResult:
@@ -176,7 +192,7 @@ def run_multiple_choice(
     results: list[MCItemResult] = []
     for item in items:
         _check_item(item)
-        scored = runtime.loglikelihood([(item.context_ids, ids) for ids in item.choice_ids])
+        scored = runtime.loglikelihood(item.requests())
         logprobs = [lp for lp, _ in scored]
         per_char = [lp / chars for lp, chars in zip(logprobs, item.choice_chars, strict=True)]
         pred, pred_norm = _argmax(logprobs), _argmax(per_char)
@@ -218,6 +234,8 @@ def _check_item(item: MCItem) -> None:
         raise EvalError(f"item {item.id} has answer index {item.answer} for {len(item.choice_ids)} choices")
     if min(item.choice_chars) < 1:
         raise EvalError(f"item {item.id} has an empty choice")
+    if isinstance(item, PartialMCItem) and len(item.choice_context_ids) != len(item.choice_ids):
+        raise EvalError(f"item {item.id} needs one context per choice")
 
 
 def _argmax(values: list[float]) -> int:

@@ -1,29 +1,64 @@
 """The build report: one row per build (base, GPU build, each GGUF) with accuracy, its 95% CI, the paired
-change against the GPU build (flips, exact McNemar p), size, and forgetting on MMLU against the base.
+change against the GPU build (flips, exact McNemar p, paired-bootstrap CI of the difference), size, the
+flipped items themselves, and forgetting on MMLU (overall and per subject) against the base.
 
-Reads eval artifacts' records and results.jsonl (never guessing paths); writes report.json and report.md.
+Reads eval artifacts' records and results.jsonl (never guessing paths); writes report.json, report.md and
+report.html (see `write_report`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgetune.artifacts import Artifact, atomic_write_text, write_json
+from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_HTML, REPORT_JSON, REPORT_MD
+from edgetune.errors import ConfigError
 from edgetune.evals.stage import read_results
-from edgetune.report.stats import mcnemar_exact_p, paired_flips, wilson_interval
+from edgetune.report.markdown import to_markdown
+from edgetune.report.recommend import COMPUTED, resolve
+from edgetune.report.stats import mcnemar_exact_p, paired_bootstrap_diff_ci, paired_flips, wilson_interval
 
-GPU_BUILD = "gpu"
-BASE_BUILD = "base"
+__all__ = ["BASE_BUILD", "GPU_BUILD", "build_report", "complete", "item_texts", "load_report", "to_markdown",
+           "write_report", "write_report_files"]
+MAX_FLIP_DETAILS = 20  # flipped items per build and direction whose text and outputs report.json keeps
+MAX_TEXT_CHARS = 500  # item text kept per flipped item
+
+
+def item_texts(examples: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """id → the last user message of each held-out example (`data.read_examples` rows), for `build_report`."""
+    out = {}
+    for ex in examples:
+        users = [m["content"] for m in ex.get("messages", [])[:-1] if m.get("role") == "user"]
+        if users:
+            out[str(ex["id"])] = users[-1]
+    return out
+
+
+def _flip_details(ids: Sequence[str], gpu: Mapping[str, Mapping[str, Any]],
+                  other: Mapping[str, Mapping[str, Any]], item_text: Mapping[str, str]
+                  ) -> list[dict[str, Any]]:
+    rows = []
+    for i in ids[:MAX_FLIP_DETAILS]:
+        row = {"id": i, "reference": other[i].get("reference"), "gpu_output": gpu[i].get("output"),
+               "output": other[i].get("output")}
+        if i in item_text:
+            row["text"] = item_text[i][:MAX_TEXT_CHARS]
+        rows.append(row)
+    return rows
 
 
 def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mapping[str, Artifact],
-                 forgetting: Mapping[str, Artifact], context: Mapping[str, Any]) -> dict[str, Any]:
+                 forgetting: Mapping[str, Artifact], context: Mapping[str, Any],
+                 item_text: Mapping[str, str] | None = None) -> dict[str, Any]:
     """`builds`: [{"name", "kind", "size_bytes", ...}] in display order; `task`/`forgetting`: build name →
-    eval artifact."""
-    correct = {name: {r["id"]: bool(r["correct"]) for r in read_results(a)} for name, a in task.items()}
+    eval artifact; `item_text`: item id → prompt text shown next to flipped items (see `item_texts`)."""
+    item_text = item_text or {}
+    results = {name: {r["id"]: r for r in read_results(a)} for name, a in task.items()}
+    correct = {name: {i: bool(r["correct"]) for i, r in rs.items()} for name, rs in results.items()}
     mc = {name: {r["id"]: bool(r["correct"]) for r in read_results(a)} for name, a in forgetting.items()}
     rows = []
     for build in builds:
@@ -35,84 +70,90 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
             row.update(accuracy=hits / n, n=n, ci95=[lo, hi])
             if GPU_BUILD in correct and name != GPU_BUILD:
                 lost, gained = paired_flips(correct[GPU_BUILD], correct[name])
+                n_paired = len(set(correct[GPU_BUILD]) & set(correct[name]))
                 row.update(
                     delta_vs_gpu=row["accuracy"] - sum(correct[GPU_BUILD].values()) / len(correct[GPU_BUILD]),
-                    flips_lost=lost, flips_gained=gained, mcnemar_p=mcnemar_exact_p(len(lost), len(gained)),
+                    delta_vs_gpu_ci95=list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained))),
+                    n_paired=n_paired, flips_lost=lost, flips_gained=gained,
+                    mcnemar_p=mcnemar_exact_p(len(lost), len(gained)),
+                    flipped_items={side: _flip_details(ids, results[GPU_BUILD], results[name], item_text)
+                                   for side, ids in (("lost", lost), ("gained", gained))},
                 )
         if name in forgetting:
             m = forgetting[name].metrics
             row["mmlu"] = {"acc": m["acc"], "acc_norm": m["acc_norm"], "n": m["n"],
                            "ci95": list(wilson_interval(sum(mc[name].values()), len(mc[name])))}
-            if BASE_BUILD in forgetting and name != BASE_BUILD:
-                row["mmlu"]["delta_vs_base"] = m["acc"] - forgetting[BASE_BUILD].metrics["acc"]
+            base = forgetting[BASE_BUILD].metrics if BASE_BUILD in forgetting else None
+            if base is not None and name != BASE_BUILD:
+                row["mmlu"]["delta_vs_base"] = m["acc"] - base["acc"]
+            if "per_subject" in m:
+                row["mmlu"]["per_subject"] = {
+                    subject: {"acc": s["acc"], "n": s["n"],
+                              **({"delta_vs_base": s["acc"] - base["per_subject"][subject]["acc"]}
+                                 if base is not None and name != BASE_BUILD
+                                 and subject in base.get("per_subject", {}) else {})}
+                    for subject, s in sorted(m["per_subject"].items())}
         rows.append(row)
     return {"title": title, "context": dict(context), "builds": rows}
 
 
-def write_report(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def complete(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `report` with the derived fields a report from an older edgetune lacks: the paired-bootstrap
+    CI of each change against the GPU build (from the flip counts it stores), and a computed `recommendation`
+    when no stage wrote one (marked `"source": "computed"`)."""
+    out = json.loads(json.dumps(report, default=str))
+    gpu = next((r for r in out.get("builds", []) if r["name"] == GPU_BUILD and "n" in r), None)
+    for row in out.get("builds", []):
+        if "flips_lost" in row and "delta_vs_gpu_ci95" not in row and gpu is not None:
+            n_paired = row.get("n_paired") or min(row["n"], gpu["n"])
+            row["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(row["flips_lost"]),
+                                                                     len(row["flips_gained"])))
+    rec = out.get("recommendation")
+    if not isinstance(rec, Mapping) or rec.get("source") == COMPUTED:
+        out["recommendation"] = resolve(out)
+    return out
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    json_path: Path
+    md_path: Path
+    html_path: Path
+    report: dict[str, Any]
+
+
+def write_report_files(report: Mapping[str, Any], out_dir: Path) -> ReportFiles:
+    """Write report.json, report.md and a self-contained report.html (inline CSS and PNG plots, no external
+    requests) into `out_dir`, atomically each. Returns the paths and the completed report (see `complete`)."""
+    from edgetune.report.html import to_html
+
+    full = complete(report)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    write_json(json_path, report)
-    atomic_write_text(md_path, to_markdown(report))
-    return json_path, md_path
+    files = ReportFiles(out_dir / REPORT_JSON, out_dir / REPORT_MD, out_dir / REPORT_HTML, full)
+    write_json(files.json_path, full)
+    atomic_write_text(files.md_path, to_markdown(full))
+    atomic_write_text(files.html_path, to_html(full))
+    return files
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _signed_pts(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:+.1f} pts"
-
-
-def to_markdown(report: Mapping[str, Any]) -> str:
-    ctx = report["context"]
-    lines = [f"# {report['title']}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in ctx.items() if not isinstance(v, (dict, list))]
-    by_name = {r["name"]: r for r in report["builds"]}
-    if "accuracy" in by_name.get(BASE_BUILD, {}) and "accuracy" in by_name.get(GPU_BUILD, {}):
-        b, g = by_name[BASE_BUILD], by_name[GPU_BUILD]
-        verdict = "beats" if g["ci95"][0] > b["ci95"][1] else "does not clearly beat"
-        lines += ["", f"**Fine-tune:** the GPU build {verdict} the base on held-out items: {_pct(b['accuracy'])} → "
-                      f"{_pct(g['accuracy'])} ({_signed_pts(g['accuracy'] - b['accuracy'])}, n={g['n']})."]
-    edge = [r for r in report["builds"] if r.get("kind") == "GGUF" and "delta_vs_gpu" in r]
-    if edge:
-        lines += ["", "**Lost to conversion and quantization** (vs the GPU build): "
-                  + ", ".join(f"{r['name']} {_signed_pts(r['delta_vs_gpu'])}" for r in edge) + "."]
-    lines += ["", "## Task accuracy (held-out)", "",
-              "| build | kind | size | accuracy | 95% CI | vs GPU build | lost / gained | McNemar p |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in report["builds"]:
-        if "accuracy" not in r:
-            continue
-        ci = f"{_pct(r['ci95'][0])} – {_pct(r['ci95'][1])}"
-        flips = f"{len(r['flips_lost'])} / {len(r['flips_gained'])}" if "flips_lost" in r else "–"
-        p = f"{r['mcnemar_p']:.3f}" if "mcnemar_p" in r else "–"
-        size = f"{r['size_bytes'] / 1e6:.1f} MB" if r.get("size_bytes") else "–"
-        lines.append(f"| {r['name']} | {r['kind']} | {size} | {_pct(r['accuracy'])} | {ci} | "
-                     f"{_signed_pts(r.get('delta_vs_gpu'))} | {flips} | {p} |")
-    lines += ["", "Accuracy lost to conversion and quantization is the change against the GPU build (the merged "
-              "model in transformers), paired item by item on the same token ids. *lost* counts items the GPU "
-              "build got right and this build got wrong; McNemar's exact test asks whether the flips could be "
-              "chance (p ≥ 0.05: no evidence of a loss).", ""]
-    if any("mmlu" in r for r in report["builds"]):
-        lines += ["## Forgetting check (MMLU subset, log-likelihood multiple choice)", "",
-                  "| build | acc | 95% CI | acc_norm | vs base |", "|---|---|---|---|---|"]
-        for r in report["builds"]:
-            if "mmlu" in r:
-                m = r["mmlu"]
-                lines.append(f"| {r['name']} | {_pct(m['acc'])} | {_pct(m['ci95'][0])} – {_pct(m['ci95'][1])} | "
-                             f"{_pct(m['acc_norm'])} | {_signed_pts(m.get('delta_vs_base'))} |")
-        lines.append("")
-    lost_any = [r for r in report["builds"] if r.get("flips_lost")]
-    if lost_any:
-        lines += ["## Flipped items (right on the GPU build, wrong here)", ""]
-        for r in lost_any:
-            lines.append(f"- **{r['name']}**: {', '.join(r['flips_lost'][:20])}"
-                         + (" …" if len(r["flips_lost"]) > 20 else ""))
-        lines.append("")
-    return "\n".join(lines)
+def write_report(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """`write_report_files` (which also writes report.html), returning (report.json, report.md)."""
+    files = write_report_files(report, out_dir)
+    return files.json_path, files.md_path
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """Read a report.json. Raises ConfigError when it is missing or not a report."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no report at {path}", "give a run folder written by `edgetune build` "
+                          "(edgetune-out/runs/<target>), which holds report.json")
+    try:
+        report = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}",
+                          "re-run `edgetune build` to rewrite it") from exc
+    if not isinstance(report, dict) or not isinstance(report.get("builds"), list) or "title" not in report:
+        raise ConfigError(f"{path} is not an edgetune report (no title or builds)",
+                          "give the report.json written by `edgetune build`")
+    return report

@@ -33,3 +33,39 @@ def paired_flips(reference: dict[str, bool], other: dict[str, bool]) -> tuple[li
     lost = [i for i in shared if reference[i] and not other[i]]
     gained = [i for i in shared if other[i] and not reference[i]]
     return lost, gained
+
+
+def paired_bootstrap_diff_ci(n: int, lost: int, gained: int, *, n_resamples: int = 10_000, seed: int = 0,
+                             level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of accuracy(other) − accuracy(reference) by a paired bootstrap over `n` shared items.
+
+    Resampling items with replacement and recomputing the difference depends only on how many of each kind
+    of item are drawn: `lost` (reference right, other wrong: −1), `gained` (+1) and the rest (0). So the
+    item-level bootstrap is drawn exactly as a multinomial over those three counts, which needs only the
+    counts a report stores. Seeded, hence reproducible. Raises ValueError for inconsistent counts."""
+    if n <= 0:
+        return (0.0, 0.0)
+    if lost < 0 or gained < 0 or lost + gained > n:
+        raise ValueError(f"expected 0 <= lost + gained <= n, got lost={lost}, gained={gained}, n={n}")
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, [lost / n, gained / n, 1 - (lost + gained) / n], size=n_resamples)
+    diffs = (draws[:, 1] - draws[:, 0]) / n
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
+def newcombe_diff_interval(correct_a: int, n_a: int, correct_b: int, n_b: int,
+                           z: float = 1.959964) -> tuple[float, float]:
+    """95% CI of p_b − p_a for two independent proportions (Newcombe's hybrid score method, built from the
+    two Wilson intervals). Used to compare runs whose per-item results are not paired in the report."""
+    p_a = correct_a / n_a if n_a else 0.0
+    p_b = correct_b / n_b if n_b else 0.0
+    lo_a, hi_a = wilson_interval(correct_a, n_a, z)
+    lo_b, hi_b = wilson_interval(correct_b, n_b, z)
+    d = p_b - p_a
+    lower = d - math.sqrt((p_b - lo_b) ** 2 + (hi_a - p_a) ** 2)
+    upper = d + math.sqrt((hi_b - p_b) ** 2 + (p_a - lo_a) ** 2)
+    return (max(-1.0, lower), min(1.0, upper))

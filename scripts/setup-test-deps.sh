@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# System packages the test suite needs beyond pip: Debian's chromium, which tests/report drives headless
+# through playwright (executable_path=/usr/bin/chromium; `playwright install` is never run, so no browser is
+# downloaded). Idempotent; run as root (CI calls it before the tests). Python test deps: pip install -e '.[test]'.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: run as root (it installs Debian packages with apt-get)" >&2
+  exit 1
+fi
+
+PACKAGES=(chromium)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "==> already installed: ${PACKAGES[*]}" >&2
+fi
+
+chromium --version >&2 2>/dev/null

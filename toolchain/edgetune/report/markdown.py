@@ -1,0 +1,64 @@
+"""The Markdown report: the same sections as the HTML page, as GitHub-flavoured Markdown tables. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from edgetune.report import sections
+from edgetune.report.recommend import COMPUTED, resolve
+from edgetune.report.sections import Table
+
+SUBJECT_ROWS = 20  # the Markdown report lists the subjects with the largest drops; the HTML page lists all
+TEXT_CHARS = 160
+
+
+def cell(text: str, max_chars: int | None = None) -> str:
+    text = " ".join(str(text).split())
+    if max_chars and len(text) > max_chars:
+        text = text[: max_chars - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def table(t: Table, *, heading: str = "##", max_chars: int | None = TEXT_CHARS) -> list[str]:
+    lines = [f"{heading} {t.title}", "", "| " + " | ".join(map(cell, t.columns)) + " |",
+             "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(cell(c, max_chars) for c in row) + " |" for row in t.rows]
+    return lines + ([""] + [t.note] if t.note else []) + [""]
+
+
+def recommendation_lines(rec: Mapping[str, Any] | None) -> list[str]:
+    if not rec:
+        return []
+    chosen = rec.get("quant") or "none"
+    lines = [f"**Recommended build: {chosen}.** {rec.get('reason', '')}".rstrip()]
+    if rec.get("source") == COMPUTED:
+        lines.append(f"Rule: {rec['rule']}.")
+        lines += [f"- {name}: {why}" for name, why in (rec.get("excluded") or {}).items()]
+    return lines + [""]
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    lines = [f"# {report['title']}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in report.get("context", {}).items()
+              if not isinstance(v, (dict, list))]
+    lines.append("")
+    lines += recommendation_lines(resolve(report))
+    for label, text in sections.summary(report):
+        lines += [f"**{label}:** {text}", ""]
+    for make in (sections.accuracy_table, sections.forgetting_table):
+        if (t := make(report)) is not None:
+            lines += table(t)
+    if (t := sections.subject_table(report, limit=SUBJECT_ROWS, changed_only=True)) is not None:
+        lines += table(t, heading="###")
+    for make in (sections.fidelity_table, sections.judge_table, sections.device_table):
+        if (t := make(report)) is not None:
+            lines += table(t)
+    prefix, flips = sections.flip_tables(report)
+    if flips:
+        lines += ["## Flipped items (vs the GPU build)", ""]
+        if prefix:
+            lines += [f"Every item's text starts with “{cell(prefix)}”; shown without it.", ""]
+        for t in flips:
+            lines += table(t, heading="###")
+    return "\n".join(lines)

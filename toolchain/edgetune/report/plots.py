@@ -1,0 +1,146 @@
+"""The report's plots as PNG bytes, drawn with matplotlib's Agg canvas (no pyplot, no display, no global
+backend switch). Each function returns None when the report lacks what it plots. Reads and writes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgetune.constants import BASE_BUILD, GPU_BUILD
+from edgetune.report.sections import builds, per_build
+
+DPI = 110
+GPU_COLOR, GGUF_COLOR, BASE_COLOR, FAIL_COLOR = "#1f6feb", "#2da44e", "#8c959f", "#cf222e"
+
+
+def _figure(width_in: float = 6.4, height_in: float = 3.8):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _plain_log_axis(ax, which: str) -> None:
+    """Log-scale the x or y axis, labelled 100, 200, 500 rather than 10², 2×10²."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _color(row: Mapping[str, Any]) -> str:
+    return {GPU_BUILD: GPU_COLOR, BASE_BUILD: BASE_COLOR}.get(row["name"], GGUF_COLOR)
+
+
+def accuracy_vs_size(report: Mapping[str, Any]) -> bytes | None:
+    """Task accuracy (Wilson 95% CI as error bars) against file size, one point per build other than the base
+    (whose low score would squash the quants together); the GPU build's CI is a shaded band."""
+    rows = [r for r in builds(report) if "accuracy" in r and r.get("size_bytes") and r["name"] != BASE_BUILD]
+    if not rows:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for r in rows:
+        lo, hi = r.get("ci95") or (r["accuracy"], r["accuracy"])
+        x, y = r["size_bytes"] / 1e6, 100 * r["accuracy"]
+        err = [[max(0.0, y - 100 * lo)], [max(0.0, 100 * hi - y)]]
+        ax.errorbar([x], [y], yerr=err, fmt="o", color=_color(r), capsize=4)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        if r["name"] == GPU_BUILD:
+            ax.axhspan(100 * lo, 100 * hi, color=GPU_COLOR, alpha=0.08, label="GPU build 95% CI")
+    _plain_log_axis(ax, "x")
+    ax.margins(x=0.12)  # room for the point labels at both ends
+    ax.set_xlabel("size (MB, log scale)")
+    ax.set_ylabel("task accuracy (%)")
+    ax.set_title("Accuracy vs size (95% Wilson CI)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if any(r["name"] == GPU_BUILD for r in rows):
+        ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def kld_per_build(report: Mapping[str, Any]) -> bytes | None:
+    """Mean KL divergence against the GPU build per build (bars), its 99th percentile (markers); failed gates
+    in red."""
+    fid = {n: f for n, f in per_build(report, "fidelity").items() if f.get("kld_mean") is not None}
+    if not fid:
+        return None
+    names = list(fid)
+    fig = _figure()
+    ax = fig.add_subplot()
+    colors = [FAIL_COLOR if (f.get("gate") or {}).get("passed") is False else GGUF_COLOR
+              for f in fid.values()]
+    ax.bar(names, [f["kld_mean"] for f in fid.values()], color=colors, label="mean")
+    p99 = [(i, f["kld_p99"]) for i, f in enumerate(fid.values()) if f.get("kld_p99") is not None]
+    if p99:
+        ax.plot([i for i, _ in p99], [v for _, v in p99], "k_", markersize=18, mew=2, label="p99")
+    values = [f["kld_mean"] for f in fid.values()] + [v for _, v in p99]
+    if min(values) > 0 and max(values) / min(values) > 50:
+        ax.set_yscale("log")
+    ax.set_ylabel("KL(GPU build ‖ build) (nats)")
+    ax.set_title("Next-token KL divergence per build (red: gate failed)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def measured_vs_predicted(report: Mapping[str, Any]) -> bytes | None:
+    """Measured against predicted tokens per second on the device, prompt and generation, with y = x."""
+    pts = [(name, kind, d[f"predicted_{kind}_tps"], d[f"{kind}_tps"])
+           for name, d in per_build(report, "device").items() for kind in ("prompt", "gen")
+           if d.get(f"{kind}_tps") and d.get(f"predicted_{kind}_tps")]
+    if not pts:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for kind, marker, label in (("prompt", "o", "prompt processing"), ("gen", "s", "generation")):
+        sel = [p for p in pts if p[1] == kind]
+        if sel:
+            ax.scatter([p[2] for p in sel], [p[3] for p in sel], marker=marker, label=label)
+            for name, _, x, y in sel:
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    lo = min(min(p[2], p[3]) for p in pts) / 1.5
+    hi = max(max(p[2], p[3]) for p in pts) * 1.5
+    ax.plot([lo, hi], [lo, hi], color="#57606a", lw=1, ls="--", label="measured = predicted")
+    _plain_log_axis(ax, "x")
+    _plain_log_axis(ax, "y")
+    ax.set_xlabel("predicted tok/s")
+    ax.set_ylabel("measured tok/s")
+    ax.set_title("Device throughput: measured vs predicted", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def compare_accuracy(rows: Sequence[Mapping[str, Any]], label_a: str, label_b: str) -> bytes | None:
+    """Accuracy of run A and run B per matching build, with their 95% CIs, side by side."""
+    rows = [r for r in rows if r.get("a") and r.get("b")]
+    if not rows:
+        return None
+    fig = _figure(max(6.4, 1.1 * len(rows) + 2))
+    ax = fig.add_subplot()
+    for offset, side, label, color in ((-0.15, "a", label_a, GPU_COLOR), (0.15, "b", label_b, GGUF_COLOR)):
+        xs = [i + offset for i in range(len(rows))]
+        ys = [100 * r[side]["accuracy"] for r in rows]
+        err = [[max(0.0, y - 100 * r[side]["ci95"][0]) for y, r in zip(ys, rows)],
+               [max(0.0, 100 * r[side]["ci95"][1] - y) for y, r in zip(ys, rows)]]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, color=color, label=label)
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows])
+    ax.set_ylabel("task accuracy (%)")
+    ax.set_title("Accuracy per build, A vs B (95% Wilson CI)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
