@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.constants import Quant
 from edgetune.errors import ConfigError
+from edgetune.evals.judge_config import JudgeConfig
 
 
 class _Section(BaseModel):
@@ -86,6 +87,8 @@ class ExportConfig(_Section):
 
 class EvalConfig(_Section):
     max_new_tokens: int = Field(4, ge=1, description="Greedy tokens generated per held-out item.")
+    judge_items: int = Field(20, ge=0, description="Held-out items judged pairwise, GPU vs each GGUF (0: off).")
+    judge_rubric: str = Field("reference-match", description="Rubric under evals/judge/ (name or path).")
     mmlu_items: int = Field(100, ge=0, description="MMLU items in the forgetting check (0 turns it off).")
     seed: int = Field(0, description="Seed of the MMLU subset.")
 
@@ -99,6 +102,8 @@ class BuildConfig(_Section):
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
+    judge: JudgeConfig | None = Field(None, description="OpenAI-compatible judge endpoint; None: a local "
+                                      "llama.cpp judge over the embedded SmolLM2 (weak, a smoke test).")
 
     @field_validator("target")
     @classmethod
@@ -209,6 +214,15 @@ export:
 
 eval:
   max_new_tokens: 4
+  judge_items: 20          # held-out items judged pairwise, GPU build vs each GGUF (0: off)
+  judge_rubric: reference-match   # evals/judge/<name>.yaml
   mmlu_items: 100          # forgetting check size (0: off)
   seed: 0
+
+judge: null                # an OpenAI-compatible judge; null: a local llama.cpp judge (weak, a smoke test)
+# judge:
+#   base_url: https://api.openai.com/v1
+#   model: gpt-4o-mini
+#   api_key_env: OPENAI_API_KEY    # the NAME of the variable holding the key, never the key itself
+#   concurrency: 4
 """

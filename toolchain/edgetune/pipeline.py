@@ -198,6 +198,8 @@ class _Evaluator:
                 mc_arts[build_name] = self.stages[f"mmlu-{build_name}"] = evals.run_forgetting(
                     build_name, art.key, opener, mc, self.store, progress=self.progress)
             row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
+            if kind == "GGUF" and cfg.eval.judge_items:
+                row["judge"] = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
             fid = self.stages.get(f"fidelity-{build_name}")
             if fid is not None:
                 summary = {k: fid.metrics[k] for k in ("kld_mean", "kld_p99", "top1_agreement", "greedy_agreement",
@@ -207,6 +209,22 @@ class _Evaluator:
         return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                             task=task_arts, forgetting=mc_arts, context=context,
                             item_text=item_texts(self.examples))
+
+
+    def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:
+        from edgetune.assets import smollm2_gguf
+        from edgetune.evals.judge import JudgeItem
+
+        texts = item_texts(self.examples)
+        items = [JudgeItem(i.id, question=texts.get(i.id, ""), reference=i.reference)
+                 for i in self.items[: self.cfg.eval.judge_items]]
+        art = self.stages[f"judge-{build}"] = evals.run_judge_pairwise(
+            build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
+            self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
+        m = art.metrics
+        return {"pairwise": {"win": m["wins_edge"], "tie": m["ties"], "loss": m["wins_gpu"],
+                             "invalid": m["invalid"], "position_flip_rate": m["flip_rate"], "n": m["n"],
+                             "calls": m["calls"]}, "judge": m["judge"]}
 
 
 def _weights_bytes(model_dir: Path) -> int:

@@ -149,3 +149,47 @@ def run_fidelity(build: str, build_key: str, reference: Artifact, open_reference
         b.metrics.update(build=build, **result.summary())
     log.info("fidelity %s: KLD %.4f, top-1 %.3f", build, result.kld_mean, result.top1_agreement)
     return b.artifact
+
+
+KIND_JUDGE = "judge-pairwise"
+
+
+def run_judge_pairwise(build: str, gpu_task: Artifact, edge_task: Artifact, items: Sequence[Any], rubric_name: str,
+                       judge_cfg, fallback_gguf: Path, cache_dir: Path, store: Store, *,
+                       progress: Progress | None = None) -> Artifact:
+    """Pairwise GPU build vs one edge build on the task eval's own greedy answers, both orders judged.
+
+    `items`: evals.judge.JudgeItem. With `judge_cfg` None a local llama.cpp judge over `fallback_gguf` is
+    started, but only when some answers differ (identical answers are ties without a call). Verdicts are cached
+    per call in `cache_dir`; the whole comparison is also a store artifact, so a rebuild starts no server."""
+    from edgetune.evals.judge import judge_pairwise
+    from edgetune.evals.judge_server import judge_endpoint, local_model_name
+    from edgetune.evals.suites import load_rubric
+
+    rubric = load_rubric(rubric_name)
+    judge_id = judge_cfg.describe() if judge_cfg is not None else {"local": local_model_name(fallback_gguf)}
+    params = {"rubric": rubric_name, "rubric_sha256": rubric.sha256(), "judge": judge_id}
+    inputs = {"gpu": gpu_task.key, "edge": edge_task.key, "items": _items_hash(items)}
+    key = stage_key(KIND_JUDGE, params, inputs)
+    if hit := store.lookup(KIND_JUDGE, key):
+        return hit
+    gpu = {r["id"]: r["output"] for r in read_results(gpu_task)}
+    edge = {r["id"]: r["output"] for r in read_results(edge_task)}
+    answers_a, answers_b = [gpu[i.id] for i in items], [edge[i.id] for i in items]
+    with store.build(KIND_JUDGE, key, {**params, "build": build}, inputs) as b, \
+            (progress or NullProgress()).task(f"judge: gpu vs {build}", 2 * len(items)) as bar:
+        if answers_a == answers_b:
+            result = None  # nothing to judge: every item is a tie by identity
+            b.metrics.update(build=build, n=len(items), wins_gpu=0, ties=len(items), wins_edge=0, invalid=0,
+                             flip_rate=None, calls=0, identical=len(items), judge=judge_id)
+        else:
+            with judge_endpoint(judge_cfg, fallback_gguf) as cfg:
+                result = judge_pairwise(cfg, rubric, items, answers_a, answers_b, cache_dir, names=("gpu", build),
+                                        on_verdict=bar.advance)
+            data = result.to_dict()
+            b.metrics.update(build=build, n=result.n, wins_gpu=result.wins_a, ties=result.ties,
+                             wins_edge=result.wins_b, invalid=result.invalid, flip_rate=result.flip_rate,
+                             calls=result.calls, identical=data.get("identical"), judge=data.get("judge"))
+            _write_results(b.path / "results.jsonl", data["items"])
+            b.outputs["results"] = "results.jsonl"
+    return b.artifact

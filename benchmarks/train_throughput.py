@@ -1,0 +1,176 @@
+"""QLoRA training throughput: the tutorial's recipe vs edgetune's default, side by side in one run.
+
+Random-weight models of real shapes (no weights can reach the GPU host): Llama-3.2-1B and Mistral-7B, saved
+once as bf16 safetensors and loaded through the real bitsandbytes NF4 path (double quantization, bf16 compute).
+LoRA r16 on q/k/v/o, batch 4 x 2048 tokens, AdamW lr 2e-4, bf16 autocast, the same seeded token batches for
+every variant. Each variant runs in its own process so peak memory is its own.
+
+Variants:
+  tutorial        prepare_model_for_kbit_training (fp32 upcast of embeddings, norms, head; reentrant
+                  gradient checkpointing), as in the tutorial users start from
+  edgetune-plain  edgetune's loader (no upcast, bf16 around NF4), non-reentrant checkpointing of every layer
+  edgetune        edgetune-plain + Liger fused kernels (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy: the
+                  [tokens x vocab] logits are never materialised) when liger-kernel is installed
+  edgetune-half   edgetune with only every other decoder layer checkpointed (selective recompute)
+
+Prints a table and one JSON line. Usage:
+  python benchmarks/train_throughput.py [--shapes llama-1b,mistral-7b] [--variants ...] [--steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHAPES = {
+    "llama-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True,
+                     max_position_embeddings=4096, rope_theta=500000.0),
+    "mistral-7b": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=32768, tie_word_embeddings=False,
+                       max_position_embeddings=4096, rope_theta=1000000.0, sliding_window=None),
+}
+VARIANTS = ("tutorial", "edgetune-plain", "edgetune", "edgetune-half")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def make_model(shape: str, root: Path) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = root / shape
+    if (out / "config.json").is_file():
+        return out
+    cfg = dict(SHAPES[shape])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def run_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: int, batch: int, seq: int) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    torch.manual_seed(0)
+    torch.cuda.reset_peak_memory_stats()
+    liger = False
+    if variant == "tutorial":
+        from peft import prepare_model_for_kbit_training
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=bnb, device_map={"": 0})
+        model = prepare_model_for_kbit_training(model)
+    else:
+        if variant in ("edgetune", "edgetune-half"):
+            try:
+                import liger_kernel.transformers as lk
+
+                patch = {"llama": lk.apply_liger_kernel_to_llama, "mistral": lk.apply_liger_kernel_to_mistral}
+                patch[SHAPES[shape]["model_type"]](rope=True, rms_norm=True, swiglu=True,
+                                                   fused_linear_cross_entropy=True, cross_entropy=False)
+                liger = True
+            except ImportError:
+                pass
+        from edgetune.train import _load_model  # the train stage's own loader: NF4, bf16, no fp32 upcast
+
+        model = _load_model(model_dir, "qlora", cuda=True)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        if variant == "edgetune-half":
+            layers = model.model.layers
+            for i, layer in enumerate(layers):
+                layer.gradient_checkpointing = i % 2 == 0
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS,
+                                             task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-4)
+    gen = torch.Generator().manual_seed(1234)
+    vocab = SHAPES[shape]["vocab_size"]
+    # a small fixed pool of sequences, revisited, so the loss can fall and curves can be compared
+    pool = torch.randint(0, vocab, (4 * batch, seq), generator=gen)
+    losses, times = [], []
+    for step in range(warmup + steps):
+        x = pool[(step * batch) % len(pool):][:batch].cuda()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        losses.append(float(loss))
+    measured = times[warmup:]
+    return {"shape": shape, "variant": variant, "liger": liger, "tok_per_s": batch * seq * len(measured) / sum(measured),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "s_per_step": sum(measured) / len(measured),
+            "losses": [round(v, 4) for v in losses], "steps": steps, "batch": batch, "seq": seq}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="llama-1b,mistral-7b")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--root", type=Path, default=Path("/tmp/edgetune-bench-models"))
+    ap.add_argument("--one", nargs=2, metavar=("SHAPE", "VARIANT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        shape, variant = args.one
+        result = run_variant(args.root / shape, shape, variant, args.steps, args.warmup, args.batch, args.seq)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    import torch
+    import transformers
+    import peft
+    import bitsandbytes
+
+    rows = []
+    for shape in args.shapes.split(","):
+        make_model(shape, args.root)
+        torch.cuda.empty_cache()
+        for variant in args.variants.split(","):
+            cmd = [sys.executable, __file__, "--one", shape, variant, "--steps", str(args.steps), "--warmup",
+                   str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--root", str(args.root)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+            if done.returncode or not lines:
+                rows.append({"shape": shape, "variant": variant, "error": (done.stderr or done.stdout)[-600:]})
+            else:
+                rows.append(json.loads(lines[-1][7:]))
+            print(json.dumps(rows[-1])[:400], file=sys.stderr, flush=True)
+    base = {r["shape"]: r for r in rows if r.get("variant") == "tutorial" and "error" not in r}
+    print(f"{'shape':<11} {'variant':<15} {'tok/s':>8} {'x tut':>6} {'peak GiB':>9} {'mem/tut':>8} "
+          f"{'loss first':>10} {'loss last':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['shape']:<11} {r['variant']:<15} ERROR {r['error'][-200:]!r}")
+            continue
+        t = base.get(r["shape"])
+        speed = r["tok_per_s"] / t["tok_per_s"] if t else float("nan")
+        mem = r["peak_gib"] / t["peak_gib"] if t else float("nan")
+        print(f"{r['shape']:<11} {r['variant']:<15} {r['tok_per_s']:>8.0f} {speed:>6.2f} {r['peak_gib']:>9.1f} "
+              f"{mem:>8.2f} {r['losses'][0]:>10.4f} {r['losses'][-1]:>9.4f}")
+    print(json.dumps({"benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"),
+                      "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "peft": peft.__version__,
+                      "bitsandbytes": bitsandbytes.__version__, "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
