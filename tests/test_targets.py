@@ -16,7 +16,9 @@ RPI5 = (TARGETS_DIR / "rpi5-8gb.yaml").read_text()
 
 
 def test_profiles_exist():
-    assert {p.stem for p in PROFILES} >= {"rpi5-8gb", "rpi5-4gb", "rpi4-4gb", "generic-arm64", "x86_64-host"}
+    assert {p.stem for p in PROFILES} >= {
+        "rpi5-4gb", "rpi5-8gb", "rpi5-16gb", "rpi4-4gb", "rpi4-8gb", "rpi-zero-2w", "jetson-orin-nano-8gb",
+        "orange-pi-5", "generic-arm64", "x86_64-host"}
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
@@ -42,7 +44,9 @@ def test_list_targets_has_each_profile_once():
 
 @pytest.mark.parametrize("name, expected", [
     ("rpi5", "rpi5-8gb"), ("rpi5-8gb", "rpi5-8gb"), ("rpi4", "rpi4-4gb"), ("rpi5-4gb", "rpi5-4gb"),
-    ("x86_64-host", "x86_64-host"),
+    ("x86_64-host", "x86_64-host"), ("rpi5-16gb", "rpi5-16gb"), ("rpi4-8gb", "rpi4-8gb"),
+    ("zero2w", "rpi-zero-2w"), ("jetson-orin-nano", "jetson-orin-nano-8gb"), ("opi5", "orange-pi-5"),
+    ("rk3588", "orange-pi-5"),
 ])
 def test_names_and_aliases_resolve(name, expected):
     assert get_target(name).name == expected
@@ -56,7 +60,8 @@ def test_rpi5_profile_facts():
 
 
 @pytest.mark.parametrize("name, suggested", [
-    ("rpi6", "rpi5"), ("rpi5-16gb", "rpi5-8gb"), ("x86", "x86_64-host"), ("rpi-5", "rpi5"),
+    ("rpi6", "rpi5"), ("rpi5-32gb", "rpi5-8gb"), ("x86", "x86_64-host"), ("rpi-5", "rpi5"),
+    ("orangepi5", "orange-pi-5"), ("jetson", "jetson-orin-nano-8gb"), ("zero 2w", "rpi-zero-2w"),
 ])
 def test_unknown_target_suggests_nearest(name, suggested):
     with pytest.raises(ConfigError) as exc:
@@ -118,3 +123,105 @@ def test_duplicate_names_are_refused(tmp_path):
     (tmp_path / "b.yaml").write_text(src.read_text().replace("name: rpi5-8gb", "name: other"))
     with pytest.raises(ConfigError, match="claimed by both"):
         get_target("rpi5", root=tmp_path)
+
+
+# --- board facts ------------------------------------------------------------------------------------------
+
+# name: (core, cores, mcpu, features, clock GHz, RAM GB, little cores)
+FACTS = {
+    "rpi5-4gb": ("cortex-a76", 4, "cortex-a76", {"neon", "dotprod", "fp16"}, 2.4, 4, 0),
+    "rpi5-8gb": ("cortex-a76", 4, "cortex-a76", {"neon", "dotprod", "fp16"}, 2.4, 8, 0),
+    "rpi5-16gb": ("cortex-a76", 4, "cortex-a76", {"neon", "dotprod", "fp16"}, 2.4, 16, 0),
+    "rpi4-4gb": ("cortex-a72", 4, "cortex-a72", {"neon"}, 1.8, 4, 0),
+    "rpi4-8gb": ("cortex-a72", 4, "cortex-a72", {"neon"}, 1.8, 8, 0),
+    "rpi-zero-2w": ("cortex-a53", 4, "cortex-a53", {"neon"}, 1.0, 0.5, 0),
+    "jetson-orin-nano-8gb": ("cortex-a78ae", 6, "cortex-a78ae", {"neon", "dotprod", "fp16"}, 1.5, 8, 0),
+    "orange-pi-5": ("cortex-a76", 4, "cortex-a76", {"neon", "dotprod", "fp16"}, 2.4, 8, 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTS))
+def test_board_facts(name):
+    t = get_target(name)
+    core, cores, mcpu, features, clock, ram, little = FACTS[name]
+    assert (t.arch, t.cpu.core, t.cpu.cores, t.cpu.mcpu) == ("aarch64", core, cores, mcpu)
+    assert set(t.cpu.features) == features
+    assert not {"i8mm", "sve", "sve2"} & set(t.cpu.features)  # none of these boards has them
+    assert (t.cpu.clock_ghz, t.ram_gb, t.cpu.little_cores) == (clock, ram, little)
+    assert t.mem_peak_gbs and t.mem_bandwidth_gbs < t.mem_peak_gbs
+
+
+def test_orange_pi_5_uses_the_big_cluster_only():
+    cpu = get_target("orange-pi-5").cpu
+    assert (cpu.core, cpu.cores, cpu.little_core, cpu.little_cores) == ("cortex-a76", 4, "cortex-a55", 4)
+
+
+def test_memory_grows_with_the_board():
+    usable = [get_target(n).usable_ram_bytes for n in ("rpi-zero-2w", "rpi5-4gb", "rpi5-8gb", "rpi5-16gb")]
+    assert usable == sorted(usable) and usable[0] == int(0.5 * 0.6 * 1e9)
+    assert get_target("rpi5-8gb").usable_ram_bytes == 5_600_000_000
+
+
+def test_rpi4_is_slower_than_rpi5():
+    pi4, pi5 = get_target("rpi4-4gb"), get_target("rpi5-4gb")
+    assert pi4.mem_bandwidth_gbs < pi5.mem_bandwidth_gbs and pi4.cpu.clock_ghz < pi5.cpu.clock_ghz
+
+
+# What the cross-compiler itself says each -mcpu/-march provides (GCC's feature macros), per profile feature.
+ARM_MACROS = {"dotprod": "__ARM_FEATURE_DOTPROD", "i8mm": "__ARM_FEATURE_MATMUL_INT8", "sve": "__ARM_FEATURE_SVE",
+              "sve2": "__ARM_FEATURE_SVE2", "fp16": "__ARM_FEATURE_FP16_VECTOR_ARITHMETIC",
+              "bf16": "__ARM_FEATURE_BF16_VECTOR_ARITHMETIC", "neon": "__ARM_NEON"}
+X86_MACROS = {"avx2": "__AVX2__", "fma": "__FMA__", "f16c": "__F16C__", "avx": "__AVX__",
+              "avx_vnni": "__AVXVNNI__", "avx512f": "__AVX512F__", "avx512_vnni": "__AVX512VNNI__"}
+
+
+def compiler_macros(compiler: str, flag: str) -> set[str]:
+    import subprocess
+
+    out = subprocess.run([compiler, flag, "-dM", "-E", "-"], input="", capture_output=True, text=True, check=True)
+    return {line.split()[1] for line in out.stdout.splitlines() if line.startswith("#define ")}
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_features_match_what_the_compiler_enables(path):
+    import platform
+    import shutil
+
+    t = Target.model_validate(yaml.safe_load(path.read_text()))
+    if t.arch == "aarch64":
+        compiler, flag, macros = "aarch64-linux-gnu-gcc", f"-mcpu={t.cpu.mcpu}", ARM_MACROS
+    else:
+        compiler, flag, macros = "gcc", f"-march={t.cpu.mcpu}", X86_MACROS
+        if platform.machine() != "x86_64":
+            pytest.skip("needs an x86_64 gcc")
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed (apt-get install gcc-aarch64-linux-gnu)")
+    defined = compiler_macros(compiler, flag)
+    assert {f for f, m in macros.items() if m in defined} == set(t.cpu.features), flag
+
+
+def test_old_style_profile_still_validates():
+    """Profiles written before the planner fields (soc, memory, mem_peak_gbs, swap_gb, little cores) load."""
+    raw = yaml.safe_load(RPI5)
+    for key in ("soc", "memory", "mem_peak_gbs", "swap_gb"):
+        raw.pop(key)
+    t = Target.model_validate(raw)
+    assert (t.swap_gb, t.mem_peak_gbs, t.soc, t.cpu.little_cores, t.cpu.little_core) == (0, None, "", 0, None)
+
+
+@pytest.mark.parametrize("old, new, problem", [
+    ("features: [neon, dotprod, fp16]", "features: [neon, dotprd, fp16]", "['dotprd'] unknown for aarch64"),
+    ("features: [neon, dotprod, fp16]", "features: [neon, avx2]", "['avx2'] unknown for aarch64"),
+    ("clock_ghz: 2.4}", "clock_ghz: 2.4, little_cores: 4}", "little_core and little_cores go together"),
+    ("mem_bandwidth_gbs: 13", "mem_bandwidth_gbs: 30", "mem_bandwidth_gbs 30.0 exceeds the bus peak"),
+    ("quants: [Q4_0, Q8_0]", "quants: [Q4_0, Q8_0, Q4_0]", "quants: Value error, quants lists a type twice"),
+    ("swap_gb: 0.5", "swap_gb: -1", "swap_gb: Input should be greater than or equal to 0"),
+], ids=["feature-typo", "x86-feature-on-arm", "little-without-type", "bandwidth-over-peak", "quant-twice",
+        "negative-swap"])
+def test_invalid_planner_fields_name_the_problem(tmp_path, old, new, problem):
+    assert old in RPI5
+    root = write_profile(tmp_path, "broken", RPI5.replace(old, new))
+    with pytest.raises(ConfigError) as exc:
+        get_target("rpi5", root)
+    assert exc.value.message.startswith("target profile broken.yaml is invalid: ")
+    assert problem in exc.value.message and "\n" not in exc.value.message

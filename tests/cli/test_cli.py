@@ -83,7 +83,8 @@ COMMANDS = sorted(all_commands(), key=lambda c: c[0])
 
 def test_every_command_is_registered():
     assert {" ".join(p) for p, _ in COMMANDS} >= {"build", "init", "inspect", "setup", "targets", "targets list",
-                                                   "targets show", "bundle", "bundle verify"}
+                                                   "targets show", "bundle", "bundle verify", "bundle extract",
+                                                   "plan"}
 
 
 @pytest.mark.parametrize("path, command", [((), cli), *COMMANDS], ids=["edgetune", *(" ".join(p) for p, _ in COMMANDS)])
@@ -189,8 +190,8 @@ def test_targets_show_alias(edgetune, as_json):
 
 
 def test_targets_show_unknown(edgetune):
-    line = one_error_line(edgetune("targets", "show", "rpi5-16gb"), 2)
-    assert line.startswith("error: unknown target 'rpi5-16gb' (did you mean rpi5-8gb")
+    line = one_error_line(edgetune("targets", "show", "rpi5-32gb"), 2)
+    assert line.startswith("error: unknown target 'rpi5-32gb' (did you mean rpi5-8gb")
 
 
 # --- bundle verify ---------------------------------------------------------------------------------------

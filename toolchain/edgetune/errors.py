@@ -72,3 +72,10 @@ class GateError(EdgetuneError):
     """A build failed a fidelity gate in block mode: the report is written, the bundle is not."""
 
     exit_code = 10
+
+
+class PlanError(ConfigError):
+    """No quant of the model fits the target's usable RAM (the planner's refusal). A config problem: pick another
+    board, model or context length. Shares ConfigError's exit code 2."""
+
+    exit_code = 2

@@ -1,7 +1,7 @@
 """Target boards as data: `targets/*.yaml` profiles, validated, found by name or alias.
 
 Nothing outside this module branches on a board name; stages read the profile's fields (quant list, CPU
-features, memory) instead.
+features, memory) instead. `edgetune.planner` turns those fields into memory fits and predicted speeds.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetune.constants import Quant
 from edgetune.errors import ConfigError
@@ -20,13 +20,27 @@ from edgetune.errors import ConfigError
 TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
 
 
+# ISA features a profile may name, per arch (the names of `/proc/cpuinfo` flags and GCC's +ext suffixes,
+# lower case). A typo ("dotprd") would silently lose the feature in the planner, so unknown names are refused.
+ARM_FEATURES = frozenset({"neon", "dotprod", "fp16", "i8mm", "bf16", "sve", "sve2"})
+X86_FEATURES = frozenset({"avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni"})
+
+
 class CPU(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    core: str = Field(description="Core type, e.g. cortex-a76.")
-    cores: int = Field(ge=1, description="Cores usable by llama.cpp.")
-    mcpu: str = Field(description="-mcpu for the cross-build.")
-    features: list[str] = Field(description="ISA features: neon, dotprod, i8mm, sve, avx2 ...")
-    clock_ghz: float = Field(gt=0, description="Nominal clock, GHz.")
+    core: str = Field(description="Core type, e.g. cortex-a76 (the big core on big.LITTLE chips).")
+    cores: int = Field(ge=1, description="Cores llama.cpp should use: on big.LITTLE chips the big cluster only.")
+    mcpu: str = Field(description="-mcpu for the cross-build (-march for x86_64).")
+    features: list[str] = Field(description="ISA features: neon, dotprod, fp16, i8mm, sve, avx2 ...")
+    clock_ghz: float = Field(gt=0, description="Nominal clock of `core`, GHz.")
+    little_core: str | None = Field(None, description="Efficiency core type on big.LITTLE chips, e.g. cortex-a55.")
+    little_cores: int = Field(0, ge=0, description="Efficiency cores left out of `cores` (0: none).")
+
+    @model_validator(mode="after")
+    def _little_cluster_is_whole(self) -> CPU:
+        if (self.little_core is None) != (self.little_cores == 0):
+            raise ValueError("little_core and little_cores go together: name the core type and give its count")
+        return self
 
 
 class Target(BaseModel):
@@ -38,10 +52,41 @@ class Target(BaseModel):
     cpu: CPU
     ram_gb: float = Field(gt=0, description="Installed RAM, GB.")
     usable_ram_share: float = Field(gt=0, le=1, description="Share of RAM the model may take (rest: OS, apps).")
-    mem_bandwidth_gbs: float = Field(gt=0, description="Sustained memory bandwidth, GB/s.")
+    mem_bandwidth_gbs: float = Field(gt=0, description="Sustained memory bandwidth the CPU cores reach, GB/s "
+                                                       "(below the bus peak; the planner's decode roofline).")
     os: str = Field(description="OS the bundle assumes.")
     quants: list[Quant] = Field(min_length=1, description="Quants to build, preferred first.")
     context_length: int = Field(2048, ge=128, description="Context the runner uses, tokens.")
+    soc: str = Field("", description="System on chip, e.g. Broadcom BCM2712.")
+    memory: str = Field("", description="Memory type and bus width, e.g. LPDDR4X-4267, 32-bit.")
+    mem_peak_gbs: float | None = Field(None, gt=0, description="Bus peak bandwidth, GB/s: transfer rate × bus "
+                                                              "width. Context for mem_bandwidth_gbs only.")
+    swap_gb: float = Field(0, ge=0, description="Swap the stock OS image sets up, GB. Never counted as usable: "
+                                                "weights paged to SD/eMMC or zram cut tok/s by orders of magnitude.")
+
+    @field_validator("quants")
+    @classmethod
+    def _quants_unique(cls, quants: list[Quant]) -> list[Quant]:
+        if len(set(quants)) != len(quants):
+            raise ValueError(f"quants lists a type twice: {[q.value for q in quants]}")
+        return quants
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Target:
+        known = ARM_FEATURES if self.arch == "aarch64" else X86_FEATURES
+        unknown = sorted(set(self.cpu.features) - known)
+        if unknown:
+            raise ValueError(f"cpu.features {unknown} unknown for {self.arch}; known: {', '.join(sorted(known))}")
+        if self.mem_peak_gbs is not None and self.mem_bandwidth_gbs > self.mem_peak_gbs:
+            raise ValueError(f"mem_bandwidth_gbs {self.mem_bandwidth_gbs} exceeds the bus peak mem_peak_gbs "
+                             f"{self.mem_peak_gbs}")
+        return self
+
+    @property
+    def usable_ram_bytes(self) -> int:
+        """RAM the model may take. `ram_gb` is the marketed size (GiB chips) counted as 10^9 bytes: ~7% under
+        the physical size, which the kernel's own reservations (firmware, CMA, GPU split) take anyway."""
+        return int(self.ram_gb * self.usable_ram_share * 1e9)
 
 
 def _load_all(root: Path = TARGETS_DIR) -> dict[str, Target]:
@@ -50,7 +95,7 @@ def _load_all(root: Path = TARGETS_DIR) -> dict[str, Target]:
         try:
             target = Target.model_validate(yaml.safe_load(path.read_text()))
         except (ValidationError, yaml.YAMLError) as exc:
-            raise ConfigError(f"target profile {path.name} is invalid: {str(exc).splitlines()[0]}",
+            raise ConfigError(f"target profile {path.name} is invalid: {_first_problem(exc)}",
                               "fix the YAML; see targets/rpi5-8gb.yaml") from exc
         for name in (target.name, *target.aliases):
             if name in found and found[name].name != target.name:
@@ -58,6 +103,15 @@ def _load_all(root: Path = TARGETS_DIR) -> dict[str, Target]:
                                   "give each profile a unique name and aliases")
             found[name] = target
     return found
+
+
+def _first_problem(exc: ValidationError | yaml.YAMLError) -> str:
+    """One line: the field path and pydantic's message, or the YAML parser's first line."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return f"{where}: {err['msg']}" if where else err["msg"]
+    return str(exc).splitlines()[0]
 
 
 def list_targets(root: Path = TARGETS_DIR) -> list[Target]:

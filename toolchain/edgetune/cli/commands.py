@@ -110,9 +110,10 @@ def targets_list(state: State) -> None:
     from edgetune.targets import list_targets
 
     found = list_targets()
+    width = max(len(t.name) for t in found)
     state.emit({"targets": [t.model_dump(mode="json") for t in found]},
-               "\n".join(f"{t.name:<16} {t.description}" + (f"  (alias: {', '.join(t.aliases)})" if t.aliases else "")
-                         for t in found))
+               "\n".join(f"{t.name:<{width}}  {t.description}"
+                         + (f"  (alias: {', '.join(t.aliases)})" if t.aliases else "") for t in found))
 
 
 @targets.command("show")
@@ -130,7 +131,7 @@ def targets_show(state: State, name: str) -> None:
 
 @cli.group("bundle")
 def bundle_group() -> None:
-    """Inspect and check bundles."""
+    """Inspect, check and unpack bundles."""
 
 
 @bundle_group.command("verify")
@@ -181,3 +182,53 @@ def report(state: State, run: Path | None, compare: tuple[Path, Path] | None, ou
     paths = {"html": done.html_path, "markdown": done.md_path, "json": done.json_path}
     lines = [f"{k}: {v}" for k, v in paths.items()] + ([f"recommended: {rec['quant'] or 'none'}"] if rec else [])
     state.emit({**paths, "recommendation": rec}, "\n".join(lines))
+
+
+@cli.command()
+@click.option("--target", required=True, help="Target board profile, e.g. rpi5 (see `edgetune targets list`).")
+@click.option("--gguf", "ggufs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A GGUF file to plan with its real size (repeatable).")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A build's run folder (edgetune-out/runs/<target>): plan every GGUF it exported.")
+@click.option("--hf-config", type=click.Path(exists=True, path_type=Path),
+              help="An HF model folder or its config.json: estimate sizes from the model's shape.")
+@click.option("--quant", "quants", multiple=True, type=click.Choice([q.value for q in Quant]),
+              help="Quant to estimate (repeatable; default without --gguf/--run: the target's list).")
+@pass_state
+def plan(state: State, target: str, ggufs: tuple[Path, ...], run_dir: Path | None, hf_config: Path | None,
+         quants: tuple[str, ...]) -> None:
+    """Check which quants fit a board's memory and predict their speed; print the pick.
+
+    \b
+    Examples:
+      edgetune plan --target rpi5 --gguf model-Q4_0.gguf --gguf model-Q8_0.gguf
+      edgetune plan --target rpi-zero-2w --run edgetune-out/runs/rpi5-8gb
+      edgetune --json plan --target rpi4-4gb --hf-config ./my-model --quant Q4_0 --quant Q8_0
+    """
+    from edgetune.planner import make_plan
+    from edgetune.targets import get_target
+
+    if not (ggufs or run_dir or hf_config):
+        raise click.UsageError("give a model: --gguf FILE, --run RUN_DIR or --hf-config PATH")
+    result = make_plan(get_target(target), ggufs=ggufs, run_dir=run_dir, hf_config=hf_config,
+                       quants=[Quant(q) for q in quants])
+    result.require_pick()
+    state.emit(result.to_dict(), result.table())
+
+
+@bundle_group.command("extract")
+@click.argument("tarball", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@pass_state
+def bundle_extract(state: State, tarball: Path, dest: Path) -> None:
+    """Unpack a bundle tarball safely into DEST/<bundle>, then verify every file against its manifest.
+
+    \b
+    Examples:
+      edgetune bundle extract smollm2-rpi5-8gb.tar.gz ~/models
+      edgetune --json bundle extract bundle.tar.gz /opt/edgetune
+    """
+    from edgetune.bundle_archive import extract_bundle
+
+    root = extract_bundle(tarball, dest)
+    state.emit({"bundle": root}, f"extracted and verified: {root}")

@@ -58,6 +58,8 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0) -> Pa
 
     import llama_cpp  # loads the llama.cpp shared library: only when quantizing
 
+    _route_llama_logs(llama_cpp)
+
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_FTYPE[quant]
     params.nthread = nthread
@@ -100,3 +102,20 @@ def _source_file_type(src: Path) -> _SourceType:
     # Files written without general.file_type: judge by the tensors themselves.
     quantized = any(t.tensor_type.name not in _FLOAT_TENSOR_TYPES for t in reader.tensors)
     return _SourceType("unknown type", quantized)
+
+
+_LOG_CALLBACK = None  # kept alive: llama.cpp holds a raw pointer to it
+
+
+def _route_llama_logs(llama_cpp) -> None:
+    """llama.cpp prints one line per tensor to stderr while quantizing; send it to our debug log instead."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def _to_logging(level, text, user_data):  # noqa: ARG001
+        log.debug("llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+    _LOG_CALLBACK = _to_logging
+    llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))

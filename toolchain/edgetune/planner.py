@@ -1,0 +1,200 @@
+"""The planner: for one target board, which quant of a model fits in memory, and how fast it should run.
+
+Reads models through `edgetune.modelshape` (GGUF files, an HF config.json, a run folder). Writes nothing. Raises
+ConfigError for bad input, ExportError for an unreadable GGUF, PlanError (from `Plan.require_pick`) when no
+candidate fits the board.
+
+Memory need = weights + KV cache + runtime overhead (RUNTIME_BASE_BYTES + llama.cpp's compute buffer), against
+`Target.usable_ram_bytes`; swap never counts (paging weights from SD/eMMC or zram stalls every token).
+Predicted speeds are rooflines, estimates to be checked against on-device measurements (llama-bench pp512/tg128):
+  generation tok/s = mem_bandwidth_gbs × GEN_BW_EFFICIENCY / bytes read per token (weights + KV)
+  prompt tok/s     = cores × clock × ops/cycle(features) × PP_EFFICIENCY × kernel speedup / ops per token
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetune.constants import Quant
+from edgetune.errors import ConfigError, PlanError
+from edgetune.modelshape import (
+    RUNTIME_BASE_BYTES,
+    ModelShape,
+    ggufs_in_run,
+    read_model_file,
+    shape_from_hf_config,
+)
+from edgetune.targets import Target
+
+log = logging.getLogger(__name__)
+
+# --- speed (estimates: replace with on-device llama-bench numbers as they come in) ------------------------
+# Share of the sustained bandwidth llama.cpp's decode streams (thread barriers per op, attention, sampling).
+# The profiles' mem_bandwidth_gbs were themselves derived from public decode rates at this factor.
+GEN_BW_EFFICIENCY = 0.8
+# Share of the int8 peak reached in prompt processing, from public numbers: TinyLlama-1.1B Q8_0 at ~40 tok/s
+# on a Pi 5 (0.14 of its 614 Gops/s) and ~10 tok/s on a Pi 4 (0.19 of 115; llamafile's "LLaMA Now Goes Faster
+# on CPUs", 2024); Llama-2-7B Q4_0 at 8.1 tok/s on a Pi 5 (0.18; llama.cpp PR #6928); Phi-3-mini IQ4_XS at
+# 11 tok/s on an RK3588 (0.14; llama.cpp #7176).
+PP_EFFICIENCY = 0.15
+# Q4_0 and IQ4_NL are repacked at load for ARM NEON+dotprod (4x4) or i8mm (4x8) GEMM kernels. Estimate of
+# their prompt speed-up over the plain dot-product path; to be measured (llama-bench pp512, Q4_0 vs Q8_0).
+REPACK_SPEEDUP = 2.0
+REPACKED_ON_ARM = frozenset({Quant.Q4_0.value, Quant.IQ4_NL.value})
+# int8 multiply-accumulate ops per cycle per core (1 MAC = 2 ops): SMMLA 2 pipes × 32 MACs; AVX-VNNI 2 ports
+# × 32; SDOT 2 pipes × 16; AVX2 vpmaddubsw+vpmaddwd ≈ 32 MACs; plain NEON widening multiplies ≈ 8 MACs.
+INT8_OPS_PER_CYCLE = (("i8mm", 128), ("avx512_vnni", 128), ("avx_vnni", 128), ("dotprod", 64), ("avx2", 64))
+NEON_INT8_OPS_PER_CYCLE = 16
+# F16 weights run on float FMAs: 2 pipes × 8 half lanes × 2 with ARM fp16 or x86 FMA (f32 × 8), else f32 × 4.
+F16_OPS_PER_CYCLE = (("fp16", 32), ("fma", 32))
+F32_NEON_OPS_PER_CYCLE = 16
+BENCH_CONTEXT_TOKENS = 512  # speeds are predicted for a 512-token prompt and tokens generated right after it
+
+# Kernel-speed order per CPU class (the pick takes the target's own `quants` first, then this order).
+_PREFERENCE = {
+    "x86": ["Q8_0", "Q4_K_M", "Q6_K", "Q5_K_M", "Q4_0", "IQ4_NL", "Q5_0", "Q3_K_M", "Q2_K", "F16"],
+    "i8mm": ["Q4_K_M", "Q4_0", "Q8_0", "Q6_K", "Q5_K_M", "IQ4_NL", "Q5_0", "Q3_K_M", "Q2_K", "F16"],
+    "dotprod": ["Q4_0", "IQ4_NL", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q3_K_M", "Q2_K", "F16"],
+    "neon": ["Q4_0", "Q8_0", "Q5_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_NL", "Q3_K_M", "Q2_K", "F16"],
+}
+_WHY = {
+    "x86": "x86 AVX2 has fast kernels for Q8_0 and the K-quants",
+    "i8mm": "i8mm/SVE int8 matrix kernels make the K-quants fast",
+    "dotprod": "llama.cpp repacks Q4_0 and IQ4_NL for NEON+dotprod at load: the fastest 4-bit path without i8mm",
+    "neon": "no dotprod: no repacking; Q4_0 is the simplest 4-bit NEON kernel and halves the bytes per token",
+}
+
+
+def cpu_class(target: Target) -> str:
+    features = set(target.cpu.features)
+    if target.arch == "x86_64":
+        return "x86"
+    return "i8mm" if features & {"i8mm", "sve"} else "dotprod" if "dotprod" in features else "neon"
+
+
+def preference(target: Target) -> list[str]:
+    """Quant names in pick order: the target's own list first, then the kernel-speed order of its CPU class."""
+    return list(dict.fromkeys([*(q.value for q in target.quants), *_PREFERENCE[cpu_class(target)]]))
+
+
+@dataclass(frozen=True)
+class Row:
+    quant: str
+    source: str  # "file" or "estimate"
+    path: Path | None
+    n_ctx: int
+    weights_bytes: int
+    kv_bytes: int
+    overhead_bytes: int
+    need_bytes: int
+    status: str  # fits | over-share (under the RAM, over its usable share) | swap | oom
+    prompt_tok_s: float
+    gen_tok_s: float
+
+    @property
+    def fits(self) -> bool:
+        return self.status == "fits"
+
+
+def predict_tok_s(target: Target, shape: ModelShape, quant: str, read_bytes: int) -> tuple[float, float]:
+    """(prompt, generation) tokens per second for a BENCH_CONTEXT_TOKENS prompt: roofline estimates."""
+    ctx = min(BENCH_CONTEXT_TOKENS, target.context_length)
+    features = set(target.cpu.features)
+    if quant == Quant.F16.value:
+        per_cycle = next((n for f, n in F16_OPS_PER_CYCLE if f in features), F32_NEON_OPS_PER_CYCLE)
+    else:
+        per_cycle = next((n for f, n in INT8_OPS_PER_CYCLE if f in features), NEON_INT8_OPS_PER_CYCLE)
+    repacked = target.arch == "aarch64" and quant in REPACKED_ON_ARM and bool(features & {"dotprod", "i8mm"})
+    attention = 2 * shape.n_layers * shape.n_head * (shape.key_length + shape.value_length) * ctx // 2
+    ops_per_token = 2 * (shape.n_params - shape.lookup_params) + attention
+    peak = target.cpu.cores * target.cpu.clock_ghz * 1e9 * per_cycle
+    prompt = peak * PP_EFFICIENCY * (REPACK_SPEEDUP if repacked else 1.0) / ops_per_token
+    gen = target.mem_bandwidth_gbs * 1e9 * GEN_BW_EFFICIENCY / (read_bytes + shape.kv_bytes(ctx))
+    return prompt, min(gen, prompt)  # a decode step is never faster than a prompt token
+
+
+def _row(target: Target, shape: ModelShape, quant: str, source: str, path: Path | None, size: int,
+         read: int) -> Row:
+    n_ctx = min(target.context_length, shape.n_ctx_train or target.context_length)
+    kv, overhead = shape.kv_bytes(n_ctx), RUNTIME_BASE_BYTES + shape.compute_bytes(n_ctx)
+    need = size + kv + overhead
+    ram, swap = int(target.ram_gb * 1e9), int(target.swap_gb * 1e9)
+    status = ("fits" if need <= target.usable_ram_bytes else "over-share" if need <= ram
+              else "swap" if need <= ram + swap else "oom")
+    prompt, gen = predict_tok_s(target, shape, quant, read)
+    return Row(quant, source, path, n_ctx, size, kv, overhead, need, status, round(prompt, 1), round(gen, 1))
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: Target
+    rows: list[Row]  # in pick order
+    pick: Row | None
+
+    @property
+    def reason(self) -> str:
+        if self.pick is None or self.pick.quant == self.rows[0].quant:
+            return _WHY[cpu_class(self.target)]
+        skipped = list(dict.fromkeys(r.quant for r in self.rows[: self.rows.index(self.pick)]))
+        return f"the first in {self.target.name}'s order that fits; too big: {', '.join(skipped)}"
+
+    def require_pick(self) -> Row:
+        """The pick; PlanError naming the smallest need and the usable RAM when nothing fits."""
+        if self.pick is None:
+            t, small = self.target, min(self.rows, key=lambda r: r.need_bytes)
+            raise PlanError(
+                f"no quant fits {t.name}: the smallest need is {small.quant} at {_mb(small.need_bytes)}, "
+                f"usable RAM is {_mb(t.usable_ram_bytes)} ({t.usable_ram_share:.0%} of {t.ram_gb:g} GB)",
+                "use a smaller model or a lower-bit quant, shorten the target's context_length, or pick a board "
+                "with more RAM; swap is no way out: paging weights stalls every token")
+        return self.pick
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.target
+        return {"target": t.name, "ram_gb": t.ram_gb, "usable_ram_bytes": t.usable_ram_bytes,
+                "rows": [{**vars(r), "path": str(r.path) if r.path else None, "fits": r.fits} for r in self.rows],
+                "pick": self.pick.quant if self.pick else None,
+                "pick_path": str(self.pick.path) if self.pick and self.pick.path else None, "reason": self.reason,
+                "assumptions": {"gen_bw_efficiency": GEN_BW_EFFICIENCY, "pp_efficiency": PP_EFFICIENCY,
+                                "repack_speedup": REPACK_SPEEDUP, "bench_context_tokens": BENCH_CONTEXT_TOKENS,
+                                "runtime_base_bytes": RUNTIME_BASE_BYTES, "kv_cache": "f16"}}
+
+    def table(self) -> str:
+        t = self.target
+        head = (f"{t.name}: {t.cpu.cores}x {t.cpu.core} @ {t.cpu.clock_ghz:g} GHz [{', '.join(t.cpu.features)}], "
+                f"{t.mem_bandwidth_gbs:g} GB/s; usable RAM {_mb(t.usable_ram_bytes)} "
+                f"({t.usable_ram_share:.0%} of {t.ram_gb:g} GB)")
+        fmt = "{:<8} {:<9} {:>5} {:>10} {:>10} {:<10} {:>12} {:>9}".format
+        lines = [head, fmt("quant", "source", "ctx", "weights", "need", "fits", "prompt tok/s", "gen tok/s")]
+        lines += [fmt(r.quant, r.source, r.n_ctx, _mb(r.weights_bytes), _mb(r.need_bytes), r.status,
+                      f"{r.prompt_tok_s:.1f}", f"{r.gen_tok_s:.1f}") for r in self.rows]
+        lines.append(f"pick: {self.pick.quant} ({self.reason})" if self.pick else "pick: none fits")
+        lines.append(f"speeds are roofline estimates (bandwidth x {GEN_BW_EFFICIENCY}, int8 peak x {PP_EFFICIENCY}) "
+                     "for a 512-token prompt: check them on the device")
+        return "\n".join(lines)
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB"
+
+
+def make_plan(target: Target, *, ggufs: Sequence[Path] = (), run_dir: Path | None = None,
+              hf_config: Path | None = None, quants: Sequence[Quant] = ()) -> Plan:
+    """Rows for every GGUF given (real sizes) and estimated rows for `quants` (default, when no GGUF is given:
+    the target's list) from the HF config's shape, else the first GGUF's. Raises ConfigError with no model."""
+    files = [read_model_file(p) for p in [*ggufs, *(ggufs_in_run(run_dir) if run_dir else [])]]
+    shape = shape_from_hf_config(hf_config) if hf_config else files[0].shape if files else None
+    if shape is None:
+        raise ConfigError("no model to plan for", "give --gguf FILE, --run RUN_DIR or --hf-config PATH")
+    rows = [_row(target, f.shape, f.quant, "file", f.path, f.size_bytes, f.read_bytes) for f in files]
+    for quant in quants or ([] if files else target.quants):
+        rows.append(_row(target, shape, quant.value, "estimate", None, *shape.estimate(quant)))
+    order = {q: i for i, q in enumerate(preference(target))}
+    rows.sort(key=lambda r: (order.get(r.quant, len(order)), r.source != "file"))
+    pick = next((r for r in rows if r.fits), None)
+    log.debug("plan for %s: %d rows, pick %s", target.name, len(rows), pick and pick.quant)
+    return Plan(target, rows, pick)
