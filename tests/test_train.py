@@ -216,3 +216,18 @@ def test_nf4_gradients_survive_an_inference_pass(tiny_model_dir):
     for name in nf4:
         assert fp32[name] > 0
         assert 0.5 < nf4[name] / fp32[name] < 2.0, (name, nf4[name], fp32[name])
+
+
+def test_liger_style_global_patches_are_undone_after_training():
+    """Liger replaces classes and forwards in transformers' modeling module for the whole process (found on an
+    H200: the CPU merge then ran a Triton kernel). The train stage restores the module afterwards."""
+    import transformers.models.llama.modeling_llama as modeling
+
+    norm, forward, rope = modeling.LlamaRMSNorm, modeling.LlamaForCausalLM.forward, modeling.apply_rotary_pos_emb
+    with train._restored_modeling_module("llama"):
+        modeling.LlamaRMSNorm = object
+        modeling.LlamaForCausalLM.forward = lambda self, *a, **k: None
+        modeling.apply_rotary_pos_emb = None
+    assert modeling.LlamaRMSNorm is norm
+    assert modeling.LlamaForCausalLM.forward is forward
+    assert modeling.apply_rotary_pos_emb is rope

@@ -25,6 +25,7 @@ from edgetune.export import gates
 from edgetune.export.gates import GateVerdict
 from edgetune.export.imatrix import LOW_BIT, calibration_text
 from edgetune.llamacpp import load_tools
+from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report
 from edgetune.targets import get_target
@@ -84,6 +85,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
 
     stages["data"] = data_art = data.run(cfg.data, store)
     stages["base"] = base = basemodel.run(cfg.model, store)
+    # a board too small for every quant fails here, before any training (estimates from the model's shape)
+    make_plan(target, hf_config=basemodel.model_dir(base) / "config.json", quants=quants).require_pick()
     stages["train"] = trained = train.run(cfg.train, base, data_art, store, threads=cfg.threads, progress=progress)
     stages["merge"] = merged = merge.run(base, trained, store)
     name = model_name(cfg)
@@ -108,11 +111,19 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
                                                threads=cfg.threads, imatrix=imatrix)}
     stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
+    plan = make_plan(target, ggufs=[export.gguf_path(ggufs[q]) for q in quants])
+    fits = {Quant(r.quant) for r in plan.rows if r.fits}
+    dropped = [q for q in quants if q not in fits]
+    if dropped:
+        log.warning("dropping %s from the bundle: over %s's usable RAM (see `edgetune plan`)",
+                    ", ".join(q.value for q in dropped), target.name)
+    plan.require_pick()
+    shipped = [q for q in quants if q in fits]
 
     gate_mode = resolve_gate_mode(cfg)
     ev = _Evaluator(cfg, base, merged, data_art, store, stages, progress)
     verdicts = ev.fidelity(ggufs)
-    report = ev.report(ggufs, verdicts, context={
+    report = ev.report(ggufs, verdicts, plan, context={
         "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
         "method": trained.metrics.get("method"), "llama.cpp": tools.revision[:12], "edgetune": __version__,
         "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}",
@@ -121,14 +132,18 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     report_json, report_md = write_report(report, run_dir)
     write_json(run_dir / "run.json", {"config": cfg.model_dump(mode="json"),
                                       "stages": {k: str(a.path) for k, a in stages.items()}})
-    failed = {q: v for q, v in verdicts.items() if not v.passed and q in quants}
+    failed = {q: v for q, v in verdicts.items() if not v.passed and q in shipped}
     if failed and gate_mode == "block":
         why = "; ".join(f"{q.value}: {', '.join(v.reasons)}" for q, v in failed.items())
         raise GateError(f"fidelity gate failed, no bundle written: {why} (report: {report_md})",
                         "fix the export (another quant, an imatrix) or set export.gates.mode: warn to ship anyway")
-    gates = {"mode": gate_mode, "verdicts": {q.value: verdicts[q].to_dict() for q in quants}}
+    gates = {"mode": gate_mode, "verdicts": {q.value: verdicts[q].to_dict() for q in shipped}}
     llama_cpp = {"llama-cpp-python": tools.version, "llama.cpp": tools.revision}
-    stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in quants}, {**provenance, "gates": gates},
+    plan_summary = {"pick": plan.pick.quant, "reason": plan.reason,
+                    "rows": {r.quant: {"need_bytes": r.need_bytes, "status": r.status, "prompt_tok_s": r.prompt_tok_s,
+                                       "gen_tok_s": r.gen_tok_s} for r in plan.rows}}
+    stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
+                                            {**provenance, "gates": gates, "plan": plan_summary},
                                             llama_cpp, store, model_name=name)
     bundle_dir = bundled.path / bundled.outputs["bundle"]
     return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,
@@ -179,7 +194,7 @@ class _Evaluator:
                                           stop_min=g.stop_min, greedy_min=g.greedy_min)
         return verdicts
 
-    def report(self, ggufs: dict[Quant, Artifact], verdicts: dict[Quant, GateVerdict],
+    def report(self, ggufs: dict[Quant, Artifact], verdicts: dict[Quant, GateVerdict], plan,
                context: dict[str, Any]) -> dict[str, Any]:
         from edgetune.evals.forgetting import mmlu_items
 
@@ -200,6 +215,10 @@ class _Evaluator:
             row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
             if kind == "GGUF" and cfg.eval.judge_items:
                 row["judge"] = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
+            planned = next((r for r in plan.rows if r.quant == build_name), None)
+            if planned is not None:
+                row["plan"] = {"need_bytes": planned.need_bytes, "status": planned.status,
+                               "predicted_prompt_tps": planned.prompt_tok_s, "predicted_gen_tps": planned.gen_tok_s}
             fid = self.stages.get(f"fidelity-{build_name}")
             if fid is not None:
                 summary = {k: fid.metrics[k] for k in ("kld_mean", "kld_p99", "top1_agreement", "greedy_agreement",
