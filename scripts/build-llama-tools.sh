@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's native tools (llama-quantize, llama-imatrix, llama-perplexity, llama-bench) from the
+# Build llama.cpp's native tools (llama-quantize, llama-imatrix, llama-perplexity, llama-bench, llama-server) from the
 # llama.cpp that the installed llama-cpp-python vendors (its sdist), into $EDGETUNE_HOME/llama.cpp/<ver>/bin.
 # Cached by version + flags: a second run does nothing. Nothing here is committed to the repo.
 #   usage: scripts/build-llama-tools.sh [extra cmake flags]
@@ -9,10 +9,11 @@ PY=.venv/bin/python
 CACHE=${EDGETUNE_HOME:-$HOME/.cache/edgetune}
 VERSION=$("$PY" -c "from importlib.metadata import version; print(version('llama-cpp-python'))")
 SDIST=$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz
-TOOLS=(llama-quantize llama-imatrix llama-perplexity llama-bench)
+# llama-server: the x86 twin of the runtime bundles ship (tests run the device runner against it)
+TOOLS=(llama-quantize llama-imatrix llama-perplexity llama-bench llama-server)
 # No downloads at build time: no prebuilt web UI, no HTTPS client, no tests or examples.
 FLAGS=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-       -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF "$@")
+       -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF "$@")
 STAMP=$(printf '%s ' "$VERSION" "${FLAGS[@]}" | sha256sum | cut -c1-12)
 OUT=$CACHE/llama.cpp/$VERSION/bin
 if [ -f "$OUT/.stamp-$STAMP" ]; then echo "llama.cpp tools already built in $OUT" >&2; exit 0; fi

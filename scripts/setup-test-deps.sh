@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond pip: Debian's chromium, which tests/report drives headless
 # through playwright (executable_path=/usr/bin/chromium; `playwright install` is never run, so no browser is
-# downloaded). Idempotent; run as root (CI calls it before the tests). Python test deps: pip install -e '.[test]'.
+# downloaded); OpenSSH server and client for tests/device (an unprivileged sshd per test); iproute2 (ip, tc)
+# for the `netns` fault tests. Idempotent; run as root (CI calls it before the tests). Python test deps: pip install -e '.[test]'.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -9,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-PACKAGES=(chromium)
+PACKAGES=(chromium openssh-server openssh-client iproute2)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -44,8 +44,12 @@ def tokenizer_dir(tmp_path_factory, smollm2_gguf) -> Path:
     return out
 
 
-def make_tiny_llama(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A 2-layer, hidden-64 Llama with random weights and SmolLM2's tokenizer (~13 MB fp32)."""
+def make_tiny_llama(out: Path, tokenizer_dir: Path, seed: int = 0, tie_embeddings: bool = True,
+                    initializer_range: float = 0.02) -> Path:
+    """A 2-layer, hidden-64 Llama with random weights and SmolLM2's tokenizer (~13 MB fp32). With tied
+    embeddings its greedy output is mostly the last input token repeated; untie them for varied text. At the
+    default initializer_range its logits are nearly flat (top-2 gaps of 1e-4 occur), so greedy tokens can flip
+    between two correct kernels; a wider range makes the argmax decisive."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -54,8 +58,8 @@ def make_tiny_llama(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=tie_embeddings, initializer_range=initializer_range, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
@@ -77,6 +81,24 @@ def tiny_gguf(tmp_path_factory, tiny_model_dir, llama_tools) -> Path:
     out = tmp_path_factory.mktemp("tiny-gguf") / "tiny-f16.gguf"
     subprocess.run(
         [sys.executable, str(llama_tools.converter), str(tiny_model_dir), "--outfile", str(out), "--outtype", "f16"],
+        check=True, env=llama_tools.env(), capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def varied_gguf(tmp_path_factory, tokenizer_dir, llama_tools) -> Path:
+    """The tiny Llama with untied embeddings (varied greedy text) and wide random weights (decisive argmaxes), as
+    an F16 GGUF: what tests comparing greedy outputs across kernels (x86 vs aarch64) use. A repeated token would
+    agree by accident; a near-tie (measured: a 2.8e-4 top-2 gap at the default init) would differ by accident."""
+    import subprocess
+    import sys
+
+    model_dir = make_tiny_llama(tmp_path_factory.mktemp("varied-llama"), tokenizer_dir, tie_embeddings=False,
+                                initializer_range=0.5)
+    out = tmp_path_factory.mktemp("varied-gguf") / "varied-f16.gguf"
+    subprocess.run(
+        [sys.executable, str(llama_tools.converter), str(model_dir), "--outfile", str(out), "--outtype", "f16"],
         check=True, env=llama_tools.env(), capture_output=True,
     )
     return out

@@ -21,8 +21,12 @@ from edgetune.pipeline import BuildResult, build
 
 QUANTS = [Quant.Q8_0, Quant.Q4_0]
 BUILDS = ["base", "gpu", "F16", "Q8_0", "Q4_0"]
-MODEL_STAGES = ["data", "base", "train", "merge", "gguf-F16", "gguf-Q8_0", "gguf-Q4_0", "bundle"]
-EVAL_STAGES = [f"{suite}-{b}" for b in BUILDS for suite in ("eval", "mmlu")]
+MODEL_STAGES = ["data", "base", "train", "merge", "gguf-F16", "imatrix", "gguf-Q8_0", "gguf-Q4_0"]
+GATE_STAGES = ["fidelity-ref", "fidelity-F16", "fidelity-Q8_0", "fidelity-Q4_0"]
+# every build: task eval and MMLU; every GGUF also a pairwise judge against the GPU build
+EVAL_STAGES = [f"{suite}-{b}" for b in BUILDS for suite in ("eval", "mmlu", "judge")
+               if suite != "judge" or b not in ("base", "gpu")]
+ALL_STAGES = MODEL_STAGES + GATE_STAGES + EVAL_STAGES + ["bundle"]
 
 
 def config(model_dir: Path, jsonl: Path, out_dir: Path) -> BuildConfig:
@@ -60,7 +64,7 @@ def copied(first, tmp_path) -> tuple[BuildConfig, Path]:
 def test_first_build_runs_every_stage(first):
     _, result, elapsed_s = first
     print(f"first build: {elapsed_s:.1f} s")  # shown with -s; about 20-30 s on a shared 2-core machine
-    assert result.ran == MODEL_STAGES + EVAL_STAGES
+    assert result.ran == ALL_STAGES
     assert result.reused == []
 
 
@@ -111,7 +115,7 @@ def test_report_has_one_row_per_build(first):
     for name in BUILDS:
         assert f"| {name} |" in markdown, name
     run = json.loads((result.run_dir / "run.json").read_text())
-    assert set(run["stages"]) == set(MODEL_STAGES + EVAL_STAGES)
+    assert set(run["stages"]) == set(ALL_STAGES)
 
 
 def test_second_build_runs_nothing(copied, first):
@@ -124,7 +128,7 @@ def test_second_build_runs_nothing(copied, first):
 def test_new_quant_runs_only_its_own_stages(copied):
     cfg, out = copied
     result = build(changed(cfg, out, {"export.quants": [*QUANTS, Quant.Q5_0]}), edgetune_home())
-    assert result.ran == ["gguf-Q5_0", "bundle", "eval-Q5_0", "mmlu-Q5_0"]
+    assert result.ran == ["gguf-Q5_0", "fidelity-Q5_0", "eval-Q5_0", "mmlu-Q5_0", "judge-Q5_0", "bundle"]
     assert [r["name"] for r in result.report["builds"]] == [*BUILDS, "Q5_0"]
     assert len(list((result.bundle_dir / "models").glob("*.gguf"))) == 3
 
@@ -133,7 +137,7 @@ def test_new_rank_reruns_training_and_everything_after(copied):
     cfg, out = copied
     result = build(changed(cfg, out, {"train.r": 4}), edgetune_home())
     assert result.reused == ["data", "base", "eval-base", "mmlu-base"]
-    assert result.ran == [s for s in MODEL_STAGES + EVAL_STAGES if s not in result.reused]
+    assert result.ran == [s for s in ALL_STAGES if s not in result.reused]
     assert json.loads((result.stages["train"].file("adapter") / "adapter_config.json").read_text())["r"] == 4
 
 

@@ -1,17 +1,22 @@
 """The bundle stage: what goes to the device, with a manifest that proves what it is.
 
 Reads the gguf artifacts and the provenance of the run; writes `bundle/` (models/*.gguf, manifest.json,
-SHA256SUMS, README.md) and `<name>.tar.gz` of it. `verify_bundle` re-hashes every file against the manifest.
-Raises BundleError.
+SHA256SUMS, README.md) and `<name>.tar.gz` of it. With `runtime=True` the bundle also carries what the board
+needs to run and evaluate the models with only Python 3's standard library: `bin/llama-server`, `bin/llama-cli`,
+`bin/llama-bench` cross-built for the target's -mcpu (scripts/cross-build-llama.sh; read through
+`runtime_build.find_runtime`), `runner/edgetune_runner.py` and an Ollama `models/<file>.Modelfile` beside each
+GGUF; with `suite_rows`, `suite/heldout.jsonl` for the runner. `verify_bundle` re-hashes every file against the
+manifest. Raises BundleError, and ToolError when runtime binaries are asked for but not built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +25,17 @@ from edgetune.artifacts import Artifact, Store, sha256_file, stage_key, write_js
 from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
 from edgetune.errors import BundleError
 from edgetune.export.stage import gguf_path
+from edgetune.modelfile import SUFFIX as MODELFILE_SUFFIX
+from edgetune.modelfile import modelfile_text
+from edgetune.runtime_build import RuntimeBinaries, find_runtime, runner_source
 from edgetune.targets import Target
 
 log = logging.getLogger(__name__)
 
 KIND = "bundle"
 SUMS_FILE = "SHA256SUMS"
+RUNNER_FILE = "runner/edgetune_runner.py"
+SUITE_FILE = "suite/heldout.jsonl"
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -34,9 +44,26 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str, Any], llama_cpp: Mapping[str, str],
-        store: Store, *, model_name: str) -> Artifact:
+        store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
+        home: Path | None = None) -> Artifact:
+    """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
+    the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
+    "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
+    cache key) what it was before they existed."""
     params = {"target": target.model_dump(mode="json"), "model_name": model_name, "schema": MANIFEST_SCHEMA,
               "provenance": dict(provenance), "llama_cpp": dict(llama_cpp)}
+    rt = None
+    if runtime:
+        if home is None:
+            raise BundleError("bundle.run(runtime=True) needs `home`, the edgetune cache folder holding cross/",
+                              "pass the home the pipeline was given")
+        rt = find_runtime(home, target.arch, target.cpu.mcpu, llama_cpp.get("llama-cpp-python"))
+        params["runtime"] = {"build": rt.manifest_entry(), "runner_sha256": sha256_file(runner_source()),
+                             "binaries_sha256": {n: sha256_file(p) for n, p in rt.binaries.items()}}
+    suite_text = None
+    if suite_rows is not None:
+        suite_text = _suite_jsonl(suite_rows)
+        params["suite_sha256"] = hashlib.sha256(suite_text.encode()).hexdigest()
     inputs = {q.value: a.key for q, a in ggufs.items()}
     key = stage_key(KIND, params, inputs)
     if hit := store.lookup(KIND, key):
@@ -51,7 +78,19 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
             rel = f"models/{model_name}-{quant.value}.gguf"
             _place(gguf_path(art), root / rel)
             models.append({"quant": quant.value, "file": rel, "size_bytes": (root / rel).stat().st_size})
-        (root / "README.md").write_text(_device_readme(name, target, models, llama_cpp))
+            if rt is not None:
+                modelfile = rel[: -len(".gguf")] + MODELFILE_SUFFIX
+                (root / modelfile).write_text(modelfile_text(root / rel, num_ctx=target.context_length))
+                models[-1]["modelfile"] = modelfile
+        extra: dict[str, Any] = {}
+        if rt is not None:
+            extra["runtime"] = _place_runtime(rt, root)
+            extra["runner"] = {"file": RUNNER_FILE, "usage": f"python3 {RUNNER_FILE} --job-dir DIR --model FILE.gguf"}
+        if suite_text is not None:
+            (root / SUITE_FILE).parent.mkdir(parents=True, exist_ok=True)
+            (root / SUITE_FILE).write_text(suite_text)
+            extra["suite"] = {"file": SUITE_FILE, "items": len(suite_rows)}
+        (root / "README.md").write_text(_device_readme(name, target, models, llama_cpp, extra))
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             rel = path.relative_to(root).as_posix()
             files[rel] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size}
@@ -65,8 +104,11 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
             "default_model": models[0]["file"],
             "llama_cpp": dict(llama_cpp),
             "provenance": dict(provenance),
+            **extra,
             "files": files,
         }
+        if rt is not None:  # the runner reads its defaults (threads, context) from here
+            manifest["target"].update(cores=target.cpu.cores, context_length=target.context_length)
         write_json(root / MANIFEST_FILE, manifest)
         (root / SUMS_FILE).write_text("".join(f"{v['sha256']}  {k}\n" for k, v in sorted(files.items())))
         tarball = b.path / f"{name}.tar.gz"
@@ -75,6 +117,45 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
         b.outputs.update(bundle=name, tarball=tarball.name)
         b.metrics.update(files=len(files), size_bytes=sum(v["size_bytes"] for v in files.values()))
     return b.artifact
+
+
+def _place_runtime(rt: RuntimeBinaries, root: Path) -> dict[str, Any]:
+    """Copy the cross-built binaries and the runner into the bundle (executable); return the manifest entry."""
+    (root / "bin").mkdir()
+    binaries = {}
+    for name, src in rt.binaries.items():
+        shutil.copyfile(src, root / "bin" / name)
+        (root / "bin" / name).chmod(0o755)
+        binaries[name] = f"bin/{name}"
+    (root / RUNNER_FILE).parent.mkdir()
+    shutil.copyfile(runner_source(), root / RUNNER_FILE)
+    (root / RUNNER_FILE).chmod(0o755)
+    entry = rt.manifest_entry()
+    return {"binaries": binaries, "build_flags": entry.pop("build_flags"),
+            "llama_cpp": {"llama-cpp-python": entry.pop("llama-cpp-python"), "llama.cpp": entry.pop("llama.cpp")},
+            **entry}
+
+
+def _suite_jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The runner's suite file; rows it would refuse are refused here, naming the row."""
+    out, seen = [], set()
+    for n, row in enumerate(rows):
+        item_id = row.get("id")
+        ids, text, max_tokens = row.get("prompt_ids"), row.get("prompt"), row.get("max_tokens")
+        problem = None
+        if isinstance(item_id, bool) or not isinstance(item_id, (str, int)) or item_id == "" or str(item_id) in seen:
+            problem = "'id' must be a unique non-empty string or integer"
+        elif (ids is None) == (text is None):
+            problem = "give exactly one of 'prompt_ids' and 'prompt'"
+        elif ids is not None and (not ids or not all(isinstance(t, int) and t >= 0 for t in ids)):
+            problem = "'prompt_ids' must be a non-empty list of non-negative integers"
+        elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            problem = "'max_tokens' must be an integer >= 1"
+        if problem:
+            raise BundleError(f"suite row {n} ({item_id!r}): {problem}", "fix the held-out rows given to the bundle")
+        seen.add(str(item_id))
+        out.append(json.dumps({k: (list(v) if k == "prompt_ids" else v) for k, v in row.items()}))
+    return "".join(line + "\n" for line in out)
 
 
 def verify_bundle(root: Path) -> dict[str, Any]:
@@ -110,9 +191,11 @@ def verify_bundle(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def _device_readme(name: str, target: Target, models: list[dict[str, Any]], llama_cpp: Mapping[str, str]) -> str:
+def _device_readme(name: str, target: Target, models: list[dict[str, Any]], llama_cpp: Mapping[str, str],
+                   extra: Mapping[str, Any] | None = None) -> str:
     rows = "\n".join(f"| {m['quant']} | `{m['file']}` | {m['size_bytes'] / 1e6:.1f} MB |" for m in models)
     first = models[0]["file"]
+    runtime = _runtime_readme(first, target, extra or {})
     return f"""# {name}
 
 Built by edgetune {__version__} for **{target.description}** ({target.arch}, {target.cpu.core}).
@@ -125,7 +208,7 @@ llama.cpp revision `{llama_cpp.get('llama.cpp', '?')}` (llama-cpp-python {llama_
 The first row is the pick for this board. Check the files before use:
 
     sha256sum -c SHA256SUMS
-
+{runtime}
 Run with llama.cpp (any build at or after the revision above):
 
     llama-cli -m {first} -cnv -t {target.cpu.cores}
@@ -138,4 +221,26 @@ or from Python with llama-cpp-python:
 
 `manifest.json` lists every file's sha256, the target profile, the llama.cpp revision and the provenance
 (base model, data and adapter hashes, training config) of this build.
+"""
+
+
+def _runtime_readme(first: str, target: Target, extra: Mapping[str, Any]) -> str:
+    if "runtime" not in extra:
+        return ""
+    rt = extra["runtime"]
+    flags = f"-mcpu={rt['mcpu']}, llama.cpp {rt['llama_cpp']['llama.cpp']}"
+    suite = ""
+    if "suite" in extra:
+        suite = f"""
+Evaluate on this board (Python 3 standard library only; results land in jobs/q/results.jsonl and summary.json):
+
+    python3 {RUNNER_FILE} --job-dir jobs/q --model {first} --suite {SUITE_FILE}
+"""
+    return f"""
+This bundle carries its own llama.cpp: `bin/llama-server`, `bin/llama-cli`, `bin/llama-bench`, statically
+linked for {target.arch} ({flags}; build flags in manifest.json); nothing to install:
+
+    bin/llama-server -m {first} -t {target.cpu.cores} -c {target.context_length} --host 127.0.0.1 --port 8080
+{suite}
+With Ollama: `ollama create NAME -f {first[: -len(".gguf")]}{MODELFILE_SUFFIX}` (the chat template comes from the GGUF).
 """

@@ -79,3 +79,38 @@ class PlanError(ConfigError):
     board, model or context length. Shares ConfigError's exit code 2."""
 
     exit_code = 2
+
+
+class DeviceError(EdgetuneError):
+    """A device refused or failed the work and a person must act: wrong key or user (auth), a changed or unknown
+    host key, no space left, no python3, a remote command or the on-device runner failed. Exit code 11.
+    Device errors (device/) use three exit codes: 11 the device needs a fix (this class); 12 the device could
+    not be reached (DeviceUnreachable: retry later); 13 the connection was lost mid-operation or the job did not
+    finish in time, so its outcome is not known yet (DeviceLost: re-run to resume or collect)."""
+
+    exit_code = 11
+
+
+class HostKeyError(DeviceError):
+    """The device's SSH host key is not in known_hosts (unknown) or differs from the one recorded (changed)."""
+
+    exit_code = 11
+
+
+class DeviceAuthError(DeviceError):
+    """The device refused our SSH credentials (wrong user, key not in authorized_keys, no usable key)."""
+
+    exit_code = 11
+
+
+class DeviceUnreachable(DeviceError):
+    """No SSH connection could be made: name not resolved, connection refused, no route, connect timeout."""
+
+    exit_code = 12
+
+
+class DeviceLost(DeviceError):
+    """The connection dropped during a transfer or a remote job, or the job outlived its timeout: the outcome is
+    unknown, never success. Remote jobs keep running; re-running resumes or collects the finished result."""
+
+    exit_code = 13

@@ -130,10 +130,9 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
         "gate_mode": gate_mode})
     run_dir = cfg.out_dir / "runs" / target.name
     report_json, report_md = write_report(report, run_dir)
-    write_json(run_dir / "run.json", {"config": cfg.model_dump(mode="json"),
-                                      "stages": {k: str(a.path) for k, a in stages.items()}})
     failed = {q: v for q, v in verdicts.items() if not v.passed and q in shipped}
     if failed and gate_mode == "block":
+        _write_run(cfg, run_dir, stages)
         why = "; ".join(f"{q.value}: {', '.join(v.reasons)}" for q, v in failed.items())
         raise GateError(f"fidelity gate failed, no bundle written: {why} (report: {report_md})",
                         "fix the export (another quant, an imatrix) or set export.gates.mode: warn to ship anyway")
@@ -145,9 +144,16 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
                                             llama_cpp, store, model_name=name)
+    _write_run(cfg, run_dir, stages)
     bundle_dir = bundled.path / bundled.outputs["bundle"]
     return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,
                        report, stages)
+
+
+def _write_run(cfg: BuildConfig, run_dir: Path, stages: dict[str, Artifact]) -> None:
+    """run.json: the config and every stage's artifact folder (what `edgetune report` and benchmarks read)."""
+    write_json(run_dir / "run.json", {"config": cfg.model_dump(mode="json"),
+                                      "stages": {k: str(a.path) for k, a in stages.items()}})
 
 
 class _Evaluator:

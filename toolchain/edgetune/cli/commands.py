@@ -232,3 +232,98 @@ def bundle_extract(state: State, tarball: Path, dest: Path) -> None:
 
     root = extract_bundle(tarball, dest)
     state.emit({"bundle": root}, f"extracted and verified: {root}")
+
+
+def _devices(specs: tuple[str, ...], devices_file: Path | None) -> list:
+    """--device specs and/or a --devices file → Devices. Raises UsageError when neither is given."""
+    from edgetune.device import load_devices, parse_device
+
+    if not specs and devices_file is None:
+        raise click.UsageError("give --device user@host[:port] (repeatable) or --devices FILE")
+    return [parse_device(s) for s in specs] + (load_devices(devices_file) if devices_file else [])
+
+
+def _finish_fleet(state: State, fleet, human) -> None:
+    """Emit every device's outcome, then fail with the device's own error (exit 11-13) if any failed."""
+    from edgetune.errors import DeviceError
+
+    lines = [human(n, r) for n, r in fleet.results.items()] + [f"{n}: FAILED: {e}" for n, e in fleet.errors.items()]
+    state.emit(fleet.to_dict(), "\n".join(lines))
+    if len(fleet.errors) == 1 and not fleet.results:
+        raise next(iter(fleet.errors.values()))
+    if fleet.errors:
+        first = next(iter(fleet.errors.values()))
+        raise DeviceError(f"{len(fleet.errors)} of {len(fleet.errors) + len(fleet.results)} devices failed: "
+                          f"{', '.join(fleet.errors)}", "see each device's line above", exit_code=first.exit_code)
+
+
+_device_opts = [
+    click.option("--device", "specs", multiple=True, metavar="USER@HOST[:PORT]", help="Device (repeatable)."),
+    click.option("--devices", "devices_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="YAML list of devices: name, spec, options."),
+    click.option("--accept-new-host-key", is_flag=True, help="Record an unknown host key in known_hosts "
+                 "(a changed key is always refused)."),
+]
+
+
+def _with_device_opts(fn):
+    for opt in reversed(_device_opts):
+        fn = opt(fn)
+    return fn
+
+
+@cli.command("deploy")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_with_device_opts
+@pass_state
+def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file: Path | None,
+               accept_new_host_key: bool) -> None:
+    """Copy a bundle to devices over SSH (resumable; every file verified by sha256 on the device).
+
+    \b
+    Examples:
+      edgetune deploy edgetune-out/store/bundle/KEY/tiny-rpi5 --device pi@raspberrypi.local
+      edgetune --json deploy BUNDLE --devices fleet.yaml --accept-new-host-key
+    """
+    import asyncio
+
+    from edgetune.cli.progress import RichProgress
+    from edgetune.device import deploy_fleet
+
+    fleet = asyncio.run(deploy_fleet(bundle, _devices(specs, devices_file), accept_new_host_key=accept_new_host_key,
+                                     progress=RichProgress(enabled=not state.as_json)))
+    _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.remote_dir} verified ({r.files} files, "
+                                             f"{len(r.sent_files)} sent, {r.bytes_sent} bytes)")
+
+
+@cli.command("device-eval")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_with_device_opts
+@click.option("--suite", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Suite JSONL (default: the bundle's suite/heldout.jsonl).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("edgetune-out/device-runs"), show_default=True, help="Local artifact folder.")
+@click.option("--model", help="Bundle-relative GGUF (default: the manifest's default_model).")
+@click.option("--timeout-s", type=float, default=3600.0, show_default=True, help="Wait for the job this long.")
+@pass_state
+def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file: Path | None,
+                accept_new_host_key: bool, suite: Path | None, out_dir: Path, model: str | None,
+                timeout_s: float) -> None:
+    """Deploy a bundle, evaluate it on devices with its runner, fetch results and device facts.
+
+    Re-running after a lost connection collects the finished job or resumes it; a job never runs twice at once.
+
+    \b
+    Examples:
+      edgetune device-eval BUNDLE --device pi@192.168.1.40 --out runs/pi
+      edgetune --json device-eval BUNDLE --devices fleet.yaml --suite heldout.jsonl --timeout-s 7200
+    """
+    import asyncio
+
+    from edgetune.cli.progress import RichProgress
+    from edgetune.device import run_fleet
+
+    fleet = asyncio.run(run_fleet(bundle, _devices(specs, devices_file), suite, out_dir=out_dir, timeout_s=timeout_s,
+                                  model=model, accept_new_host_key=accept_new_host_key,
+                                  progress=RichProgress(enabled=not state.as_json)))
+    _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.status}: {r.items} items → {r.results_path}")

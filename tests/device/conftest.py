@@ -1,0 +1,216 @@
+"""A real device for the SSH tests: OpenSSH's sshd started unprivileged on 127.0.0.1 with its own config, host key
+and authorized_keys under a temp folder (`sshd -D -e -f CFG`), its host key pinned in a temp known_hosts, stopped
+by PID. The "device" is this machine: its files go under a temp remote_root, never into the real home.
+
+Bundles under test are the tiny real bundle plus the real on-device runner and a stand-in `bin/llama-server`
+(a stdlib HTTP server answering /health and /completion). The stand-in reads its behaviour from the prompt:
+`id=q0;sleep=0.3;log=/path` sleeps 0.3 s and appends `q0` to /path, so tests can slow a run down and count how
+many times each item really ran on the device."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from edgetune.artifacts import sha256_file
+from edgetune.runtime_build import runner_source
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+FAKE_SERVER = r'''#!/usr/bin/env python3
+"""Stand-in for llama-server in tests: /health and /completion; behaviour from the prompt (id=..;sleep=..;log=..)."""
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def reply(self, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        self.reply({"status": "ok"})
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        opts = dict(kv.split("=", 1) for kv in str(body["prompt"]).split(";") if "=" in kv)
+        time.sleep(float(opts.get("sleep", 0)))
+        if "log" in opts:
+            with open(opts["log"], "a") as fh:
+                fh.write(opts.get("id", "?") + "\n")
+        self.reply({"content": "ok", "tokens": [7, 8], "stop_type": "limit", "tokens_evaluated": 3,
+                    "timings": {"prompt_ms": 1.0, "predicted_ms": 2.0, "prompt_per_second": 3000.0,
+                                "predicted_per_second": 1000.0}})
+HTTPServer(("127.0.0.1", port), H).serve_forever()
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgetune-test", "-f", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def sshd_config(folder: Path, host_key: Path, authorized: Path, *, port: int, listen: str = "127.0.0.1") -> Path:
+    cfg = folder / "sshd_config"
+    cfg.write_text(f"""Port {port}
+ListenAddress {listen}
+HostKey {host_key}
+PidFile {folder / 'sshd.pid'}
+AuthorizedKeysFile {authorized}
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+ClientAliveInterval 2
+ClientAliveCountMax 3
+Subsystem sftp internal-sftp
+LogLevel ERROR
+""")
+    return cfg
+
+
+def wait_port(host: str, port: int, proc: subprocess.Popen, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited with {proc.returncode}: {proc.stderr.read().decode()[-800:]}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd did not listen on {host}:{port}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class SSHKeys:
+    client: Path
+    wrong_client: Path
+    host: Path
+    other_host: Path
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory) -> SSHKeys:
+    if not (Path(SSHD).exists() and shutil.which("ssh-keygen")):
+        pytest.skip("OpenSSH server/client not installed: run scripts/setup-test-deps.sh as root")
+    d = tmp_path_factory.mktemp("ssh-keys")
+    return SSHKeys(keygen(d / "client"), keygen(d / "wrong"), keygen(d / "host"), keygen(d / "host2"))
+
+
+@dataclass
+class SSHServer:
+    host: str
+    port: int
+    folder: Path
+    keys: SSHKeys
+    proc: subprocess.Popen
+
+    def known_hosts_line(self, host_key: Path | None = None) -> str:
+        alg, blob = Path(f"{host_key or self.keys.host}.pub").read_text().split()[:2]
+        return f"[{self.host}]:{self.port} {alg} {blob}\n"
+
+    def device(self, **options):
+        from edgetune.device import parse_device
+
+        options = {"identity_file": self.keys.client, "known_hosts": self.folder / "known_hosts",
+                   "ssh_config": self.folder / "no-ssh-config", "remote_root": str(self.folder / "device"),
+                   "connect_timeout_s": 5, **options}
+        return parse_device(f"{getpass.getuser()}@{self.host}:{self.port}", name="testdev", **options)
+
+
+def start_sshd(folder: Path, keys: SSHKeys, *, host_key: Path | None = None, port: int | None = None,
+               listen: str = "127.0.0.1", prefix: list[str] = ()) -> SSHServer:
+    folder.mkdir(parents=True, exist_ok=True)
+    authorized = folder / "authorized_keys"
+    authorized.write_text(Path(f"{keys.client}.pub").read_text())
+    port = port or free_port()
+    cfg = sshd_config(folder, host_key or keys.host, authorized, port=port, listen=listen)
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    return SSHServer(listen, port, folder, keys, proc)
+
+
+@pytest.fixture
+def sshd(tmp_path, ssh_keys):
+    server = start_sshd(tmp_path / "sshd", ssh_keys)
+    try:
+        wait_port(server.host, server.port, server.proc)
+        (server.folder / "known_hosts").write_text(server.known_hosts_line())
+        yield server
+    finally:
+        stop(server.proc)
+
+
+def make_device_bundle(src: Path, dst: Path, *, fake_server: bool = True) -> Path:
+    """Copy a bundle folder, add the real runner, a stand-in llama-server and rewrite the manifest's hashes."""
+    from edgetune.bundle import RUNNER_FILE
+
+    shutil.copytree(src, dst)
+    (dst / "runner").mkdir(exist_ok=True)
+    shutil.copyfile(runner_source(), dst / RUNNER_FILE)
+    (dst / RUNNER_FILE).chmod(0o755)
+    if fake_server:
+        (dst / "bin").mkdir(exist_ok=True)
+        (dst / "bin" / "llama-server").write_text(FAKE_SERVER)
+        (dst / "bin" / "llama-server").chmod(0o755)
+    rewrite_manifest(dst)
+    return dst
+
+
+def rewrite_manifest(root: Path) -> None:
+    from edgetune.bundle import SUMS_FILE
+    from edgetune.constants import MANIFEST_FILE
+
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    manifest["files"] = {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+                         for p in sorted(root.rglob("*")) if p.is_file() and p.name not in (MANIFEST_FILE, SUMS_FILE)}
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    (root / SUMS_FILE).write_text("".join(f"{v['sha256']}  {k}\n" for k, v in sorted(manifest["files"].items())))
+
+
+@pytest.fixture(scope="session")
+def device_bundle(tiny_bundle, tmp_path_factory) -> Path:
+    """tiny_bundle + runner + stand-in llama-server (read-only by convention: copy it before changing it)."""
+    return make_device_bundle(tiny_bundle.file("bundle"), tmp_path_factory.mktemp("device-bundle") / "bundle")
+
+
+def write_suite(path: Path, n_items: int, *, sleep_s: float = 0.0, log: Path | None = None) -> Path:
+    rows = []
+    for i in range(n_items):
+        prompt = f"id=q{i};sleep={sleep_s}" + (f";log={log}" if log else "")
+        rows.append({"id": f"q{i}", "prompt": prompt, "max_tokens": 2})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -1,0 +1,68 @@
+"""`edgetune deploy` and `edgetune device-eval` through main() (the console script's entry point) against the
+real sshd: exit codes 0/11/12, --json on stdout, one error line on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from edgetune.cli.main import main
+
+from tests.device.conftest import free_port, write_suite
+
+
+def edgetune(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["edgetune", *map(str, argv)])
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+    return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+def devices_file(sshd, path, *, extra=()):
+    dev = sshd.device()
+    entries = [{"name": dev.name, "spec": dev.spec,
+                "options": {"identity_file": str(dev.identity_file), "known_hosts": str(dev.known_hosts),
+                            "ssh_config": str(dev.ssh_config), "remote_root": dev.remote_root}}, *extra]
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_deploy_and_device_eval_json(sshd, device_bundle, tmp_path, monkeypatch):
+    fleet = devices_file(sshd, tmp_path / "fleet.yaml")
+    code, out, err = edgetune(monkeypatch, "--json", "deploy", device_bundle, "--devices", fleet)
+    assert code == 0, err
+    assert json.loads(out)["results"]["testdev"]["verified"] is True
+    suite = write_suite(tmp_path / "s.jsonl", 2)
+    code, out, err = edgetune(monkeypatch, "--json", "device-eval", device_bundle, "--devices", fleet,
+                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60)
+    assert code == 0, err
+    run = json.loads(out)["results"]["testdev"]
+    assert run["status"] == "ran" and run["items"] == 2 and run["results_path"].startswith(str(tmp_path / "runs"))
+
+
+def test_deploy_exit_codes(sshd, device_bundle, tmp_path, monkeypatch):
+    (sshd.folder / "known_hosts").write_text("")
+    code, out, err = edgetune(monkeypatch, "deploy", device_bundle, "--devices", devices_file(sshd, tmp_path / "f.yaml"))
+    assert code == 11 and out.strip().startswith("testdev: FAILED") and "unknown SSH host key" in err
+    code, _, err = edgetune(monkeypatch, "deploy", device_bundle, "--device", f"nobody@127.0.0.1:{free_port()}")
+    assert code == 12 and err.startswith("error: 127.0.0.1") and len(err.strip().splitlines()) == 1
+    code, _, err = edgetune(monkeypatch, "deploy", device_bundle)
+    assert code == 2 and "--device" in err

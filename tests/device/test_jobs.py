@@ -1,0 +1,73 @@
+"""Remote evaluation jobs against a real sshd: the real on-device runner (runner/edgetune_runner.py) with a
+stand-in llama-server (see conftest.py; x86 llama-server is not built on this machine's cache)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+from edgetune.device import run_eval, run_fleet
+from edgetune.errors import DeviceError, DeviceUnreachable
+
+from tests.device.conftest import write_suite
+
+
+def calls(log) -> Counter:
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def test_eval_runs_once_then_collects(sshd, device_bundle, tmp_path):
+    log = tmp_path / "calls.log"
+    suite = write_suite(tmp_path / "suite.jsonl", 4, log=log)
+    out = tmp_path / "out"
+    first = asyncio.run(run_eval(device_bundle, sshd.device(), suite, out_dir=out, timeout_s=60))
+    assert first.status == "ran" and first.items == 4 and first.ran_items == 4
+    rows = [json.loads(line) for line in first.results_path.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3"] and rows[0]["output"] == "ok"
+    summary = json.loads(first.summary_path.read_text())
+    assert summary["items"] == 4
+    assert {"cpu_model", "ram_mb", "os", "temperature_c", "throttled"} <= set(first.device_facts)
+    assert first.results_path.parent == out / "testdev" / first.job_id
+    assert (first.results_path.parent / "device_run.json").is_file()
+    again = asyncio.run(run_eval(device_bundle, sshd.device(), suite, out_dir=out, timeout_s=60))
+    assert again.status == "collected" and again.job_id == first.job_id and again.deploy["bytes_sent"] == 0
+    assert calls(log) == {f"q{i}": 1 for i in range(4)}  # nothing ran twice
+
+
+def test_concurrent_evals_never_run_the_job_twice(sshd, device_bundle, tmp_path):
+    log = tmp_path / "calls.log"
+    suite = write_suite(tmp_path / "suite.jsonl", 3, sleep_s=0.3, log=log)
+    asyncio.run(run_eval(device_bundle, sshd.device(), write_suite(tmp_path / "warm.jsonl", 1), out_dir=tmp_path,
+                         timeout_s=60))  # deploy first, so both runs below race on the job itself
+
+    async def both():
+        one = asyncio.create_task(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path / "a", timeout_s=60))
+        await asyncio.sleep(0.5)
+        two = asyncio.create_task(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path / "b", timeout_s=60))
+        return await asyncio.gather(one, two)
+
+    a, b = asyncio.run(both())
+    assert {a.status, b.status} == {"ran", "joined"}
+    assert a.results_path.read_text() == b.results_path.read_text()
+    assert calls(log) == {"q0": 1, "q1": 1, "q2": 1}
+
+
+def test_runner_failure_is_an_error_naming_the_cause(sshd, device_bundle, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "max_tokens": 2}\n')  # neither prompt nor prompt_ids
+    with pytest.raises(DeviceError, match="runner failed.*exactly one of 'prompt_ids' and 'prompt'"):
+        asyncio.run(run_eval(device_bundle, sshd.device(), bad, out_dir=tmp_path, timeout_s=60))
+
+
+def test_fleet_eval_captures_errors_per_device(sshd, device_bundle, tmp_path):
+    from edgetune.device import parse_device
+
+    from tests.device.conftest import free_port
+
+    bad = parse_device(f"nobody@127.0.0.1:{free_port()}", name="gone", known_hosts=sshd.folder / "known_hosts",
+                       ssh_config=sshd.folder / "none", connect_timeout_s=3)
+    suite = write_suite(tmp_path / "suite.jsonl", 2)
+    fleet = asyncio.run(run_fleet(device_bundle, [bad, sshd.device()], suite, out_dir=tmp_path, timeout_s=60))
+    assert fleet.results["testdev"].items == 2 and isinstance(fleet.errors["gone"], DeviceUnreachable)

@@ -1,0 +1,171 @@
+"""Evaluate a bundle on a device: one remote job folder per (bundle, suite, params), run at most once at a time,
+collected after a lost connection, never reported as success unless its results came back.
+
+Reads the bundle folder (its runner/edgetune_runner.py and suite/heldout.jsonl, or the given suite file).
+Deploys it first (idempotent), uploads the suite when one is given, then runs the on-device runner detached in
+`<remote_root>/jobs/<job id>/` (see device/remote.py). The job id hashes the manifest, the suite and the params,
+so re-running the same evaluation finds the same folder: a finished job is collected without running again, a
+running one is waited on (never started twice), an interrupted one is resumed by the runner from its progress.
+Writes `OUT/<device>/<job id>/`: results.jsonl, summary.json (device facts: CPU, RAM, OS, temperature,
+throttling) and device_run.json. Raises DeviceLost (connection dropped, or the job outlived timeout_s: re-run to
+collect), DeviceError (the runner failed: its own error line and stderr tail), ConfigError (no runner or suite).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetune.artifacts import sha256_file, write_json
+from edgetune.bundle import RUNNER_FILE, SUITE_FILE
+from edgetune.constants import MANIFEST_FILE
+from edgetune.device import remote
+from edgetune.device.spec import Device
+from edgetune.device.ssh import Session, connect
+from edgetune.device.transfer import DeployResult, deploy_session, remote_bundle_dir
+from edgetune.errors import ConfigError, DeviceError, DeviceLost
+from edgetune.progress import Progress
+
+log = logging.getLogger(__name__)
+
+RESULTS, SUMMARY, RECORD = "results.jsonl", "summary.json", "device_run.json"
+CONTROL_TIMEOUT_S = 60.0
+
+
+@dataclass
+class DeviceRunResult:
+    device: str
+    job_id: str
+    remote_job_dir: str
+    status: str  # "ran": started here; "collected": already finished; "joined": a run already in progress
+    items: int
+    results_path: Path
+    summary_path: Path
+    ran_items: int | None = None
+    device_facts: dict[str, Any] = field(default_factory=dict)
+    deploy: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def job_id(manifest_sha256: str, suite_sha256: str, params: dict[str, Any]) -> str:
+    blob = json.dumps({"bundle": manifest_sha256, "suite": suite_sha256, "params": params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def runner_argv(bundle: str, job_dir: str, suite: str, *, model: str | None, threads: int | None,
+                ctx_size: int | None, item_timeout_s: float | None, server_args: Sequence[str] = ()) -> list[str]:
+    """The on-device runner's command line (toolchain/edgetune/device_runner/edgetune_runner.py). Paths are
+    relative to the device user's home, where both the SSH session and the job start."""
+    argv = [remote.PYTHON, f"{bundle}/{RUNNER_FILE}", "--job-dir", job_dir, "--suite", suite]
+    if model:
+        argv += ["--model", f"{bundle}/{model}"]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if ctx_size:
+        argv += ["--ctx-size", str(ctx_size)]
+    if item_timeout_s:
+        argv += ["--item-timeout-s", f"{item_timeout_s:g}"]
+    argv += [f"--server-arg={a}" for a in server_args]
+    return argv
+
+
+async def _suite(session: Session, bundle_dir: Path, manifest: dict[str, Any], suite_path: Path | None,
+                 remote_bundle: str) -> tuple[str, str]:
+    """(remote suite path, its sha256); a local suite file is uploaded (verified, skipped when there)."""
+    if suite_path is None:
+        meta = manifest["files"].get(SUITE_FILE)
+        if meta is None:
+            raise ConfigError(f"bundle {bundle_dir.name} carries no {SUITE_FILE}", "pass --suite FILE.jsonl")
+        return f"{remote_bundle}/{SUITE_FILE}", meta["sha256"]
+    suite_path = Path(suite_path)
+    if not suite_path.is_file():
+        raise ConfigError(f"suite file {suite_path} does not exist", "give a JSONL file of suite items")
+    sha = sha256_file(suite_path)
+    root, rel = f"{session.device.remote_root.rstrip('/')}/suites", f"{sha}.jsonl"
+    meta = {"sha256": sha, "size_bytes": suite_path.stat().st_size}
+    inv = await remote.inventory(session, root, {rel: meta}, timeout_s=CONTROL_TIMEOUT_S)
+    if not inv["files"][rel]["ok"]:
+        await session.upload(suite_path, f"{root}/{rel}", offset=0, on_bytes=lambda n: None)
+        if not (await remote.inventory(session, root, {rel: meta}, timeout_s=CONTROL_TIMEOUT_S))["files"][rel]["ok"]:
+            raise DeviceError(f"{session.device.name}: the suite file does not match after upload", "re-run")
+    return f"{root}/{rel}", sha
+
+
+async def run_eval(bundle_dir: Path, device: Device, suite_path: Path | None = None, *, out_dir: Path,
+                   timeout_s: float = 3600.0, model: str | None = None, threads: int | None = None,
+                   ctx_size: int | None = None, item_timeout_s: float | None = None,
+                   accept_new_host_key: bool = False, progress: Progress | None = None) -> DeviceRunResult:
+    """Deploy, run the bundle's runner on `device` (or join / collect the same job), fetch its results."""
+    bundle_dir = Path(bundle_dir)
+    async with connect(device, accept_new_host_key=accept_new_host_key) as session:
+        deployed = await deploy_session(session, bundle_dir, progress=progress)
+        manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+        if RUNNER_FILE not in manifest["files"]:
+            raise ConfigError(f"bundle {bundle_dir.name} carries no {RUNNER_FILE}",
+                              "rebuild the bundle with its runtime (bundle.run(runtime=True))")
+        if model is not None and model not in manifest["files"]:
+            raise ConfigError(f"bundle {bundle_dir.name} has no file {model}",
+                              f"pick one of: {', '.join(m['file'] for m in manifest['models'])}")
+        bundle = remote_bundle_dir(device, manifest)
+        suite, suite_sha = await _suite(session, bundle_dir, manifest, suite_path, bundle)
+        params = {"model": model, "threads": threads, "ctx_size": ctx_size}
+        jid = job_id(sha256_file(bundle_dir / MANIFEST_FILE), suite_sha, params)
+        job_dir = f"{device.remote_root.rstrip('/')}/jobs/{jid}"
+        argv = runner_argv(bundle, job_dir, suite, model=model, threads=threads, ctx_size=ctx_size,
+                           item_timeout_s=item_timeout_s)
+        return await run_job(session, jid, job_dir, argv, out_dir=Path(out_dir), timeout_s=timeout_s,
+                             deployed=deployed)
+
+
+async def run_job(session: Session, jid: str, job_dir: str, argv: Sequence[str], *, out_dir: Path,
+                  timeout_s: float, deployed: DeployResult | None = None) -> DeviceRunResult:
+    """Start (or join, or collect) the detached job `argv` in `job_dir`, wait for it, fetch its results."""
+    name = session.device.name
+    started = await remote.job(session, "start", job_dir, argv, timeout_s=CONTROL_TIMEOUT_S)
+    status = {"done": "collected", "started": "ran", "running": "joined"}[started["state"]]
+    log.info("%s: job %s %s", name, jid, {"ran": "started", "joined": "already running: waiting for it",
+                                         "collected": "already finished: collecting"}[status])
+    outcome: dict[str, Any] = {}
+    if started["state"] != "done":
+        waited = await remote.job(session, "wait", job_dir, wait_s=timeout_s, timeout_s=timeout_s + CONTROL_TIMEOUT_S)
+        if waited["state"] == "running":
+            raise DeviceLost(f"{name}: job {jid} still running on the device after {timeout_s:g}s",
+                             "it keeps running there: re-run the same command later to collect it, or raise "
+                             "the timeout")
+        if not waited["results"]:
+            outcome = json.loads(waited["outcome"]) if waited.get("outcome") else {}
+            why = outcome.get("error") or f"exit code {waited['exit_code']}"
+            stderr = (waited.get("stderr") or "").strip().splitlines()[-3:]
+            raise DeviceError(f"{name}: the runner failed in {job_dir}: {why}"
+                              + (f"; stderr: {' | '.join(stderr)}" if stderr else ""),
+                              "fix the cause and re-run: finished items are kept and not run again")
+        outcome = json.loads(waited["outcome"]) if waited.get("outcome") else {}
+    return await _collect(session, jid, job_dir, out_dir, status, outcome, deployed)
+
+
+async def _collect(session: Session, jid: str, job_dir: str, out_dir: Path, status: str, outcome: dict[str, Any],
+                   deployed: DeployResult | None) -> DeviceRunResult:
+    dest = out_dir / session.device.name / jid
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (RESULTS, SUMMARY):
+        tmp = dest / f".{name}.part"
+        await session.download(f"{job_dir}/{name}", tmp)
+        tmp.replace(dest / name)
+    rows = [json.loads(line) for line in (dest / RESULTS).read_text().splitlines() if line.strip()]
+    ids = [str(r.get("id")) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise DeviceError(f"{session.device.name}: job {jid} returned duplicate result ids",
+                          "the job folder on the device is damaged; delete it and re-run")
+    summary = json.loads((dest / SUMMARY).read_text())
+    result = DeviceRunResult(session.device.name, jid, job_dir, status, len(rows), dest / RESULTS, dest / SUMMARY,
+                             ran_items=outcome.get("ran"), device_facts=summary.get("device") or {},
+                             deploy=deployed.to_dict() if deployed else {})
+    write_json(dest / RECORD, result.to_dict())
+    return result
