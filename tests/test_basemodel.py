@@ -173,3 +173,19 @@ def test_embedded_smollm2_is_dequantized(tmp_path):
     assert (config["hidden_size"], config["num_hidden_layers"]) == (576, 30)
     assert (out / "model.safetensors").stat().st_size > 500e6  # 134.5M parameters in fp32
     assert "<|im_start|>" in (out / "chat_template.jinja").read_text()
+
+
+def test_licence_is_read_from_the_model_card(tmp_path, tiny_model_dir):
+    from edgetune.basemodel import _license_of
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    assert _license_of(model) is None
+    (model / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# card\n")
+    assert _license_of(model) == "mit"
+
+
+def test_licence_is_read_from_a_gguf(smollm2_gguf):
+    from edgetune.basemodel import _license_of
+
+    assert _license_of(smollm2_gguf) == "apache-2.0"

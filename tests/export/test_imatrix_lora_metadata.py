@@ -77,3 +77,12 @@ def test_lora_gguf_loads_on_each_quantized_base(tmp_path, tiny_model_dir, tiny_g
 def test_lora_refuses_a_folder_without_adapter(tmp_path, tiny_model_dir, llama_tools):
     with pytest.raises(ExportError, match="not a peft adapter"):
         convert_lora(tmp_path, tiny_model_dir, tmp_path / "x.gguf", llama_tools)
+
+
+def test_licence_may_be_added(tmp_path, tiny_gguf):
+    f16 = tmp_path / "f16.gguf"
+    shutil.copy(tiny_gguf, f16)
+    add_string_keys(f16, {"general.license": "apache-2.0"})
+    from edgetune.export.inspect import field_value, read_gguf
+
+    assert field_value(read_gguf(f16), "general.license") == "apache-2.0"

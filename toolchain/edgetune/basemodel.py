@@ -62,6 +62,7 @@ def run(cfg: ModelConfig, store: Store) -> Artifact:
             _materialise(cfg, local, b.path / "model")
             b.outputs["model_dir"] = "model"
         b.outputs["source_sha256"] = fingerprint
+        b.outputs["license"] = _license_of(local)
     return b.artifact
 
 
@@ -91,3 +92,23 @@ def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
                          "give a local HF folder or .gguf file, or check the hub id and network") from exc
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+
+
+def _license_of(local: Path | None) -> str | None:
+    """The base model's licence when it says one: general.license of a GGUF, or `license:` in the front matter
+    of an HF folder's README.md (the model card)."""
+    if local is None:
+        return None
+    if local.is_file():
+        from edgetune.export.inspect import field_value, read_gguf
+
+        value = field_value(read_gguf(local), "general.license")
+        return str(value) if value else None
+    card = local / "README.md"
+    if card.is_file():
+        text = card.read_text(errors="replace")
+        if text.startswith("---"):
+            for line in text.split("---", 2)[1].splitlines():
+                if line.strip().startswith("license:"):
+                    return line.split(":", 1)[1].strip().strip("'\"") or None
+    return None

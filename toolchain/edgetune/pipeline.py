@@ -91,7 +91,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     stages["merge"] = merged = merge.run(base, trained, store)
     name = model_name(cfg)
     provenance = {
-        "base": {"source": cfg.model.source, "sha256": base.outputs["source_sha256"]},
+        "base": {"source": cfg.model.source, "sha256": base.outputs["source_sha256"],
+                 "license": base.outputs.get("license")},
         "data": {"source": cfg.data.source, "artifact": data_art.key},
         "adapter": {"artifact": trained.key, "method": trained.metrics.get("method")},
         "train": cfg.train.model_dump(),
@@ -100,6 +101,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     metadata = {"general.description": f"{name}: fine-tuned by edgetune {__version__} (adapter {trained.key[:12]})",
                 "general.source.url": cfg.model.source if "/" in cfg.model.source else ""}
     stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
+                                              license_name=base.outputs.get("license"),
                                               metadata={k: v for k, v in metadata.items() if v})
     imatrix = None
     if cfg.export.imatrix and any(q in LOW_BIT for q in quants):

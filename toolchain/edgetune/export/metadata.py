@@ -20,13 +20,15 @@ from edgetune.export.inspect import read_gguf
 log = logging.getLogger(__name__)
 
 PREFIX = "edgetune."
+# general.* keys llama.cpp's converter cannot take from its override file but that we know (the base's licence)
+EXTRA_KEYS = frozenset({"general.license"})
 
 
 def add_string_keys(path: Path, keys: Mapping[str, str]) -> None:
     """Rewrite `path` in place with the extra `edgetune.*` string keys (replacing ones already there)."""
     from gguf import GGUFValueType, GGUFWriter
 
-    bad = [k for k in keys if not k.startswith(PREFIX)]
+    bad = [k for k in keys if not k.startswith(PREFIX) and k not in EXTRA_KEYS]
     if bad:
         raise ExportError(f"refusing to write GGUF keys outside {PREFIX}*: {bad}", "prefix them with edgetune.")
     reader = read_gguf(path)

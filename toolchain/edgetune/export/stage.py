@@ -33,11 +33,12 @@ def _tools_record(tools: LlamaCppTools) -> dict[str, str]:
 
 
 def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
-            metadata: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None) -> Artifact:
+            metadata: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
+            license_name: str | None = None) -> Artifact:
     """The F16 GGUF of the merged model, made by llama.cpp's own converter, with `edgetune.provenance` (JSON)
     added; quantized files inherit every key of their F16 source."""
     params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {}),
-              "provenance": dict(provenance or {})}
+              "provenance": dict(provenance or {}), "license": license_name}
     inputs = {"merged": merged.key, "llama.cpp": tools.revision}
     key = stage_key(KIND, params, inputs)
     if hit := store.lookup(KIND, key):
@@ -45,8 +46,11 @@ def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
     with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
         meta = {"general.name": name, **(metadata or {})}
         convert_to_gguf(merged.path / merged.outputs["model_dir"], b.path / FILE, tools, outtype="f16", metadata=meta)
-        if provenance:
-            add_string_keys(b.path / FILE, {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)})
+        extra = {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)} if provenance else {}
+        if license_name:
+            extra["general.license"] = license_name
+        if extra:
+            add_string_keys(b.path / FILE, extra)
         _describe(b, Quant.F16)
     return b.artifact
 
