@@ -36,6 +36,7 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed-only", action="store_true", help="skip the KLD table")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer
@@ -70,13 +71,15 @@ def main() -> int:
                                                q, str(args.threads)], check=True, capture_output=True), args.repeats)
         speed.append((f"quantize {q}", ours, theirs))
 
+    rows: list[dict] = []
+    if args.speed_only:
+        return _print(speed, rows, tools, 0)
     # 2. fidelity per quant, with and without an imatrix from the fine-tune's own training text
     calib = work / "calibration.txt"
     calib.write_text(calibration_text(data.read_examples(Path(stages["data"]) / "train.jsonl"), tok))
     imatrix = compute_imatrix(f16, calib, work / "imatrix.gguf", tools, threads=args.threads)
     items = task_items(data.read_examples(Path(stages["data"]) / "heldout.jsonl"), tok)[: args.prompts]
     stops = stop_ids(tok)
-    rows = []
     with HFRuntime(merged) as ref:
         refs = references(ref, [(i.id, i.prompt_ids) for i in items], n_tokens=64, stop_ids=stops)
         for q in QUANTS:
@@ -92,6 +95,10 @@ def main() -> int:
                              **{k: v for k, v in r.summary().items()}})
                 out.unlink()
 
+    return _print(speed, rows, tools, len(items))
+
+
+def _print(speed, rows, tools, n_prompts) -> int:
     print(f"{'step':<18} {'edgetune s':>10} {'llama.cpp CLI s':>15} {'ratio':>6}")
     for name, ours, theirs in speed:
         print(f"{name:<18} {ours:>10.2f} {theirs:>15.2f} {ours / theirs:>6.2f}")
@@ -100,13 +107,14 @@ def main() -> int:
         print(f"{r['quant']:<8} {str(r['imatrix']):<8} {r['size_mb']:>7.1f} {r['kld_mean']:>9.4f} "
               f"{r['top1_agreement']:>7.1%} {r['greedy_agreement']:>7.1%} {r['stop_agreement']:>6.0%}")
     gain = {}
-    for q in QUANTS:
+    for q in QUANTS if rows else []:
         plain, im = [next(r for r in rows if r["quant"] == q and r["imatrix"] is b) for b in (False, True)]
         gain[q] = 1 - im["kld_mean"] / plain["kld_mean"] if plain["kld_mean"] else None
-    print("\nKLD reduction from the imatrix: " + ", ".join(f"{q} {g:+.0%}" for q, g in gain.items() if g is not None))
+    if gain:
+        print("\nKLD reduction from the imatrix: " + ", ".join(f"{q} {g:+.0%}" for q, g in gain.items() if g is not None))
     print(json.dumps({"benchmark": "export", "date": time.strftime("%Y-%m-%d"), "llama.cpp": tools.revision,
                       "speed": [{"step": n, "edgetune_s": o, "llama_cpp_cli_s": t, "ratio": o / t} for n, o, t in speed],
-                      "fidelity": rows, "imatrix_kld_reduction": gain, "prompts": len(items)}))
+                      "fidelity": rows, "imatrix_kld_reduction": gain, "prompts": n_prompts}))
     return 0
 
 

@@ -4,6 +4,7 @@
 # downloaded); OpenSSH server and client for tests/device (an unprivileged sshd per test); iproute2 (ip, tc)
 # for the `netns` fault tests. Idempotent; run as root (CI calls it before the tests). Python test deps: pip install -e '.[test]'.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "error: run as root (it installs Debian packages with apt-get)" >&2
@@ -26,3 +27,7 @@ else
 fi
 
 chromium --version >&2 2>/dev/null
+
+# the emulated Raspberry Pi 5 tier (tests/pi): qemu-user + an arm64 Debian rootfs, cached; exit 77 means this
+# machine cannot emulate (no binfmt_misc): the tier then skips with that reason
+scripts/setup-pi-emulation.sh || { rc=$?; [ "$rc" -eq 77 ] || exit "$rc"; echo "==> no Pi emulation here (exit 77)" >&2; }

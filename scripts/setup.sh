@@ -52,3 +52,6 @@ step "unpacking llama.cpp's converter from the sdist into $CACHE/llama.cpp"
 
 step "building llama.cpp's native tools (llama-quantize, llama-imatrix, ...) from the same source, once"
 scripts/build-llama-tools.sh
+
+step "cross-building llama.cpp (llama-server, llama-cli) for the default target's CPU (Pi 5: cortex-a76), once"
+scripts/cross-build-llama.sh cortex-a76

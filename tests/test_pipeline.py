@@ -75,8 +75,16 @@ def test_bundle_folder_and_tarball(first):
     assert manifest["target"]["name"] == "rpi5-8gb"
     assert manifest["provenance"]["base"]["source"] == cfg.model.source
     assert manifest["provenance"]["adapter"]["method"] == "lora"
-    assert sorted(p.name for p in (result.bundle_dir / "models").iterdir()) == \
+    assert sorted(p.name for p in (result.bundle_dir / "models").glob("*.gguf")) == \
         sorted(Path(m["file"]).name for m in manifest["models"])
+    # an aarch64 board's bundle runs there with the stdlib runner and cross-built llama.cpp
+    assert (result.bundle_dir / "runner" / "edgetune_runner.py").is_file()
+    assert (result.bundle_dir / "bin" / "llama-server").is_file()
+    assert {p.name for p in (result.bundle_dir / "models").glob("*.Modelfile")} == \
+        {Path(m["file"]).stem + ".Modelfile" for m in manifest["models"]}
+    suite = [json.loads(line) for line in (result.bundle_dir / "suite" / "heldout.jsonl").read_text().splitlines()]
+    report = json.loads(result.report_json.read_text())
+    assert len(suite) == report["builds"][0]["n"] and all(row["prompt_ids"] for row in suite)
     with tarfile.open(result.tarball) as tar:
         names = tar.getnames()
     top = result.bundle_dir.name

@@ -52,6 +52,7 @@ RUNNER_VERSION = 1
 RESULTS, SUMMARY, PROGRESS, JOB, LOG, LOCK = ("results.jsonl", "summary.json", "progress.jsonl", "job.json",
                                               "server.log", ".lock")
 EXIT_USAGE, EXIT_SUITE, EXIT_MODEL, EXIT_SERVER, EXIT_REQUEST, EXIT_LOCKED = 2, 3, 4, 5, 6, 75
+LOCK_ATTEMPTS = 10  # 0.1 s apart
 ARM_PARTS = {("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55",
              ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd09"): "Cortex-A73",
              ("0x41", "0xd0a"): "Cortex-A75", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0d"): "Cortex-A77",
@@ -158,15 +159,19 @@ class JobLock:
 
     def __enter__(self) -> JobLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            raise RunnerError(f"job dir {os.path.dirname(self.path)} is locked by another runner (pid {holder})",
-                              EXIT_LOCKED) from None
+        for attempt in range(LOCK_ATTEMPTS):  # a watcher probing the lock holds it for microseconds: retry
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                if attempt == LOCK_ATTEMPTS - 1:
+                    holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+                    os.close(self.fd)
+                    raise RunnerError(f"job dir {os.path.dirname(self.path)} is locked by another runner "
+                                      f"(pid {holder})", EXIT_LOCKED) from None
+                time.sleep(0.1)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         return self

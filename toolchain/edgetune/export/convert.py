@@ -21,7 +21,7 @@ from typing import Any
 
 from edgetune.constants import GGUF_KEY_CHAT_TEMPLATE
 from edgetune.errors import ExportError
-from edgetune.export.inspect import field_value, read_gguf
+from edgetune.export.gguf_header import read_keys
 from edgetune.llamacpp import LlamaCppTools
 from edgetune.proc import run_tool
 
@@ -115,9 +115,12 @@ def verify_conversion(gguf_path: Path, model_dir: Path) -> None:
     Reads the GGUF and model_dir's tokenizer_config.json / chat_template.jinja / tokenizer.json.
     Raises ExportError naming what was lost or changed.
     """
-    reader = read_gguf(gguf_path)
-    for key, expected in _expected_chat_templates(model_dir).items():
-        got = field_value(reader, key)
+    templates = _expected_chat_templates(model_dir)
+    eos_keys = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
+    # the header alone: a full GGUFReader parse of a 49k vocabulary costs ~2 s (benchmarks/export.py)
+    meta = read_keys(gguf_path, [*templates, *eos_keys])
+    for key, expected in templates.items():
+        got = meta.get(key)
         if got != expected:
             what = "is missing" if got is None else "differs from the tokenizer's"
             raise ExportError(
@@ -128,13 +131,13 @@ def verify_conversion(gguf_path: Path, model_dir: Path) -> None:
     expected_eos = _tokenizer_eos_id(model_dir)
     if expected_eos is None:
         return
-    got_eos = field_value(reader, "tokenizer.ggml.eos_token_id")
+    got_eos = meta.get("tokenizer.ggml.eos_token_id")
     if got_eos == expected_eos:
         return
     # The converter may move the tokenizer's EOS to EOT/EOM when the tokenizer's post-processor ends with a
     # different special token; llama.cpp stops generation on all three, so that keeps stopping correct.
     for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
-        if field_value(reader, key) == expected_eos:
+        if meta.get(key) == expected_eos:
             log.warning("the converter set EOS to %s and moved the tokenizer's EOS %s to %s",
                         got_eos, expected_eos, key)
             return
