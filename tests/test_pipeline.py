@@ -26,7 +26,7 @@ GATE_STAGES = ["fidelity-ref", "fidelity-F16", "fidelity-Q8_0", "fidelity-Q4_0"]
 # every build: task eval and MMLU; every GGUF also a pairwise judge against the GPU build
 EVAL_STAGES = [f"{suite}-{b}" for b in BUILDS for suite in ("eval", "mmlu", "judge")
                if suite != "judge" or b not in ("base", "gpu")]
-ALL_STAGES = MODEL_STAGES + GATE_STAGES + EVAL_STAGES + ["bundle"]
+ALL_STAGES = MODEL_STAGES + GATE_STAGES + EVAL_STAGES + ["lora-gguf", "bundle"]
 
 
 def config(model_dir: Path, jsonl: Path, out_dir: Path) -> BuildConfig:
@@ -82,6 +82,9 @@ def test_bundle_folder_and_tarball(first):
     assert (result.bundle_dir / "bin" / "llama-server").is_file()
     assert {p.name for p in (result.bundle_dir / "models").glob("*.Modelfile")} == \
         {Path(m["file"]).stem + ".Modelfile" for m in manifest["models"]}
+    [adapter] = manifest["adapters"]
+    assert (result.bundle_dir / adapter["file"]).is_file()
+    assert set(adapter["applies_to_base_gguf_sha256"]) == {"Q8_0", "Q4_0"}
     suite = [json.loads(line) for line in (result.bundle_dir / "suite" / "heldout.jsonl").read_text().splitlines()]
     report = json.loads(result.report_json.read_text())
     assert len(suite) == report["builds"][0]["n"] and all(row["prompt_ids"] for row in suite)
@@ -136,7 +139,8 @@ def test_second_build_runs_nothing(copied, first):
 def test_new_quant_runs_only_its_own_stages(copied):
     cfg, out = copied
     result = build(changed(cfg, out, {"export.quants": [*QUANTS, Quant.Q5_0]}), edgetune_home())
-    assert result.ran == ["gguf-Q5_0", "fidelity-Q5_0", "eval-Q5_0", "mmlu-Q5_0", "judge-Q5_0", "bundle"]
+    # the LoRA GGUF is re-checked because it must load on the new quant's base GGUF too
+    assert result.ran == ["gguf-Q5_0", "fidelity-Q5_0", "eval-Q5_0", "mmlu-Q5_0", "judge-Q5_0", "lora-gguf", "bundle"]
     assert [r["name"] for r in result.report["builds"]] == [*BUILDS, "Q5_0"]
     assert len(list((result.bundle_dir / "models").glob("*.gguf"))) == 3
 

@@ -45,7 +45,7 @@ def _place(src: Path, dst: Path) -> None:
 
 def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str, Any], llama_cpp: Mapping[str, str],
         store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
-        home: Path | None = None) -> Artifact:
+        home: Path | None = None, lora: Artifact | None = None) -> Artifact:
     """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
     the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
     "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
@@ -65,6 +65,8 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
         suite_text = _suite_jsonl(suite_rows)
         params["suite_sha256"] = hashlib.sha256(suite_text.encode()).hexdigest()
     inputs = {q.value: a.key for q, a in ggufs.items()}
+    if lora is not None:
+        inputs["lora"] = lora.key
     key = stage_key(KIND, params, inputs)
     if hit := store.lookup(KIND, key):
         return hit
@@ -83,6 +85,12 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
                 (root / modelfile).write_text(modelfile_text(root / rel, num_ctx=target.context_length))
                 models[-1]["modelfile"] = modelfile
         extra: dict[str, Any] = {}
+        if lora is not None:  # the adapter alone, for devices that already hold the base model's GGUF
+            rel = f"adapters/{model_name}-lora-f16.gguf"
+            (root / "adapters").mkdir()
+            _place(gguf_path(lora), root / rel)
+            extra["adapters"] = [{"file": rel, "applies_to_base_gguf_sha256": lora.metrics["base_sha256"],
+                                  "usage": "llama-server -m BASE.gguf --lora " + rel}]
         if rt is not None:
             extra["runtime"] = _place_runtime(rt, root)
             extra["runner"] = {"file": RUNNER_FILE, "usage": f"python3 {RUNNER_FILE} --job-dir DIR --model FILE.gguf"}

@@ -82,6 +82,8 @@ class ExportConfig(_Section):
     quants: list[Quant] | None = Field(None, description="Quant types to build; None: the target's own list.")
     imatrix: bool = Field(True, description="Use an importance matrix from the training text for 4-bit and "
                                            "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
+    lora_gguf: bool = Field(True, description="Also export the adapter as a LoRA GGUF, checked to load on each "
+                                              "quantized base GGUF (ship the base once, small adapters after).")
     gates: GateConfig = GateConfig()
 
 
@@ -203,6 +205,7 @@ train:
 export:
   quants: null             # null: the target's list, e.g. [Q4_0, Q8_0] for rpi5
   imatrix: true            # importance matrix from the training text for 4-bit and lower types
+  lora_gguf: true          # also ship the adapter as a LoRA GGUF for the base model's quantized GGUFs
   gates:                   # fidelity of each GGUF to the GPU build, on held-out prompts
     mode: null             # block | warn (null: block; warn for the embedded 135M demo model)
     prompts: 20

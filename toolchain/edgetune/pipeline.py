@@ -143,13 +143,21 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     plan_summary = {"pick": plan.pick.quant, "reason": plan.reason,
                     "rows": {r.quant: {"need_bytes": r.need_bytes, "status": r.status, "prompt_tok_s": r.prompt_tok_s,
                                        "gen_tok_s": r.gen_tok_s} for r in plan.rows}}
+    lora = None
+    if cfg.export.lora_gguf:
+        base_f16 = export.convert(base, tools, store, name=f"{name}-base", license_name=base.outputs.get("license"))
+        base_ggufs = {Quant.F16: base_f16, **export.quantize(base_f16, [q for q in shipped if q != Quant.F16],
+                                                             tools, store, threads=cfg.threads)}
+        stages["lora-gguf"] = lora = export.lora_adapter(trained, basemodel.model_dir(base),
+                                                         {q: base_ggufs[q] for q in shipped}, tools, store,
+                                                         probe_ids=ev.items[0].prompt_ids)
     # the device side: cross-built llama.cpp + the stdlib runner + the held-out suite on the same token ids
     suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": cfg.eval.max_new_tokens,
                    "reference": i.reference} for i in ev.items]
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
                                             llama_cpp, store, model_name=name, runtime=target.arch == "aarch64",
-                                            suite_rows=suite_rows, home=home)
+                                            suite_rows=suite_rows, home=home, lora=lora)
     _write_run(cfg, run_dir, stages)
     bundle_dir = bundled.path / bundled.outputs["bundle"]
     return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,

@@ -112,3 +112,27 @@ def _describe(b, quant: Quant) -> None:
 
 def gguf_path(artifact: Artifact):
     return artifact.path / artifact.outputs["gguf"]
+
+
+KIND_LORA = "lora-gguf"
+
+
+def lora_adapter(trained: Artifact, base_dir, base_ggufs: Mapping[Quant, Artifact], tools: LlamaCppTools,
+                 store: Store, *, probe_ids: Sequence[int]) -> Artifact:
+    """The adapter as a LoRA GGUF (llama.cpp's convert_lora_to_gguf.py), proven to load and evaluate on every
+    quantized GGUF of the *base* model: ship the base once, small adapters after."""
+    from edgetune.export.lora import check_loads, convert_lora
+
+    params = {"outtype": "f16"}
+    inputs = {"train": trained.key, "llama.cpp": tools.revision, **{f"base-{q.value}": a.key for q, a in base_ggufs.items()}}
+    key = stage_key(KIND_LORA, params, inputs)
+    if hit := store.lookup(KIND_LORA, key):
+        return hit
+    with store.build(KIND_LORA, key, params, inputs, tools=_tools_record(tools)) as b:
+        out = convert_lora(trained.path / trained.outputs["adapter"], base_dir, b.path / "adapter.gguf", tools)
+        loaded = check_loads(out, [gguf_path(a) for a in base_ggufs.values()], list(probe_ids))
+        b.outputs["gguf"] = "adapter.gguf"
+        b.metrics.update(size_bytes=out.stat().st_size, sha256=sha256_file(out),
+                         loads_on={q.value: gguf_path(a).name in loaded for q, a in base_ggufs.items()},
+                         base_sha256={q.value: a.metrics["sha256"] for q, a in base_ggufs.items()})
+    return b.artifact
