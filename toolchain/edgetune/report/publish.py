@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.artifacts import Artifact, atomic_write_text, write_json
-from edgetune.constants import ARTIFACT_FILE, REPORT_JSON, RUN_RECORD
+from edgetune.constants import ARTIFACT_FILE, GPU_BUILD, REPORT_JSON, RUN_RECORD
 from edgetune.evals.stage import read_results
 from edgetune.report import compare
+from edgetune.report.device import device_sections
 from edgetune.report.render import build_report, item_texts, load_report, write_report_files
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ def render_run(run_dir: Path, out_dir: Path | None = None) -> Published:
     report.html into `out_dir` (default: `run_dir`). Raises ConfigError when there is no readable report."""
     run_dir = Path(run_dir)
     report = refresh(load_report(run_dir / REPORT_JSON), run_dir)
+    gpu = _item_correct(run_dir, [GPU_BUILD]).get(GPU_BUILD, {})
+    devices = device_sections(run_dir, report, gpu)
+    if devices:
+        report = {**report, "device": devices}
     files = write_report_files(report, Path(out_dir) if out_dir else run_dir)
     return Published(files.json_path, files.md_path, files.html_path, files.report.get("recommendation"))
 

@@ -210,10 +210,16 @@ def device_table(report: Mapping[str, Any]) -> Table | None:
         m, p = d.get(f"{kind}_tps"), d.get(f"predicted_{kind}_tps")
         return num(m, 3) + (f" / {num(p, 3)} ({m / p:.0%})" if m and p else "")
 
+    def accuracy(d: Mapping[str, Any]) -> str:
+        if d.get("accuracy") is None:
+            return "–"
+        flips = f", lost/gained vs GPU {d['flips_lost']}/{d['flips_gained']}" if "flips_lost" in d else ""
+        return f"{pct(d['accuracy'])} (n={d.get('n')}{flips})"
+
     return Table("device", "On the device",
-                 ["build", "prompt tok/s (measured / predicted)", "generation tok/s (measured / predicted)",
-                  "TTFT p50", "TTFT p95", "peak RSS"],
-                 [[name, measured_vs_pred(d, "prompt"), measured_vs_pred(d, "gen"),
+                 ["build", "accuracy", "prompt tok/s (measured / predicted)",
+                  "generation tok/s (measured / predicted)", "TTFT p50", "TTFT p95", "peak RSS"],
+                 [[name, accuracy(d), measured_vs_pred(d, "prompt"), measured_vs_pred(d, "gen"),
                    f"{num(d.get('ttft_p50_s'))} s" if d.get("ttft_p50_s") is not None else "–",
                    f"{num(d.get('ttft_p95_s'))} s" if d.get("ttft_p95_s") is not None else "–",
                    f"{num(d.get('peak_rss_mb'), 4)} MB" if d.get("peak_rss_mb") is not None else "–"]

@@ -1,0 +1,54 @@
+"""Device results (as `edgetune device-eval --out RUN/devices` fetches them) become the report's device section."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from edgetune.report.device import device_sections
+from edgetune.report.stats import mcnemar_exact_p, wilson_interval
+
+
+@pytest.fixture
+def run(tmp_path):
+    rng = random.Random(3)
+    job = tmp_path / "devices" / "pi@10.0.0.5" / "0123456789abcdef"
+    job.mkdir(parents=True)
+    rows, gpu = [], {}
+    for i in range(40):
+        ref = rng.choice(["positive", "negative"])
+        right = rng.random() < 0.8
+        rows.append({"id": f"s{i}", "reference": ref, "output": ref if right else "maybe",
+                     "prompt_tokens_per_s": 50 + i, "gen_tokens_per_s": 10 + i % 5, "ttft_ms": 100 + 10 * i,
+                     "peak_rss_mb": 300 + i})
+        gpu[f"s{i}"] = rng.random() < 0.85
+    (job / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (job / "summary.json").write_text(json.dumps({"job": {"model": "/home/pi/b/models/m-Q4_0.gguf"}}))
+    (job / "device_run.json").write_text(json.dumps({"device": "pi@10.0.0.5", "device_facts": {"cpu": "A76"}}))
+    report = {"builds": [{"name": "Q4_0", "plan": {"predicted_prompt_tps": 60.0, "predicted_gen_tps": 12.0}}]}
+    return tmp_path, rows, gpu, report
+
+
+def test_device_entry_pairs_with_the_gpu_build(run):
+    run_dir, rows, gpu, report = run
+    [(name, d)] = device_sections(run_dir, report, gpu).items()
+    assert name == "Q4_0 @ pi@10.0.0.5" and d["quant"] == "Q4_0" and d["n"] == 40
+    correct = {r["id"]: r["output"] == r["reference"] for r in rows}
+    hits = sum(correct.values())
+    assert d["accuracy"] == hits / 40 and d["ci95"] == list(wilson_interval(hits, 40))
+    lost = sum(gpu[i] and not correct[i] for i in correct)
+    gained = sum(correct[i] and not gpu[i] for i in correct)
+    assert (d["flips_lost"], d["flips_gained"]) == (lost, gained)
+    assert d["mcnemar_p"] == mcnemar_exact_p(lost, gained)
+    import statistics
+
+    assert d["prompt_tps"] == statistics.median(r["prompt_tokens_per_s"] for r in rows)
+    assert d["peak_rss_mb"] == max(r["peak_rss_mb"] for r in rows)
+    assert d["ttft_p50_s"] == pytest.approx(sorted(r["ttft_ms"] for r in rows)[20] / 1000)
+    assert d["predicted_prompt_tps"] == 60.0 and d["predicted_gen_tps"] == 12.0
+
+
+def test_no_devices_folder_means_no_section(tmp_path):
+    assert device_sections(tmp_path, {"builds": []}, {}) == {}

@@ -1,0 +1,75 @@
+"""On-device results in the report: what `edgetune device-eval --out RUN/devices` fetched, per device and model.
+
+Reads `RUN/devices/<device>/<job>/{device_run.json, results.jsonl, summary.json}` and pairs the device's answers
+with the GPU build's on the same item ids. Produces the report's top-level `device` mapping (one entry per
+"<quant> @ <device>"), with measured speeds next to the planner's prediction for that quant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgetune.evals.task import label_matches
+from edgetune.report.stats import mcnemar_exact_p, paired_flips, wilson_interval
+
+log = logging.getLogger(__name__)
+
+DEVICES_DIR = "devices"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _quant_of(model_path: str) -> str:
+    match = re.search(r"-((?:IQ|Q|F)[0-9A-Z_]+)\.gguf$", Path(model_path).name)
+    return match.group(1) if match else Path(model_path).stem
+
+
+def _p(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mapping[str, bool]) -> dict[str, dict]:
+    """'<quant> @ <device>' → accuracy (Wilson CI), paired flips vs the GPU build, speeds, TTFT, peak RSS and
+    the planner's prediction; empty when no device results were fetched into the run."""
+    rows = {r["name"]: r for r in report.get("builds", [])}
+    out: dict[str, dict] = {}
+    for record_path in sorted((Path(run_dir) / DEVICES_DIR).glob("*/*/device_run.json")):
+        job = record_path.parent
+        record = json.loads(record_path.read_text())
+        if not (job / "results.jsonl").is_file():
+            continue
+        results = _jsonl(job / "results.jsonl")
+        summary = json.loads((job / "summary.json").read_text()) if (job / "summary.json").is_file() else {}
+        quant = _quant_of(str(summary.get("job", {}).get("model") or summary.get("model") or ""))
+        correct = {r["id"]: label_matches(r.get("output", ""), r["reference"]) for r in results if r.get("reference")}
+        n, hits = len(correct), sum(correct.values())
+        entry: dict[str, Any] = {"device": record.get("device"), "quant": quant, "n": n,
+                                 "device_facts": record.get("device_facts", {})}
+        if n:
+            lost, gained = paired_flips(gpu_correct, correct)
+            entry.update(accuracy=hits / n, ci95=list(wilson_interval(hits, n)), flips_lost=len(lost),
+                         flips_gained=len(gained), mcnemar_p=mcnemar_exact_p(len(lost), len(gained)))
+        prompt = [r["prompt_tokens_per_s"] for r in results if r.get("prompt_tokens_per_s")]
+        gen = [r["gen_tokens_per_s"] for r in results if r.get("gen_tokens_per_s")]
+        ttft = [r["ttft_ms"] / 1000 for r in results if r.get("ttft_ms") is not None]
+        rss = [r["peak_rss_mb"] for r in results if r.get("peak_rss_mb") is not None]
+        entry.update(prompt_tps=statistics.median(prompt) if prompt else None,
+                     gen_tps=statistics.median(gen) if gen else None,
+                     ttft_p50_s=_p(ttft, 0.5), ttft_p95_s=_p(ttft, 0.95), peak_rss_mb=max(rss) if rss else None)
+        plan = rows.get(quant, {}).get("plan", {})
+        entry.update(predicted_prompt_tps=plan.get("predicted_prompt_tps"),
+                     predicted_gen_tps=plan.get("predicted_gen_tps"))
+        out[f"{quant} @ {record.get('device', job.parent.name)}"] = entry
+    return out
