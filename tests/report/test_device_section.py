@@ -52,3 +52,15 @@ def test_device_entry_pairs_with_the_gpu_build(run):
 
 def test_no_devices_folder_means_no_section(tmp_path):
     assert device_sections(tmp_path, {"builds": []}, {}) == {}
+
+
+def test_recommendation_skips_builds_that_do_not_fit():
+    from edgetune.report.recommend import recommend
+
+    def row(name, size, status):
+        return {"name": name, "kind": "GGUF", "size_bytes": size, "mcnemar_p": 1.0, "delta_vs_gpu": 0.0,
+                "accuracy": 0.9, "plan": {"status": status, "need_bytes": size * 3}}
+
+    rec = recommend({"builds": [row("Q4_0", 100, "swap"), row("Q8_0", 200, "fits")]})
+    assert rec["quant"] == "Q8_0"
+    assert rec["excluded"]["Q4_0"].startswith("does not fit the target (swap")

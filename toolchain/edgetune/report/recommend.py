@@ -1,7 +1,7 @@
 """Which build to ship: the report's own `recommendation` when a stage wrote one, else edgetune's rule.
 
-The rule (`RULE`): among GGUF builds, take the smallest file whose fidelity gate passed (only when fidelity
-was measured) and whose task accuracy is not significantly worse than the GPU build's (exact McNemar
+The rule (`RULE`): among GGUF builds, take the smallest file that fits the target (when the planner ran), whose
+fidelity gate passed (only when fidelity was measured) and whose task accuracy is not significantly worse than the GPU build's (exact McNemar
 p ≥ 0.05, or a change that is not a loss). Every excluded build is listed with the reason. Reads and writes
 nothing.
 """
@@ -15,8 +15,9 @@ from edgetune.report.sections import builds, mb, pct, per_build, signed_pts
 
 COMPUTED = "computed"
 ALPHA = 0.05
-RULE = ("smallest GGUF build whose fidelity gate passed (when fidelity was measured) and whose task accuracy "
-        f"is not significantly worse than the GPU build's (exact McNemar p ≥ {ALPHA})")
+RULE = ("smallest GGUF build that fits the target's usable RAM (when planned), whose fidelity gate passed (when "
+        "fidelity was measured) and whose task accuracy is not significantly worse than the GPU build's (exact "
+        f"McNemar p ≥ {ALPHA})")
 
 
 def resolve(report: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -31,6 +32,9 @@ def resolve(report: Mapping[str, Any]) -> dict[str, Any] | None:
 def _why_not(row: Mapping[str, Any], fidelity: Mapping[str, Mapping[str, Any]]) -> str | None:
     if not row.get("size_bytes"):
         return "size unknown"
+    plan = row.get("plan")
+    if isinstance(plan, Mapping) and plan.get("status") not in (None, "fits"):
+        return f"does not fit the target ({plan['status']}: needs {mb(plan.get('need_bytes') or 0)})"
     if fidelity:
         gate = (fidelity.get(row["name"]) or {}).get("gate")
         if not isinstance(gate, Mapping) or "passed" not in gate:
