@@ -8,8 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,18 +16,12 @@ import yaml
 from click.testing import CliRunner
 
 import edgetune.cli.commands as commands  # noqa: F401  (attaches the commands to `cli`)
-from edgetune.cli.main import cli, main
+from edgetune.cli.main import cli
 from edgetune.config import STARTER, BuildConfig, load_config
 from edgetune.constants import CONFIG_FILE, MANIFEST_FILE
 from edgetune.errors import ConfigError
 from edgetune.targets import list_targets
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
+from tests.clirun import Result, run_edgetune  # noqa: F401  (Result: used by tests/cli modules)
 
 
 @pytest.fixture(autouse=True)
@@ -42,23 +34,7 @@ def isolated(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def edgetune(monkeypatch):
     """Run `edgetune ARGV...` through main(), as the console script does; capture exit code, stdout, stderr."""
-
-    def run(*argv: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["edgetune", *map(str, argv)])
-        # as under the console script, whose __main__ has no spec: click then names the program after argv[0]
-        monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-        with CliRunner().isolation() as (out, err, _):
-            try:
-                main()
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-        return Result(code, out.getvalue().decode(), err.getvalue().decode())
-
-    return run
+    return lambda *argv: run_edgetune(monkeypatch, *argv)
 
 
 def one_error_line(result: Result, exit_code: int) -> str:

@@ -4,30 +4,17 @@ real sshd: exit codes 0/11/12, --json on stdout, one error line on stderr."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import yaml
-from click.testing import CliRunner
-from edgetune.cli.main import main
 
+from tests.clirun import run_edgetune
 from tests.device.conftest import free_port, write_suite
 
 
 def edgetune(monkeypatch, *argv):
-    monkeypatch.setattr(sys, "argv", ["edgetune", *map(str, argv)])
-    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-    with CliRunner().isolation() as (out, err, _):
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-    return code, out.getvalue().decode(), err.getvalue().decode()
+    result = run_edgetune(monkeypatch, *argv)
+    return result.exit_code, result.stdout, result.stderr
 
 
 def devices_file(sshd, path, *, extra=()):

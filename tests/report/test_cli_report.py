@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
-from dataclasses import dataclass
 
 import pytest
-from click.testing import CliRunner
 
 import edgetune.cli.commands  # noqa: F401  (attaches the commands to `cli`)
-from edgetune.cli.main import main
+
+from tests.clirun import run_edgetune
 
 from .conftest import make_run
 
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture
@@ -28,21 +19,7 @@ def edgetune(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "home"))
 
-    def run(*argv) -> Result:
-        monkeypatch.setattr(sys, "argv", ["edgetune", *map(str, argv)])
-        monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-        with CliRunner().isolation() as (out, err, _):
-            try:
-                main()
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-        return Result(code, out.getvalue().decode(), err.getvalue().decode())
-
-    return run
+    return lambda *argv: run_edgetune(monkeypatch, *argv)
 
 
 def test_report_writes_html_markdown_json_into_the_run(edgetune, tmp_path):
