@@ -22,6 +22,7 @@ from typing import Any
 from edgetune.constants import GGUF_KEY_CHAT_TEMPLATE
 from edgetune.errors import ExportError
 from edgetune.export.gguf_header import read_keys
+from edgetune.export.quantize import check_free_space
 from edgetune.llamacpp import LlamaCppTools
 from edgetune.proc import run_tool
 
@@ -80,6 +81,9 @@ def convert_to_gguf(
         raise ExportError(f"output {out_path} is a folder", "give the path of the .gguf file to write")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+    # f16/bf16 halve fp32 weights; bf16/f16 sources stay the same size; q8_0 roughly quarters fp32
+    check_free_space(out_path.parent, weights // {"f32": 1, "q8_0": 4}.get(outtype, 2), what=f"{outtype} GGUF")
     # A fixed prefix, not out_path's name: the converter fills "{...}" in its --outfile name as a template.
     fd, tmp_name = tempfile.mkstemp(prefix=".edgetune-convert-", suffix=".gguf.tmp", dir=out_path.parent)
     os.close(fd)

@@ -8,9 +8,11 @@ that is its own output, not ours.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -48,6 +50,7 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0) -> Pa
     if dst.is_dir():
         raise ExportError(f"destination {dst} is a folder", "give the path of the .gguf file to write")
 
+    check_free_space(dst.parent, src.stat().st_size if src.is_file() else 0, what=f"{quant.value} GGUF")
     src_ftype = _source_file_type(src)
     requantize = src_ftype.quantized
     if requantize:
@@ -76,9 +79,10 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0) -> Pa
         rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(tmp), ctypes.byref(params))
         if rc != 0:
             # llama.cpp can fail half-way and leave a partial file behind: the finally below removes it.
+            said = " | ".join(line for line in list(_LAST_LINES)[-3:] if line)
             raise ExportError(
-                f"llama.cpp could not quantize {src} to {quant.value} (return code {rc})",
-                "llama.cpp printed the reason on stderr just above",
+                f"llama.cpp could not quantize {src} to {quant.value} (return code {rc}): {said or 'no reason given'}",
+                "run with -vv for llama.cpp's full log",
             )
         # No read-back of the result: GGUFReader needs seconds for a 50k-token vocabulary, longer than the
         # quantization itself on small models; tests check the written file types against LLAMA_FTYPE.
@@ -112,6 +116,7 @@ def _source_file_type(src: Path) -> _SourceType:
 
 
 _LOG_CALLBACK = None  # kept alive: llama.cpp holds a raw pointer to it
+_LAST_LINES: collections.deque[str] = collections.deque(maxlen=8)  # for the error message when quantizing fails
 
 
 def _route_llama_logs(llama_cpp) -> None:
@@ -122,7 +127,19 @@ def _route_llama_logs(llama_cpp) -> None:
 
     @llama_cpp.llama_log_callback
     def _to_logging(level, text, user_data):  # noqa: ARG001
-        log.debug("llama.cpp: %s", text.decode(errors="replace").rstrip())
+        line = text.decode(errors="replace").rstrip()
+        if line.strip():
+            _LAST_LINES.append(line.strip())
+        log.debug("llama.cpp: %s", line)
 
     _LOG_CALLBACK = _to_logging
     llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+def check_free_space(folder: Path, need_bytes: int, *, what: str) -> None:
+    """Refuse before writing when the disk cannot hold the result (llama.cpp's own failure is a bare code)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need_bytes and free < need_bytes:
+        raise ExportError(f"not enough disk space for the {what}: about {need_bytes / 1e6:.0f} MB needed, "
+                          f"{free / 1e6:.0f} MB free in {folder}", "free some space or set out_dir on a larger disk")
