@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "error: run as root (it installs Debian packages with apt-get)" >&2
-  exit 1
+  # not fatal: the tiers that need these packages skip with the reason, the rest of the suite runs
+  echo "warning: not root, so no Debian packages installed; the chromium, sshd, netns and pi tiers will skip" >&2
+  exit 0
 fi
 
 PACKAGES=(chromium openssh-server openssh-client iproute2)
