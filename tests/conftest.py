@@ -73,6 +73,14 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    """The tiny Llama's tokenizer (SmolLM2's), loaded once."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory, tiny_model_dir, llama_tools) -> Path:
     """The tiny Llama as an F16 GGUF, made by llama.cpp's own converter (set up by scripts/setup.sh)."""
     import subprocess

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from edgetune.runtime_build import runner_source
+from tests.helpers import chat_suite_rows
 
 RUNNER = runner_source()
 MAX_TOKENS = 6
@@ -26,15 +27,7 @@ def llama_server(llama_tools) -> Path:
 @pytest.fixture(scope="session")
 def suite_rows(tokenizer_dir) -> list[dict]:
     """Chat-templated prompts as token ids (what the pipeline passes), plus one plain-text prompt."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    rows = []
-    for i, question in enumerate(QUESTIONS):
-        text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                       add_generation_prompt=True)
-        rows.append({"id": f"q{i}", "prompt_ids": tok(text, add_special_tokens=False)["input_ids"],
-                     "max_tokens": MAX_TOKENS, "reference": "x"})
+    rows = chat_suite_rows(tokenizer_dir, QUESTIONS, MAX_TOKENS, reference="x")
     rows.append({"id": 99, "prompt": "Once upon a time", "max_tokens": 3})
     return rows
 

@@ -11,6 +11,7 @@ import pytest
 from edgetune.errors import ExportError
 from edgetune.export.convert import convert_to_gguf, verify_conversion
 from edgetune.export.inspect import field_value, read_gguf
+from tests.helpers import generated_tokens
 
 METADATA = {
     "general.name": "edgetune-tiny",
@@ -20,24 +21,6 @@ METADATA = {
     "general.tags": ["edgetune", "test"],
 }
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-
-
-def generated_tokens(gguf_path: Path, max_tokens: int = 4) -> int:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf_path), n_ctx=256, n_threads=1, verbose=False)
-    try:
-        out = llm.create_completion("The capital of France is", max_tokens=max_tokens, temperature=0.0)
-    finally:
-        llm.close()
-    return out["usage"]["completion_tokens"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,9 @@ from edgetune.constants import Quant
 from edgetune.errors import ExportError
 from edgetune.export.inspect import inspect_gguf
 from edgetune.export.quantize import quantize_gguf
+from tests.helpers import generated_tokens
 
 QUANTS = (Quant.Q8_0, Quant.Q4_0)
-
-
-def generated_tokens(gguf_path: Path, max_tokens: int = 4) -> int:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf_path), n_ctx=256, n_threads=1, verbose=False)
-    try:
-        out = llm.create_completion("The capital of France is", max_tokens=max_tokens, temperature=0.0)
-    finally:
-        llm.close()
-    return out["usage"]["completion_tokens"]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import chat_suite_rows
+
 REPO = Path(__file__).resolve().parents[2]
 UNSUPPORTED = 77  # scripts/setup-pi-emulation.sh: this machine cannot emulate
 QUESTIONS = ["What colour is grass?", "Name a prime number.", "Say hello."]
@@ -84,15 +86,7 @@ def pi_runtime(pi_rootfs_tarball, pi_target, edgetune_home):
 
 @pytest.fixture(scope="session")
 def pi_suite_rows(tokenizer_dir) -> list[dict]:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    rows = []
-    for i, question in enumerate(QUESTIONS):
-        text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                       add_generation_prompt=True)
-        rows.append({"id": f"q{i}", "prompt_ids": tok(text, add_special_tokens=False)["input_ids"],
-                     "max_tokens": MAX_TOKENS})
+    rows = chat_suite_rows(tokenizer_dir, QUESTIONS, MAX_TOKENS)
     rows.append({"id": "text", "prompt": "Once upon a time", "max_tokens": 3})
     return rows
 

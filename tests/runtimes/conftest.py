@@ -13,13 +13,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 @pytest.fixture(scope="module")
 def hf_runtime(tiny_model_dir):
     from edgetune.runtimes import HFRuntime

@@ -183,6 +183,7 @@ class _Evaluator:
         self.merged_dir = merged.path / merged.outputs["model_dir"]
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
         self.examples = data.read_examples(data_art.file("heldout"))
+        self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
         if cfg.threads:
             import torch
@@ -247,15 +248,14 @@ class _Evaluator:
             builds.append(row)
         return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                             task=task_arts, forgetting=mc_arts, context=context,
-                            item_text=item_texts(self.examples))
+                            item_text=self.texts)
 
 
     def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:
         from edgetune.assets import smollm2_gguf
         from edgetune.evals.judge import JudgeItem
 
-        texts = item_texts(self.examples)
-        items = [JudgeItem(i.id, question=texts.get(i.id, ""), reference=i.reference)
+        items = [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
                  for i in self.items[: self.cfg.eval.judge_items]]
         art = self.stages[f"judge-{build}"] = evals.run_judge_pairwise(
             build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
