@@ -81,7 +81,7 @@ def run_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: i
                 liger = True
             except ImportError:
                 pass
-        from edgetune.train import _load_model  # the train stage's own loader: NF4, bf16, no fp32 upcast
+        from edgetune.train.stage import _load_model  # the train stage's own loader: NF4, bf16, no fp32 upcast
 
         model = _load_model(model_dir, "qlora", cuda=True)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

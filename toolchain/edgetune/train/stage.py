@@ -29,7 +29,7 @@ from edgetune.errors import TrainError
 from edgetune.modules import resolve_targets
 from edgetune.progress import NullProgress, Progress
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
 
 KIND = "train"
 TRAINABLE_WARN_SHARE = 0.05
