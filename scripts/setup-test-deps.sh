@@ -29,6 +29,6 @@ fi
 
 chromium --version >&2 2>/dev/null
 
-# the emulated Raspberry Pi 5 tier (tests/pi): qemu-user + an arm64 Debian rootfs, cached; exit 77 means this
-# machine cannot emulate (no binfmt_misc): the tier then skips with that reason
+# the emulated Raspberry Pi 5 tier (tests/pi): qemu-user + an arm64 Debian rootfs (python3 and its own sshd),
+# cached; exit 77 means this machine cannot emulate (no binfmt_misc): the tier then skips with that reason
 scripts/setup-pi-emulation.sh || { rc=$?; [ "$rc" -eq 77 ] || exit "$rc"; echo "==> no Pi emulation here (exit 77)" >&2; }

@@ -1,4 +1,4 @@
-"""`edgetune deploy` and `edgetune device-eval` through main() (the console script's entry point) against the
+"""`edgetune deploy` and `edgetune eval` (formerly `device-eval`, still accepted) through main() (the console script's entry point) against the
 real sshd: exit codes 0/11/12, --json on stdout, one error line on stderr."""
 
 from __future__ import annotations
@@ -38,11 +38,27 @@ def test_deploy_and_device_eval_json(sshd, device_bundle, tmp_path, monkeypatch)
     assert code == 0, err
     assert json.loads(out)["results"]["testdev"]["verified"] is True
     suite = write_suite(tmp_path / "s.jsonl", 2)
-    code, out, err = edgetune(monkeypatch, "--json", "device-eval", device_bundle, "--devices", fleet,
-                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60)
+    code, out, err = edgetune(monkeypatch, "--json", "eval", device_bundle, "--devices", fleet,
+                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60, "--threads", 2)
     assert code == 0, err
     run = json.loads(out)["results"]["testdev"]
     assert run["status"] == "ran" and run["items"] == 2 and run["results_path"].startswith(str(tmp_path / "runs"))
+    # the old name still works: the same job, collected
+    code, out, err = edgetune(monkeypatch, "--json", "device-eval", device_bundle, "--devices", fleet,
+                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60, "--threads", 2)
+    assert code == 0, err
+    again = json.loads(out)["results"]["testdev"]
+    assert again["status"] == "collected" and again["job_id"] == run["job_id"]
+
+
+def test_eval_is_listed_and_device_eval_is_a_hidden_alias(monkeypatch):
+    code, out, _ = edgetune(monkeypatch, "--help")
+    assert code == 0 and "  eval  " in out and "device-eval" not in out
+    for name in ("eval", "device-eval"):
+        code, out, _ = edgetune(monkeypatch, name, "--help")
+        assert code == 0 and "--device USER@HOST[:PORT]" in out and "--threads" in out and "--ctx-size" in out
+    code, _, err = edgetune(monkeypatch, "eval", ".", "--device", "pi@h", "--threads", 0)
+    assert code == 2 and "--threads" in err
 
 
 def test_deploy_exit_codes(sshd, device_bundle, tmp_path, monkeypatch):

@@ -117,6 +117,40 @@ def test_no_space_is_refused_before_sending(sshd, device_bundle, monkeypatch):
     assert not remote_dir(sshd, device_bundle).exists()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB disk (tmpfs) for the device's remote_root: needs root."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a real small disk (tmpfs) needs root")
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_disk_is_refused_before_sending_and_enospc_mid_write_is_clear(sshd, device_bundle, small_disk,
+                                                                           monkeypatch):
+    """A device whose disk is too small: refused up front from its real free space; and when the disk fills
+    during the transfer (the up-front check switched off), the device's real ENOSPC gives the same clear error."""
+    device = sshd.device(remote_root=str(small_disk / "edgetune"))
+    with pytest.raises(DeviceError, match=r"^testdev: no space left on the device: .* MB free under ") as err:
+        asyncio.run(deploy(device_bundle, device))
+    assert "remote_root" in str(err.value) and err.value.exit_code == 11
+    assert not any(small_disk.iterdir())  # nothing sent
+    monkeypatch.setattr(transfer, "SPACE_MARGIN_BYTES", -(1 << 40))
+    with pytest.raises(DeviceError, match=r"^testdev: no space left on the device while writing ") as err:
+        asyncio.run(deploy(device_bundle, device))
+    assert "remote_root" in str(err.value)
+
+
 def test_device_without_python3(sshd, device_bundle, monkeypatch):
     from edgetune.device import remote
 

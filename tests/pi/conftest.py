@@ -3,6 +3,15 @@ seconds after the first time) unpacked into a temp folder, entered with chroot t
 with QEMU_CPU=cortex-a76, so an instruction a Pi 5 lacks raises SIGILL as on the board. The bundle under test
 carries llama.cpp cross-built by scripts/cross-build-llama.sh for the rpi5 profile's -mcpu.
 
+The rootfs's own arm64 OpenSSH server (pi_sshd) runs the same way, in its own network namespace behind a veth
+pair (or on 127.0.0.1 where namespaces are not permitted), so `edgetune deploy` and `edgetune eval` reach the
+emulated board over a real SSH link, and every command a session starts runs as a Cortex-A76 too.
+
+/proc/cpuinfo: this host's qemu-user (7.2) shows the host's own x86 cpuinfo to the guest (qemu 8.1+ emulates
+it). Each chroot therefore gets, bind-mounted over /proc/cpuinfo, the text the arm64 kernel would print, made
+by a probe that runs under the emulation and reads the emulated CPU's MIDR_EL1 and HWCAPs (`cpuinfo.c`): the
+runner then identifies the core from the CPU part exactly as on a board.
+
 Functional checks only: under emulation SmolLM2-135M makes ~1 token/s and any speed is meaningless, so these
 tests use the tiny GGUFs and assert nothing about timings. Skips, with the reason, where the machine cannot
 emulate (not root, binfmt_misc cannot be mounted, the Debian packages cannot be installed)."""
@@ -24,16 +33,30 @@ UNSUPPORTED = 77  # scripts/setup-pi-emulation.sh: this machine cannot emulate
 QUESTIONS = ["What colour is grass?", "Name a prime number.", "Say hello."]
 MAX_TOKENS = 6
 PI_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
-# Enter the rootfs in a private mount namespace: /proc and /dev are mounted for this command only and vanish
-# with it, so nothing leaks onto the host even when a test is killed; no core files from the SIGILL probes.
-ENTER = 'ulimit -c 0; r=$1; shift; mount -t proc proc "$r/proc" && mount --rbind /dev "$r/dev" && exec chroot "$r" "$@"'
+TEST_ETC = "/etc/edgetune-test"  # inside the rootfs: the emulated cpuinfo, sshd's config and keys
+CPUINFO = f"{TEST_ETC}/cpuinfo"
+# Enter the rootfs in a private mount namespace: /proc, /dev (and any tmpfs) are mounted for this command only
+# and vanish with it, so nothing leaks onto the host even when a test is killed; no core files from the SIGILL
+# probes. The emulated CPU's cpuinfo, once made (pi_probes), covers the host's.
+ENTER = ('ulimit -c 0; r=$1; shift; mount -t proc proc "$r/proc" && '
+         f'{{ [ ! -f "$r{CPUINFO}" ] || mount --bind "$r{CPUINFO}" "$r/proc/cpuinfo"; }} && '
+         'mount --rbind /dev "$r/dev" && {tmpfs}exec chroot "$r" "$@"')
+
+
+def enter_argv(root: Path, argv, *, netns: str | None = None, tmpfs: dict[str, str] | None = None) -> list[str]:
+    """The command line that runs `argv` inside the rootfs (in network namespace `netns`, with a tmpfs of the
+    given size on each rootfs path of `tmpfs`: a small disk for this command's processes only)."""
+    mounts = "".join(f'mount -t tmpfs -o size={size} tmpfs "$r{path}" && ' for path, size in (tmpfs or {}).items())
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return [*prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER.replace("{tmpfs}", mounts),
+            "sh", str(root), *map(str, argv)]
 
 
 def pi_run(root: Path, *argv, qemu_cpu: str = "cortex-a76", timeout_s: float = 300) -> subprocess.CompletedProcess:
-    """Run `argv` inside the rootfs, every aarch64 program in it emulated as `qemu_cpu`."""
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "sh", str(root),
-                           *map(str, argv)], env={**PI_ENV, "QEMU_CPU": qemu_cpu}, capture_output=True, text=True,
-                          timeout=timeout_s, check=False)
+    """Run `argv` inside the rootfs, every aarch64 program in it emulated as `qemu_cpu` (its /proc/cpuinfo, once
+    pi_probes made it, still describes the Cortex-A76)."""
+    return subprocess.run(enter_argv(root, argv), env={**PI_ENV, "QEMU_CPU": qemu_cpu}, capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
 
 
 def _script(name: str, *args: str, home: Path, timeout_s: float) -> subprocess.CompletedProcess:
@@ -117,3 +140,66 @@ def pi_bundle(pi_root, pi_runtime, tmp_path_factory, varied_gguf, llama_tools, p
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# One instruction per feature, in a static aarch64 program: (-march, instruction, does a Pi 5 have it)
+PROBES = {
+    "dotprod": ("armv8.2-a+dotprod", "sdot v0.4s, v1.16b, v2.16b", True),
+    "sve": ("armv8.2-a+sve", "cntb x0", False),
+    "i8mm": ("armv8.6-a+i8mm", "smmla v0.4s, v1.16b, v2.16b", False),
+}
+
+
+@pytest.fixture(scope="session")
+def pi_probes(pi_root, pi_runtime) -> dict[str, str]:
+    """Static aarch64 programs (gcc-aarch64-linux-gnu came with the cross-build) in /opt/probes: one per PROBES
+    feature, and `cpuinfo` (cpuinfo.c). Also writes the emulated CPU's cpuinfo, as cpuinfo prints it under
+    QEMU_CPU=cortex-a76, to CPUINFO: every later chroot sees it as /proc/cpuinfo."""
+    out = pi_root / "opt" / "probes"
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {name: f'int main(void) {{ __asm__ volatile("{insn}" ::: "x0", "v0"); return 0; }}\n'
+               for name, (_, insn, _) in PROBES.items()}
+    sources["cpuinfo"] = (Path(__file__).parent / "cpuinfo.c").read_text()
+    paths = {}
+    for name, text in sources.items():
+        (out / f"{name}.c").write_text(text)
+        march = PROBES[name][0] if name in PROBES else "armv8-a"
+        subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O1", f"-march={march}", "-o", str(out / name),
+                        str(out / f"{name}.c")], check=True, capture_output=True)
+        paths[name] = f"/opt/probes/{name}"
+    made = pi_run(pi_root, paths["cpuinfo"])
+    assert made.returncode == 0 and "CPU part" in made.stdout, made.stderr
+    (pi_root / CPUINFO.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    (pi_root / CPUINFO.lstrip("/")).write_text(made.stdout)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def pi_jobs(pi_bundle, pi_root, pi_probes) -> dict[str, tuple[Path, Path]]:
+    """The runner, inside the emulated Pi (chroot, no SSH), over each bundled model (server and suite: the
+    bundle's defaults): {quant: (host path of the job folder, the bundle's GGUF)}."""
+    manifest = json.loads((pi_bundle / "manifest.json").read_text())
+    jobs = {}
+    for model in manifest["models"]:
+        job = f"/opt/jobs/{model['quant']}"
+        proc = pi_run(pi_root, "python3", "/opt/bundle/runner/edgetune_runner.py", "--job-dir", job,
+                      "--model", f"/opt/bundle/{model['file']}", "--threads", 1, "--ctx-size", 512, timeout_s=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout.splitlines()[-1])["status"] == "done"
+        jobs[model["quant"]] = (pi_root / job.lstrip("/"), pi_bundle / model["file"])
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def pi_sshd(pi_root, pi_probes, tmp_path_factory):
+    """The rootfs's own arm64 sshd, emulated as a Cortex-A76, at its own address (see pi_sshd.py)."""
+    from tests.pi import pi_sshd as sshd
+
+    if not shutil.which("ssh-keygen"):
+        pytest.skip("the pi SSH tier needs ssh-keygen (openssh-client): run scripts/setup-test-deps.sh as root")
+    assert (pi_root / "usr" / "sbin" / "sshd").is_file(), "the rootfs has no sshd: rerun setup-pi-emulation.sh"
+    server = sshd.start(pi_root, tmp_path_factory.mktemp("pi-sshd"))
+    try:
+        yield server
+    finally:
+        sshd.shutdown(server)

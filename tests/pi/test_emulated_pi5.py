@@ -7,46 +7,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import MAX_TOKENS, pi_run, read_jsonl
+from .conftest import MAX_TOKENS, PROBES, pi_run, read_jsonl
 
 pytestmark = pytest.mark.pi
 
-# One instruction per feature, in a static aarch64 program: (-march, instruction, does a Pi 5 have it)
-PROBES = {
-    "dotprod": ("armv8.2-a+dotprod", "sdot v0.4s, v1.16b, v2.16b", True),
-    "sve": ("armv8.2-a+sve", "cntb x0", False),
-    "i8mm": ("armv8.6-a+i8mm", "smmla v0.4s, v1.16b, v2.16b", False),
-}
-
-
-@pytest.fixture(scope="module")
-def probes(pi_root, pi_runtime) -> dict[str, str]:
-    """The probe programs, cross-compiled (gcc-aarch64-linux-gnu came with the cross-build) into /opt/probes."""
-    out = pi_root / "opt" / "probes"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, (march, insn, _) in PROBES.items():
-        src = out / f"{name}.c"
-        src.write_text(f'int main(void) {{ __asm__ volatile("{insn}" ::: "x0", "v0"); return 0; }}\n')
-        subprocess.run(["aarch64-linux-gnu-gcc", "-static", f"-march={march}", "-o", str(out / name), str(src)],
-                       check=True, capture_output=True)
-        paths[name] = f"/opt/probes/{name}"
-    return paths
-
-
 @pytest.mark.parametrize("feature", sorted(PROBES))
-def test_cortex_a76_emulation_traps_what_a_pi5_lacks(probes, pi_root, feature):
+def test_cortex_a76_emulation_traps_what_a_pi5_lacks(pi_probes, pi_root, feature):
     """SVE and i8mm die with SIGILL under QEMU_CPU=cortex-a76 as on a Pi 5, dotprod runs; under QEMU_CPU=max all
     run, so the SIGILL is the CPU model's doing, not a broken program."""
     has_it = PROBES[feature][2]
-    proc = pi_run(pi_root, probes[feature])
+    proc = pi_run(pi_root, pi_probes[feature])
     assert proc.returncode == (0 if has_it else -4), (feature, proc.returncode, proc.stderr)
-    assert pi_run(pi_root, probes[feature], qemu_cpu="max").returncode == 0
+    assert pi_run(pi_root, pi_probes[feature], qemu_cpu="max").returncode == 0
 
 
 def test_bundled_binaries_are_static_and_start(pi_bundle, pi_root):
@@ -59,21 +35,6 @@ def test_bundled_binaries_are_static_and_start(pi_bundle, pi_root):
     proc = pi_run(pi_root, "/opt/bundle/bin/llama-server", "--version")
     assert proc.returncode == 0, proc.stderr
     assert "version" in (proc.stdout + proc.stderr)
-
-
-@pytest.fixture(scope="module")
-def pi_jobs(pi_bundle, pi_root) -> dict[str, Path]:
-    """The runner, inside the emulated Pi, over each bundled model (server and suite: the bundle's defaults)."""
-    manifest = json.loads((pi_bundle / "manifest.json").read_text())
-    jobs = {}
-    for model in manifest["models"]:
-        job = f"/opt/jobs/{model['quant']}"
-        proc = pi_run(pi_root, "python3", "/opt/bundle/runner/edgetune_runner.py", "--job-dir", job,
-                      "--model", f"/opt/bundle/{model['file']}", "--threads", 1, "--ctx-size", 512, timeout_s=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert json.loads(proc.stdout.splitlines()[-1])["status"] == "done"
-        jobs[model["quant"]] = (pi_root / job.lstrip("/"), pi_bundle / model["file"])
-    return jobs
 
 
 # How far apart x86 and aarch64 llama.cpp put the log-probs of the same GGUF, measured here through llama-server's
@@ -121,6 +82,7 @@ def test_summary_comes_from_the_emulated_board(pi_jobs):
     job, gguf = pi_jobs["Q4_0"]
     summary = json.loads((job / "summary.json").read_text())
     assert summary["device"]["machine"] == "aarch64"
+    assert summary["device"]["cpu_model"] == "Cortex-A76"  # from the emulated CPU's MIDR (see conftest.py)
     assert summary["device"]["os"].startswith("Debian GNU/Linux 12")
     assert summary["items"] == 4 and summary["peak_rss_mb"] > 1
     assert summary["job"]["model"] == f"/opt/bundle/models/{gguf.name}"

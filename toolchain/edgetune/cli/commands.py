@@ -296,7 +296,7 @@ def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file:
                                              f"{len(r.sent_files)} sent, {r.bytes_sent} bytes)")
 
 
-@cli.command("device-eval")
+@cli.command("eval")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_with_device_opts
 @click.option("--suite", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -304,19 +304,21 @@ def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("edgetune-out/device-runs"), show_default=True, help="Local artifact folder.")
 @click.option("--model", help="Bundle-relative GGUF (default: the manifest's default_model).")
+@click.option("--threads", type=click.IntRange(min=1), help="llama.cpp threads on the device (default: its cores).")
+@click.option("--ctx-size", type=click.IntRange(min=64), help="Context size in tokens (default: the bundle's).")
 @click.option("--timeout-s", type=float, default=3600.0, show_default=True, help="Wait for the job this long.")
 @pass_state
 def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file: Path | None,
                 accept_new_host_key: bool, suite: Path | None, out_dir: Path, model: str | None,
-                timeout_s: float) -> None:
+                threads: int | None, ctx_size: int | None, timeout_s: float) -> None:
     """Deploy a bundle, evaluate it on devices with its runner, fetch results and device facts.
 
     Re-running after a lost connection collects the finished job or resumes it; a job never runs twice at once.
 
     \b
     Examples:
-      edgetune device-eval BUNDLE --device pi@192.168.1.40 --out runs/pi
-      edgetune --json device-eval BUNDLE --devices fleet.yaml --suite heldout.jsonl --timeout-s 7200
+      edgetune eval BUNDLE --device pi@192.168.1.40 --out runs/pi
+      edgetune --json eval BUNDLE --devices fleet.yaml --suite heldout.jsonl --timeout-s 7200
     """
     import asyncio
 
@@ -324,6 +326,12 @@ def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file
     from edgetune.device import run_fleet
 
     fleet = asyncio.run(run_fleet(bundle, _devices(specs, devices_file), suite, out_dir=out_dir, timeout_s=timeout_s,
-                                  model=model, accept_new_host_key=accept_new_host_key,
+                                  model=model, threads=threads, ctx_size=ctx_size,
+                                  accept_new_host_key=accept_new_host_key,
                                   progress=RichProgress(enabled=not state.as_json)))
     _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.status}: {r.items} items → {r.results_path}")
+
+
+# `device-eval`, the command's first name, still works (hidden from --help)
+cli.add_command(click.Command("device-eval", params=device_eval.params, callback=device_eval.callback,
+                              help=device_eval.help, hidden=True))

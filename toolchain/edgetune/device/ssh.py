@@ -116,7 +116,9 @@ async def connect(device: Device, *, accept_new_host_key: bool = False) -> Async
         raise HostKeyError(f"{device.name} ({device.spec}): SSH key exchange failed ({exc.reason}); the device "
                            f"offers no host key of the type recorded in {path}", _changed_hint(device, path)) from exc
     except (TimeoutError, OSError, asyncssh.ConnectionLost) as exc:
-        raise DeviceUnreachable(f"{device.name} ({device.spec}): cannot connect: {exc or type(exc).__name__}",
+        why = (f"no answer within {device.connect_timeout_s:g}s" if isinstance(exc, TimeoutError)
+               else str(exc) or type(exc).__name__)
+        raise DeviceUnreachable(f"{device.name} ({device.spec}): cannot connect: {why}",
                                 "check that the device is on, the address and port are right and sshd runs") \
             from exc
     except asyncssh.Error as exc:
@@ -197,6 +199,22 @@ class Session:
         except _LOST as exc:
             raise self.lost(f"uploading {local.name}", exc) from exc
 
+    @asynccontextmanager
+    async def stream(self, argv: Sequence[str], *, doing: str) -> AsyncIterator[Stream]:
+        """Start `argv` (joined with shlex.quote) as a long-lived remote command spoken to in lines (see
+        Stream). On exit its stdin is closed, which a well-behaved command takes as the end; it is waited on
+        for STREAM_CLOSE_S, then its channel is closed."""
+        command = shlex.join(argv)
+        try:
+            proc = await self._conn.create_process(command, encoding="utf-8", errors="replace")
+        except _LOST as exc:
+            raise self.lost(doing, exc) from exc
+        stream = Stream(self, proc, doing)
+        try:
+            yield stream
+        finally:
+            await stream.close()
+
     async def download(self, remote: str, local: Path) -> None:
         try:
             async with self._conn.start_sftp_client() as sftp:
@@ -206,6 +224,70 @@ class Session:
                               "the job folder on the device is incomplete; re-run with --force") from exc
         except _LOST as exc:
             raise self.lost(f"fetching {remote}", exc) from exc
+
+
+STREAM_CLOSE_S = 15.0
+
+
+class Stream:
+    """One remote command kept running: `exchange(line)` writes a line to its stdin and returns the next line
+    of its stdout (the command answers each line with one line). Raises DeviceLost when the connection drops
+    or no answer comes within the timeout, DeviceError when the command ends (naming its exit status and the
+    end of its stderr)."""
+
+    def __init__(self, session: Session, proc: Any, doing: str):
+        self._session, self._proc, self.doing = session, proc, doing
+
+    async def readline(self, *, timeout_s: float | None) -> str:
+        """The next line of the command's stdout, without its newline."""
+        name = self._session.device.name
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), timeout_s)
+        except TimeoutError as exc:
+            raise DeviceLost(f"{name}: {self.doing}: no answer within {timeout_s:g}s",
+                             "raise the timeout, or check the device's load") from exc
+        except _LOST as exc:
+            raise self._session.lost(self.doing, exc) from exc
+        if not line.endswith("\n"):
+            raise await self._ended()
+        return line[:-1]
+
+    async def exchange(self, line: str, *, timeout_s: float | None) -> str:
+        if "\n" in line:
+            raise ValueError("a Stream line must not contain a newline")
+        try:
+            self._proc.stdin.write(line + "\n")
+            await self._proc.stdin.drain()
+        except _LOST as exc:
+            raise self._session.lost(self.doing, exc) from exc
+        return await self.readline(timeout_s=timeout_s)
+
+    async def _ended(self) -> DeviceError:
+        name = self._session.device.name
+        try:
+            await asyncio.wait_for(self._proc.wait_closed(), STREAM_CLOSE_S)
+            stderr = await asyncio.wait_for(self._proc.stderr.read(), STREAM_CLOSE_S)
+        except (TimeoutError, *_LOST):
+            stderr = ""
+        status = self._proc.exit_status
+        if status is None or status < 0:
+            if self._proc.exit_signal:
+                return DeviceError(f"{name}: {self.doing}: killed by signal {self._proc.exit_signal[0]}",
+                                   "see the device's logs (out of memory?)")
+            return self._session.lost(self.doing)
+        tail = " | ".join(_text(stderr).strip().splitlines()[-3:])
+        return DeviceError(f"{name}: {self.doing}: the remote command ended (exit status {status})"
+                           + (f"; stderr: {tail}" if tail else ""), "see the device's logs")
+
+    async def close(self) -> None:
+        """Close stdin, give the command STREAM_CLOSE_S to end, then close the channel. Never raises."""
+        try:
+            self._proc.stdin.write_eof()
+            await asyncio.wait_for(self._proc.wait_closed(), STREAM_CLOSE_S)
+        except (TimeoutError, OSError, *_LOST):
+            pass
+        finally:
+            self._proc.close()
 
 
 def _text(data: Any) -> str:
