@@ -1,4 +1,4 @@
-"""Device results (as `edgetune device-eval --out RUN/devices` fetches them) become the report's device section."""
+"""Device results (as `edgetune eval --out RUN/devices` fetches them) become the report's device section."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""On-device results in the report: what `edgetune device-eval --out RUN/devices` fetched, per device and model.
+"""On-device results in the report: what `edgetune eval --out RUN/devices` fetched, per device and model.
 
 Reads `RUN/devices/<device>/<job>/{device_run.json, results.jsonl, summary.json}` and pairs the device's answers
 with the GPU build's on the same item ids. Produces the report's top-level `device` mapping (one entry per
