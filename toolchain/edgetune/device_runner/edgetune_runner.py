@@ -28,6 +28,21 @@ Exit codes: 0 done (or already done), 1 unexpected, 2 usage or job-dir conflict,
 missing or not GGUF, 5 llama-server missing, failed to start or died, 6 a request failed, 75 job dir locked by
 another runner. stdout carries one JSON line ({"status": "done"|"already-done", ...}); progress goes to stderr.
 Speeds measured under emulation (qemu) mean nothing; only a real board's numbers do.
+
+Serve mode (edgetune's DeviceRuntime, over one SSH channel): `edgetune_runner.py serve --model FILE.gguf` starts
+llama-server once, prints one JSON line {"status": "ready", "n_vocab", "n_ctx", ...}, then answers each JSON line
+on stdin with one JSON line on stdout ({"ok": true, "result": ...} or {"ok": false, "error": ...}) until stdin
+closes, and stops the server. Requests, all on token ids:
+    {"op": "generate", "requests": [{"prompt_ids": [...], "max_new_tokens": n, "stop_ids": [...]}, ...]}
+        -> [[new ids], ...]: greedy (argmax of the raw logits, first index on ties), ending before a stop id
+    {"op": "loglikelihood", "requests": [[context_ids, continuation_ids], ...]}
+        -> [[sum of log-probs, continuation is greedy], ...]: one request per continuation token, each forcing
+           that token with a logit bias and reading its probability from the full-vocabulary softmax of the raw
+           logits (post_sampling_probs false: computed before any sampler, the bias included, ran)
+llama-server reports probabilities as float32 softmax values, so a log-prob carries float32 rounding (~1e-7
+relative) and one below about -87 (a probability under float32's normal range) loses precision; below about
+-103 it is 0 and the request fails rather than return a wrong number. A fatal error (the server died) ends
+serve mode with the {"status": "error"} line and exit code of a job run.
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -268,10 +284,19 @@ class Server:
             detail = exc.read().decode(errors="replace")[:500]
             raise RunnerError(f"llama-server answered HTTP {exc.code}: {detail}", EXIT_REQUEST) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            if self.proc.poll() is not None:
-                raise RunnerError(f"llama-server died (exit {self.proc.returncode}); end of {self.log_path}:\n"
-                                  f"{tail(self.log_path)}", EXIT_SERVER) from None
-            raise RunnerError(f"request to llama-server failed: {exc}", EXIT_REQUEST) from None
+            try:
+                self.proc.wait(timeout=2)  # a server that died mid-request may not have been reaped yet
+            except subprocess.TimeoutExpired:
+                raise RunnerError(f"request to llama-server failed: {exc}", EXIT_REQUEST) from None
+            raise RunnerError(f"llama-server died (exit {self.proc.returncode}); end of {self.log_path}:\n"
+                              f"{tail(self.log_path)}", EXIT_SERVER) from None
+
+    def get(self, path: str, timeout_s: float = 30.0) -> dict:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout_s) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RunnerError(f"GET {path} from llama-server failed: {exc}", EXIT_SERVER) from None
 
     def rss(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -393,16 +418,20 @@ def summarize(job: dict, rows: list, server_argv, facts: dict, temps: dict, wall
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def check_model(path: str) -> None:
+    if not os.path.isfile(path):
+        raise RunnerError(f"model file {path} does not exist", EXIT_MODEL)
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise RunnerError(f"model file {path} is not a GGUF file", EXIT_MODEL)
+
+
 def run_job(args) -> dict:
     job_dir = args.job_dir
     results_path = os.path.join(job_dir, RESULTS)
     if os.path.exists(results_path) and not args.force:
         return {"status": "already-done", "results": results_path, "summary": os.path.join(job_dir, SUMMARY)}
-    if not os.path.isfile(args.model):
-        raise RunnerError(f"model file {args.model} does not exist", EXIT_MODEL)
-    with open(args.model, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise RunnerError(f"model file {args.model} is not a GGUF file", EXIT_MODEL)
+    check_model(args.model)
     items = load_suite(args.suite, args.ctx_size)
     job = {"model": os.path.abspath(args.model), "model_size_bytes": os.path.getsize(args.model),
            "suite": os.path.abspath(args.suite), "suite_sha256": sha256_file(args.suite), "threads": args.threads,
@@ -463,7 +492,133 @@ def run_job(args) -> dict:
             "items": len(rows), "ran": len(todo)}
 
 
-def parse_args(argv):
+# -- serve mode (see the module docstring) -----------------------------------------------------------------
+
+# only the temperature sampler (temperature 0 keeps the first highest logit) after llama.cpp's logit bias;
+# cache_prompt lets a request reuse the slot's KV cache for the prefix it shares with the previous one
+GREEDY = {"temperature": 0.0, "samplers": ["temperature"], "seed": 0, "cache_prompt": True, "return_tokens": True,
+          "stream": False}
+FORCE_BIAS = 1e9  # added to the forced token's logit: beats any logit gap, so that token is the one sampled
+UNDERFLOW_LOGPROB = -1e30  # llama-server writes log(0) as float32's lowest value
+
+
+def token_ids(value, what: str, *, empty_ok: bool = False) -> list:
+    if not isinstance(value, list) or (not value and not empty_ok) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
+        raise ValueError(f"{what} must be a {'' if empty_ok else 'non-empty '}list of non-negative integers")
+    return value
+
+
+def serve_generate(server: Server, req: dict, timeout_s: float) -> list:
+    """Greedy ids after prompt_ids, ending before the first stop id. llama-server ends a completion by itself at
+    an end-of-generation token; one that is not a stop id is kept and decoding goes on after it."""
+    prompt = token_ids(req.get("prompt_ids"), "prompt_ids")
+    limit, stops = req.get("max_new_tokens"), set(token_ids(req.get("stop_ids", []), "stop_ids", empty_ok=True))
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError("max_new_tokens must be an integer >= 0")
+    out = []
+    while len(out) < limit:
+        answer = server.complete({"prompt": prompt + out, "n_predict": limit - len(out), **GREEDY}, timeout_s)
+        tokens = answer.get("tokens") or []
+        if not tokens:
+            raise RunnerError(f"llama-server returned no tokens (stop_type {answer.get('stop_type')})",
+                              EXIT_REQUEST)
+        for tok in tokens:
+            if tok in stops:
+                return out
+            out.append(tok)
+    return out[:limit]
+
+
+def serve_token_logprob(server: Server, prompt: list, token: int, timeout_s: float) -> tuple:
+    """(log p(token | prompt), token is the argmax) at the prompt's last position; see the module docstring."""
+    answer = server.complete({"prompt": prompt, "n_predict": 1, "n_probs": 1, "post_sampling_probs": False,
+                              "logit_bias": [[token, FORCE_BIAS]], **GREEDY}, timeout_s)
+    probs = (answer.get("completion_probabilities") or [{}])[0]
+    top = (probs.get("top_logprobs") or [{}])[0]
+    if probs.get("id") != token or "logprob" not in probs or "logprob" not in top:
+        raise RunnerError(f"llama-server did not score token {token} (it answered {str(probs)[:200]}); is the "
+                          "token id inside the vocabulary and not suppressed?", EXIT_REQUEST)
+    logprob = float(probs["logprob"])
+    if logprob <= UNDERFLOW_LOGPROB:
+        raise RunnerError(f"token {token} has a probability below float32's range in llama-server (log-prob "
+                          "under about -103): it cannot be scored exactly here", EXIT_REQUEST)
+    greedy = top["id"] == token or (float(top["logprob"]) == logprob and token < top["id"])
+    return logprob, greedy
+
+
+def serve_loglikelihood(server: Server, requests, timeout_s: float) -> list:
+    if not isinstance(requests, list) or not all(isinstance(r, list) and len(r) == 2 for r in requests):
+        raise ValueError("loglikelihood requests must be [[context_ids, continuation_ids], ...]")
+    pairs = [(token_ids(c, "context_ids"), token_ids(x, "continuation_ids")) for c, x in requests]
+    # lexicographic order puts shared prefixes next to each other: each request then extends the cached one
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i][0] + pairs[i][1])
+    results = [None] * len(pairs)
+    for i in order:
+        ctx, cont = pairs[i]
+        total, greedy = 0.0, True
+        for j, tok in enumerate(cont):
+            logprob, top = serve_token_logprob(server, ctx + cont[:j], tok, timeout_s)
+            total += logprob
+            greedy = greedy and top
+        results[i] = [total, greedy]
+    return results
+
+
+def serve_one(server: Server, request: dict, timeout_s: float):
+    op = request.get("op") if isinstance(request, dict) else None
+    if op == "generate":
+        reqs = request.get("requests")
+        if not isinstance(reqs, list) or not all(isinstance(r, dict) for r in reqs):
+            raise ValueError("generate requests must be a list of objects")
+        return [serve_generate(server, r, timeout_s) for r in reqs]
+    if op == "loglikelihood":
+        return serve_loglikelihood(server, request.get("requests"), timeout_s)
+    raise ValueError(f"unknown op {op!r} (expected generate or loglikelihood)")
+
+
+def say(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def serve(args) -> int:
+    check_model(args.model)
+    log_path = args.log_file
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix="edgetune-serve-", suffix=".log")
+        os.close(fd)
+    server = Server(args.server, args.model, args.threads, args.ctx_size, args.flash_attn, args.server_arg,
+                    log_path, args.startup_timeout_s)
+    try:
+        server.start()
+        meta = (server.get("/v1/models").get("data") or [{}])[0].get("meta") or {}
+        say({"status": "ready", "runner_version": RUNNER_VERSION, "n_vocab": meta.get("n_vocab"),
+             "n_ctx": meta.get("n_ctx"), "model": os.path.abspath(args.model), "server_argv": server.argv,
+             "server_log": log_path, "device": device_facts()})
+        while True:
+            line = sys.stdin.readline()
+            if not line:
+                break  # stdin closed: the client is done (or its connection is gone)
+            if not line.strip():
+                continue
+            try:
+                reply = {"ok": True, "result": serve_one(server, json.loads(line), args.request_timeout_s)}
+            except ValueError as exc:
+                reply = {"ok": False, "error": f"bad request: {exc}"}
+            except RunnerError as exc:
+                if exc.exit_code == EXIT_SERVER:
+                    raise
+                reply = {"ok": False, "error": str(exc)}
+            reply["peak_rss_mb"] = server.rss()
+            say(reply)
+    finally:
+        server.stop()
+    return 0
+
+
+def _bundle_defaults():
+    """(bundle folder, the manifest's target, its default model file) for the runner shipped in a bundle."""
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)  # the bundle folder: runner/ sits in it
     manifest = {}
@@ -471,15 +626,11 @@ def parse_args(argv):
         manifest = json.loads(_read(os.path.join(root, "manifest.json")) or "{}")
     except ValueError:
         pass
-    target = manifest.get("target") or {}
     default_model = manifest.get("default_model")
-    p = argparse.ArgumentParser(prog="edgetune_runner.py", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--job-dir", required=True, help="folder for this job's results, lock and logs")
-    p.add_argument("--model", default=os.path.join(root, default_model) if default_model else None,
-                   help="GGUF file (default: the manifest's default_model)")
-    p.add_argument("--suite", default=os.path.join(root, "suite", "heldout.jsonl"), help="eval suite JSONL")
+    return root, manifest.get("target") or {}, os.path.join(root, default_model) if default_model else None
+
+
+def _server_options(p, root: str, target: dict) -> None:
     p.add_argument("--server", default=os.path.join(root, "bin", "llama-server"), help="llama-server binary")
     p.add_argument("--threads", type=int, default=target.get("cores") or os.cpu_count() or 1,
                    help="llama.cpp threads (default: the target's cores, else all CPUs)")
@@ -489,18 +640,50 @@ def parse_args(argv):
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra llama-server argument (repeatable; write --server-arg=--flag for a flag)")
     p.add_argument("--startup-timeout-s", type=float, default=300.0, help="wait for /health at most this long")
-    p.add_argument("--item-timeout-s", type=float, default=900.0, help="one /completion request at most this long")
-    p.add_argument("--force", action="store_true", help="discard earlier results and progress in --job-dir")
-    args = p.parse_args(argv)
+
+
+def _check(p, args) -> None:
     if args.model is None:
         p.error("--model is required (no manifest.json with a default_model beside runner/)")
     if args.threads < 1 or args.ctx_size < 16:
         p.error("--threads must be >= 1 and --ctx-size >= 16")
+
+
+def parse_args(argv):
+    root, target, default_model = _bundle_defaults()
+    p = argparse.ArgumentParser(prog="edgetune_runner.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--job-dir", required=True, help="folder for this job's results, lock and logs")
+    p.add_argument("--model", default=default_model, help="GGUF file (default: the manifest's default_model)")
+    p.add_argument("--suite", default=os.path.join(root, "suite", "heldout.jsonl"), help="eval suite JSONL")
+    _server_options(p, root, target)
+    p.add_argument("--item-timeout-s", type=float, default=900.0, help="one /completion request at most this long")
+    p.add_argument("--force", action="store_true", help="discard earlier results and progress in --job-dir")
+    args = p.parse_args(argv)
+    _check(p, args)
+    return args
+
+
+def parse_serve_args(argv):
+    root, target, default_model = _bundle_defaults()
+    p = argparse.ArgumentParser(prog="edgetune_runner.py serve",
+                                description="Keep llama-server running and answer JSON-line requests on stdin "
+                                            "(see `edgetune_runner.py --help`).")
+    p.add_argument("--model", default=default_model, help="GGUF file (default: the manifest's default_model)")
+    _server_options(p, root, target)
+    p.add_argument("--request-timeout-s", type=float, default=900.0,
+                   help="one llama-server request at most this long")
+    p.add_argument("--log-file", default=None, help="llama-server's output (default: a new temp file)")
+    args = p.parse_args(argv)
+    _check(p, args)
     return args
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)  # argparse exits with 2 on usage errors
+    argv = sys.argv[1:] if argv is None else list(argv)
+    serving = bool(argv) and argv[0] == "serve"
+    args = parse_serve_args(argv[1:]) if serving else parse_args(argv)  # argparse exits with 2 on usage errors
 
     def on_signal(signum, _frame):
         raise RunnerError(f"stopped by signal {signum}", 128 + signum)
@@ -508,6 +691,8 @@ def main(argv=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     try:
+        if serving:
+            return serve(args)
         outcome = run_job(args)
     except RunnerError as exc:
         print(f"edgetune-runner: error: {exc}", file=sys.stderr, flush=True)

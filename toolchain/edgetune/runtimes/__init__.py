@@ -11,9 +11,20 @@ from typing import Any
 
 from edgetune.runtimes.base import LoglikelihoodRequest, LoglikelihoodResult, Runtime
 
-_BACKENDS = {"HFRuntime": "edgetune.runtimes.hf", "LlamaCppRuntime": "edgetune.runtimes.llamacpp"}
+_BACKENDS = {
+    "DeviceRuntime": "edgetune.runtimes.device",
+    "HFRuntime": "edgetune.runtimes.hf",
+    "LlamaCppRuntime": "edgetune.runtimes.llamacpp",
+}
 
-__all__ = ["HFRuntime", "LlamaCppRuntime", "LoglikelihoodRequest", "LoglikelihoodResult", "Runtime"]
+__all__ = [
+    "DeviceRuntime",
+    "HFRuntime",
+    "LlamaCppRuntime",
+    "LoglikelihoodRequest",
+    "LoglikelihoodResult",
+    "Runtime",
+]
 
 
 def __getattr__(name: str) -> Any:
