@@ -86,3 +86,59 @@ def test_licence_may_be_added(tmp_path, tiny_gguf):
     from edgetune.export.inspect import field_value, read_gguf
 
     assert field_value(read_gguf(f16), "general.license") == "apache-2.0"
+
+
+def _adapter(tmp_path, tiny_model_dir, **lora_kwargs):
+    """A peft adapter with random (non-zero) B, so it changes the logits, and the model it came from."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False, **lora_kwargs))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    return tmp_path / "adapter", peft_model
+
+
+def test_rslora_gguf_keeps_peft_scale(tmp_path, tiny_model_dir, tiny_gguf, llama_tools):
+    """llama.cpp scales by alpha/r, peft's rsLoRA by alpha/sqrt(r): the GGUF must reproduce peft's logits."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+
+    adapter, peft_model = _adapter(tmp_path, tiny_model_dir, use_rslora=True)
+    ids = [1, 504, 3137, 288, 1145, 30]
+    with torch.no_grad():
+        want = peft_model(torch.tensor([ids])).logits[0].numpy()
+        with peft_model.disable_adapter():
+            base = peft_model(torch.tensor([ids])).logits[0].numpy()
+    lora = convert_lora(adapter, tiny_model_dir, tmp_path / "rslora.gguf", llama_tools)
+    llm = Llama(model_path=str(tiny_gguf), lora_path=str(lora), n_ctx=64, logits_all=True, verbose=False)
+    try:
+        llm.eval(ids)
+        got = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    moved = np.abs(want - base).max()
+    assert np.abs(got - want).max() < 0.1 * moved  # F16 rounding only, far below the adapter's own effect
+    assert json.loads((adapter / "adapter_config.json").read_text())["use_rslora"] is True  # user's file untouched
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("kind", ["dora", "ia3"])
+def test_lora_gguf_refuses_dora_and_ia3_with_the_reason(tmp_path, tiny_model_dir, llama_tools, kind):
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    if kind == "dora":
+        adapter, _ = _adapter(tmp_path, tiny_model_dir, use_dora=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        get_peft_model(model, IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+                       ).save_pretrained(tmp_path / "adapter")
+        adapter = tmp_path / "adapter"
+    with pytest.raises(ExportError, match="no llama.cpp LoRA form") as err:
+        convert_lora(adapter, tiny_model_dir, tmp_path / "x.gguf", llama_tools)
+    assert "merged GGUF" in err.value.hint and not (tmp_path / "x.gguf").exists()
