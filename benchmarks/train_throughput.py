@@ -13,6 +13,13 @@ Variants:
                   [tokens x vocab] logits are never materialised) when liger-kernel is installed
   edgetune-half   edgetune with only every other decoder layer checkpointed (selective recompute)
 
+Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTTrainer, batch 4 x 2048 with
+4-step gradient accumulation as in the tutorial, the same pre-tokenised random sequences for both):
+  tutorial-trl    the tutorial's Steps 1-4 made to run on TRL 1.16 (SFTConfig instead of the removed
+                  arguments), prepare_model_for_kbit_training, TRL's defaults for everything it leaves unset
+  edgetune-trl    edgetune's train stage as it runs by default on CUDA: its loader and its own SFTConfig
+                  (edgetune.train.args.sft_config), Liger layer kernels when installed
+
 Prints a table and one JSON line. Usage:
   python benchmarks/train_throughput.py [--shapes llama-1b,mistral-7b] [--variants ...] [--steps 8]
 """
@@ -28,6 +35,9 @@ import time
 from pathlib import Path
 
 SHAPES = {
+    # a smoke-test shape so the script itself can be checked on a CPU
+    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=True, max_position_embeddings=512),
     "llama-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True,
                      max_position_embeddings=4096, rope_theta=500000.0),
@@ -36,6 +46,7 @@ SHAPES = {
                        max_position_embeddings=4096, rope_theta=1000000.0, sliding_window=None),
 }
 VARIANTS = ("tutorial", "edgetune-plain", "edgetune", "edgetune-half")
+TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -49,10 +60,86 @@ def make_model(shape: str, root: Path) -> Path:
     cfg = dict(SHAPES[shape])
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: int, batch: int, seq: int,
+                        accum: int, tokenizer: Path) -> dict:
+    """One whole recipe through SFTTrainer; step times from a callback that synchronises the GPU."""
+    import tempfile
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    cuda = torch.cuda.is_available()
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    tok.pad_token = tok.eos_token  # the tutorial's Step 1
+    vocab = SHAPES[shape]["vocab_size"]
+    gen = torch.Generator().manual_seed(1234)
+    rows = torch.randint(0, vocab, (batch * accum * (warmup + steps), seq), generator=gen)
+    dataset = Dataset.from_dict({"input_ids": rows.tolist()})
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM", target_modules=TARGETS)
+    out = tempfile.mkdtemp(prefix="bench-trainer-")
+    total = warmup + steps
+    if variant == "tutorial-trl":
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=bnb, device_map="auto")
+        model = get_peft_model(prepare_model_for_kbit_training(model), lora)
+        args = SFTConfig(output_dir=out, num_train_epochs=3, per_device_train_batch_size=batch,
+                         gradient_accumulation_steps=accum, learning_rate=2e-4, bf16=cuda, logging_steps=1,
+                         save_strategy="no", warmup_steps=0.03, lr_scheduler_type="cosine", report_to="none",
+                         max_length=seq, max_steps=total, use_cpu=not cuda, disable_tqdm=True)
+        liger = False
+    else:
+        import importlib.util
+
+        from edgetune.config import TrainConfig
+        from edgetune.train.args import sft_config
+        from edgetune.train.base import load_model as _load_model
+
+        liger = cuda and importlib.util.find_spec("liger_kernel") is not None
+        model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)
+        cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total)
+        args = sft_config(cfg, out, cuda=cuda, liger=liger)
+    times: list[float] = []
+    losses: list[float] = []
+
+    class _Clock(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t0)
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, callbacks=[_Clock()])
+    trainer.train()
+    measured = times[warmup:]
+    return {"shape": shape, "variant": variant, "liger": liger,
+            "tok_per_s": batch * accum * seq * len(measured) / sum(measured),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+            "s_per_step": sum(measured) / len(measured), "losses": [round(v, 4) for v in losses], "steps": steps,
+            "batch": batch, "accum": accum, "seq": seq}
 
 
 def run_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: int, batch: int, seq: int) -> dict:
@@ -81,7 +168,7 @@ def run_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: i
                 liger = True
             except ImportError:
                 pass
-        from edgetune.train.stage import _load_model  # the train stage's own loader: NF4, bf16, no fp32 upcast
+        from edgetune.train.base import load_model as _load_model  # the train stage's own loader: NF4, bf16, no fp32 upcast
 
         model = _load_model(model_dir, "qlora", cuda=True)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -126,12 +213,18 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--accum", type=int, default=4, help="Gradient accumulation of the trainer-level variants.")
+    ap.add_argument("--tokenizer", type=Path, help="A tokenizer folder (trainer-level variants need one).")
     ap.add_argument("--root", type=Path, default=Path("/tmp/edgetune-bench-models"))
     ap.add_argument("--one", nargs=2, metavar=("SHAPE", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         shape, variant = args.one
-        result = run_variant(args.root / shape, shape, variant, args.steps, args.warmup, args.batch, args.seq)
+        if variant in TRAINER_VARIANTS:
+            result = run_trainer_variant(args.root / shape, shape, variant, args.steps, args.warmup, args.batch,
+                                         args.seq, args.accum, args.tokenizer)
+        else:
+            result = run_variant(args.root / shape, shape, variant, args.steps, args.warmup, args.batch, args.seq)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
     import torch
@@ -145,7 +238,8 @@ def main() -> int:
         torch.cuda.empty_cache()
         for variant in args.variants.split(","):
             cmd = [sys.executable, __file__, "--one", shape, variant, "--steps", str(args.steps), "--warmup",
-                   str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--root", str(args.root)]
+                   str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--root", str(args.root),
+                   "--accum", str(args.accum), *(["--tokenizer", str(args.tokenizer)] if args.tokenizer else [])]
             done = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
             if done.returncode or not lines:
@@ -153,20 +247,22 @@ def main() -> int:
             else:
                 rows.append(json.loads(lines[-1][7:]))
             print(json.dumps(rows[-1])[:400], file=sys.stderr, flush=True)
-    base = {r["shape"]: r for r in rows if r.get("variant") == "tutorial" and "error" not in r}
+    # each variant is compared with the baseline of its own level (hand loop vs whole trainer recipe)
+    base = {(r["shape"], r["variant"] in TRAINER_VARIANTS): r for r in rows
+            if r.get("variant") in ("tutorial", "tutorial-trl") and "error" not in r}
     print(f"{'shape':<11} {'variant':<15} {'tok/s':>8} {'x tut':>6} {'peak GiB':>9} {'mem/tut':>8} "
           f"{'loss first':>10} {'loss last':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['shape']:<11} {r['variant']:<15} ERROR {r['error'][-200:]!r}")
             continue
-        t = base.get(r["shape"])
+        t = base.get((r["shape"], r["variant"] in TRAINER_VARIANTS))
         speed = r["tok_per_s"] / t["tok_per_s"] if t else float("nan")
         mem = r["peak_gib"] / t["peak_gib"] if t else float("nan")
         print(f"{r['shape']:<11} {r['variant']:<15} {r['tok_per_s']:>8.0f} {speed:>6.2f} {r['peak_gib']:>9.1f} "
               f"{mem:>8.2f} {r['losses'][0]:>10.4f} {r['losses'][-1]:>9.4f}")
     print(json.dumps({"benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"),
-                      "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
                       "transformers": transformers.__version__, "peft": peft.__version__,
                       "bitsandbytes": bitsandbytes.__version__, "rows": rows}))
     return 0

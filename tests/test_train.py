@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from edgetune import basemodel, data, train
 from edgetune.artifacts import Store
 from edgetune.config import DataConfig, ModelConfig, TrainConfig
 from edgetune.errors import ModelError
+from edgetune.train import base, liger
 
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
 MLP = {"gate_proj", "up_proj", "down_proj"}
@@ -91,6 +91,27 @@ def test_record_describes_the_run(trained):
     # 2 layers x r x (in + out) of q (64→64), k (64→32), v (64→32), o (64→64)
     assert metrics["trainable_params"] == 2 * CFG.r * (128 + 96 + 96 + 128)
     assert 0 < metrics["trainable_share"] < train.TRAINABLE_WARN_SHARE
+    assert metrics["adapter"] == "lora" and metrics["oom_fallback"] == [] and metrics["resumed_from_step"] is None
+    assert metrics["gradient_checkpointing"] is False  # None means off on CPU
+    # real (non-padding) tokens: at least one per example per epoch, fewer than batch x max_length per step
+    assert 2 * 32 < metrics["tokens"] < 8 * CFG.batch_size * CFG.max_length
+    assert metrics["tokens_per_s"] > 0
+
+
+def test_each_epoch_is_evaluated_on_the_heldout_split(trained):
+    """32 examples, batch 8: 4 steps an epoch, so 8 steps are 2 epochs, each followed by the held-out loss (all
+    10 held-out rows) and the greedy exact match on min(eval_items, 10) of them."""
+    rows = [json.loads(line) for line in trained.file("eval_log").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1.0, 4), (2.0, 8)]
+    for row in rows:
+        assert row["n"] == 10 and 0.0 <= row["accuracy"] <= 1.0
+        assert 0 < row["eval_loss"] < 20
+    assert rows[1]["eval_loss"] < rows[0]["eval_loss"]  # lr 1e-2 moves the held-out loss too
+    assert trained.metrics["epochs"] == rows
+    assert trained.metrics["n_heldout_loss"] == 10
+    check = trained.metrics["loss_check"]
+    assert check["judged"] and check["falling"] and check["steps"] == 4
+
 
 
 def test_second_call_returns_the_cached_artifact(trained, inputs):
@@ -190,7 +211,7 @@ def _layer0_lora_grad_norms(model_dir: Path, method: str, ids) -> dict[str, floa
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model = train._load_model(model_dir, method, cuda=False)
+    model = base.load_model(model_dir, method, cuda=False)
     model.eval()
     with torch.inference_mode():
         model(ids)
@@ -205,7 +226,7 @@ def _layer0_lora_grad_norms(model_dir: Path, method: str, ids) -> dict[str, floa
 
 def test_nf4_gradients_survive_an_inference_pass(tiny_model_dir):
     """bitsandbytes on CPU repacks NF4 weights for inference on the first no-grad forward, after which no
-    gradient flows back through them (NOTES.md). train._load_model turns that off; compare with fp32 LoRA."""
+    gradient flows back through them (NOTES.md). train.base.load_model turns that off; compare with fp32 LoRA."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -224,7 +245,7 @@ def test_liger_style_global_patches_are_undone_after_training():
     import transformers.models.llama.modeling_llama as modeling
 
     norm, forward, rope = modeling.LlamaRMSNorm, modeling.LlamaForCausalLM.forward, modeling.apply_rotary_pos_emb
-    with train._restored_modeling_module("llama"):
+    with liger.restored_modeling_module("llama"):
         modeling.LlamaRMSNorm = object
         modeling.LlamaForCausalLM.forward = lambda self, *a, **k: None
         modeling.apply_rotary_pos_emb = None

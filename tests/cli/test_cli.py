@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 import edgetune.cli.commands as commands  # noqa: F401  (attaches the commands to `cli`)
+import edgetune.cli.train_commands  # noqa: F401
 from edgetune.cli.main import cli
 from edgetune.config import STARTER, BuildConfig, load_config
 from edgetune.constants import CONFIG_FILE, MANIFEST_FILE
@@ -60,7 +61,7 @@ COMMANDS = sorted(all_commands(), key=lambda c: c[0])
 def test_every_command_is_registered():
     assert {" ".join(p) for p, _ in COMMANDS} >= {"build", "init", "inspect", "setup", "targets", "targets list",
                                                    "targets show", "bundle", "bundle verify", "bundle extract",
-                                                   "plan", "report", "deploy", "device-eval"}
+                                                   "plan", "report", "deploy", "eval", "train", "sweep"}
 
 
 @pytest.mark.parametrize("path, command", [((), cli), *COMMANDS], ids=["edgetune", *(" ".join(p) for p, _ in COMMANDS)])

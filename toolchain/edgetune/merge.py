@@ -1,7 +1,7 @@
 """The merge stage: fold the adapter into a full-precision base and prove the fold changed nothing.
 
 Reads the base artifact (HF folder) and the train artifact (adapter); writes `model/` (fp32 safetensors,
-tokenizer, chat template). The merge happens in fp32 on the full-precision base, never on a 4-bit model
+tokenizer, chat template: the base's, or the fallback training used where the base has none). The merge happens in fp32 on the full-precision base, never on a 4-bit model
 (merging into NF4 erases the adapter, and a bf16 merge moves logits by up to 3.3: NOTES.md). Before saving,
 the merged model's logits are compared with the adapter model's on a probe batch. Raises ExportError.
 """
@@ -33,6 +33,11 @@ def run(base: Artifact, trained: Artifact, store: Store) -> Artifact:
 
     src = model_dir(base)
     tok = AutoTokenizer.from_pretrained(src)
+    if "chat_template" in trained.outputs and not tok.chat_template:
+        # the fallback template the adapter was trained with (train.chat_template_fallback): the merged model and
+        # every GGUF converted from it must render prompts the same way
+        tok.chat_template = trained.file("chat_template").read_text(encoding="utf-8")
+        log.info("merge: %s has no chat template; writing the one training used", src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
     adapter = trained.path / trained.outputs["adapter"]
     try:

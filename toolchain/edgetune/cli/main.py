@@ -67,7 +67,7 @@ def setup(state: State, sdist: Path | None) -> None:
 
 
 def _register() -> None:
-    from edgetune.cli import commands  # noqa: F401  (commands attach themselves to `cli`)
+    from edgetune.cli import commands, train_commands  # noqa: F401  (commands attach themselves to `cli`)
 
 
 def main() -> None:

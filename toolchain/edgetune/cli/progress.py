@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from edgetune.cli.logs import stderr
@@ -26,8 +35,22 @@ class _Task:
         self.bar, self.task_id = bar, task_id
 
     def advance(self, n: float = 1, **fields: Any) -> None:
-        info = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-        self.bar.update(self.task_id, advance=n, info=info)
+        self.bar.update(self.task_id, advance=n, info=format_fields(fields))
+
+
+def format_fields(fields: dict[str, Any]) -> str:
+    """The bar's trailing text: rates (keys ending in /s) as whole numbers after their value, e.g.
+    `loss=2.412  1,830 tok/s`; other floats to 3 decimals; NaN (nothing measured yet) as `–`."""
+    parts = []
+    for key, value in fields.items():
+        if isinstance(value, float) and math.isnan(value):
+            text = "–"
+        elif isinstance(value, float):
+            text = f"{value:,.0f}" if key.endswith("/s") else f"{value:.3f}"
+        else:
+            text = str(value)
+        parts.append(f"{text} {key}" if key.endswith("/s") else f"{key}={text}")
+    return "  ".join(parts)
 
 
 class RichProgress:

@@ -8,49 +8,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgetune.errors import EvalError
+from edgetune.labels import label_matches, normalise_label
 from edgetune.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
-
-
-def normalise_label(text: str) -> str:
-    """The comparable form of a label or a model's answer.
-
-    Steps, in order: drop leading whitespace and keep the first line (a model that answers and then goes on
-    is judged on its answer line); lowercase; strip every whitespace, punctuation and quote character from
-    both ends (Unicode categories Z*, P* and the quote-like symbols `"'` and backtick, so `“Positive.”` and
-    `'positive'` become `positive`); collapse inner runs of whitespace to one space. Inner punctuation stays
-    (`re-run` is not `rerun`).
-    """
-    lines = text.lstrip().splitlines()
-    first = lines[0].lower() if lines else ""
-    start, end = 0, len(first)
-    while start < end and _is_edge_noise(first[start]):
-        start += 1
-    while end > start and _is_edge_noise(first[end - 1]):
-        end -= 1
-    return " ".join(first[start:end].split())
-
-
-def _is_edge_noise(char: str) -> bool:
-    return char.isspace() or char in "\"'`" or unicodedata.category(char).startswith(("P", "Z"))
-
-
-def label_matches(output: str, reference: str) -> bool:
-    """Whether a model's output gives the reference label.
-
-    True when the normalised output equals the normalised reference. That covers "starts with the label
-    followed by nothing but punctuation" (`positive.`, `Positive!"`), since normalising strips it. An answer
-    that adds words on the same line (`positive review`, `positive. Great film`) is wrong: a prefix rule would
-    let `no` match `not sure`, and a deployed model that rambles is broken for a label task.
-    """
-    return normalise_label(output) == normalise_label(reference)
 
 
 def prompt_sha256(prompt_ids: Sequence[int]) -> str:

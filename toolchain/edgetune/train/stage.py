@@ -1,7 +1,15 @@
-"""The train stage: LoRA or QLoRA adapters with peft + trl, on CUDA or CPU.
+"""The train stage: LoRA, DoRA, rsLoRA or IA3 adapters with peft + trl, on a full-precision or NF4 (QLoRA)
+base, on CUDA or CPU.
 
-Reads the base artifact (an HF folder) and the data artifact (train.jsonl); writes the adapter
-(`adapter/adapter_model.safetensors` + `adapter_config.json`) and `train_log.jsonl`.
+Reads the base artifact (an HF folder) and the data artifact (train.jsonl, heldout.jsonl); writes the adapter
+(`adapter/adapter_model.safetensors` + `adapter_config.json`), `train_log.jsonl` (one row per step) and
+`eval_log.jsonl` (one row per epoch: held-out loss and exact-match accuracy). Checkpoints go beside the store's
+artifacts (train/checkpoints.py) every `save_steps`, so a rerun of an interrupted build resumes; a CUDA OOM
+steps through train/oom.py's fixes. Examples are rendered with the tokenizer's own chat template; only a model
+without one uses `train.chat_template_fallback` (with a warning), stored as `chat_template.jinja` for the merge
+stage. `train.packing` packs examples padding-free (train/args.py). Raises ModelError for bad target modules,
+TrainError for empty data, a tokenizer with no chat template and no fallback, a run without a finite loss, or
+an OOM nothing fixes.
 
 Departures from the tutorial's recipe, each measured (../shared/NOTES.md): no `prepare_model_for_kbit_training`
 (its fp32 upcast costs 2.5x speed and 2x memory on an H200), the base stays bf16 around NF4 weights; TRL 1.16's
@@ -11,13 +19,9 @@ loss is on completions only (prompt-completion examples); on CPU, fp32 LoRA with
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,195 +30,188 @@ from edgetune.basemodel import model_dir
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
 from edgetune.errors import TrainError
-from edgetune.modules import resolve_targets
 from edgetune.progress import NullProgress, Progress
+from edgetune.train import checkpoints, templates
+from edgetune.train.adapters import peft_config
+from edgetune.train.args import gradient_checkpointing
+from edgetune.train.attempt import Job
+from edgetune.train.base import load_model as _load_model
+from edgetune.train.base import resolve_method
+from edgetune.train.liger import available as liger_available
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
 
 KIND = "train"
-TRAINABLE_WARN_SHARE = 0.05
-
-
-def resolve_method(cfg: TrainConfig) -> str:
-    """auto → qlora only where NF4 pays off (CUDA with bitsandbytes); a CPU gets fp32 LoRA."""
-    if cfg.method != "auto":
-        return cfg.method
-    import importlib.util
-
-    import torch
-
-    return "qlora" if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") else "lora"
-
-
-def _load_model(path: Path, method: str, cuda: bool):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
-    if method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        compute = torch.bfloat16 if cuda else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        kwargs["dtype"] = compute
-        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
-    else:
-        kwargs["dtype"] = torch.bfloat16 if cuda else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if method == "qlora" and not cuda:
-        # bitsandbytes on CPU repacks NF4 weights into an inference-only format on first use, after which
-        # layer gradients silently vanish (NOTES.md); keep the trainable format.
-        import bitsandbytes as bnb
-
-        for module in model.modules():
-            if isinstance(module, bnb.nn.Linear4bit):
-                module.support_avx512bf16_for_cpu = False
-    return model
+TEMPLATE_FILE = "chat_template.jinja"  # the fallback chat template trained with, when one was used
 
 
 def _to_prompt_completion(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]} for ex in examples]
 
 
+def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, Any]:
+    """The settings that change the adapter: save_steps does not (a rerun with another value still resumes),
+    and each adapter kind ignores the other kind's module lists. N processes train N times the effective
+    batch, so the process count is part of the key (left out at 1, so single-process keys stay as they were)."""
+    params = {**cfg.model_dump(exclude={"save_steps"}), "method": method}
+    # settings added later enter the key only when set, so keys of runs that never used them stay as they were
+    if not cfg.packing:
+        del params["packing"]
+    if cfg.chat_template_fallback is None:
+        del params["chat_template_fallback"]
+    else:  # the text trained with, not only its name: editing the .jinja file retrains
+        params["chat_template_fallback"] = {"name": cfg.chat_template_fallback,
+                                            "sha256": templates.digest(templates.load(cfg.chat_template_fallback))}
+    if processes > 1:
+        params["processes"] = processes
+    unused = ("r", "alpha", "dropout", "target_modules") if cfg.adapter == "ia3" else (
+        "ia3_target_modules", "ia3_feedforward_modules")
+    return {k: v for k, v in params.items() if k not in unused}
+
+
+def cache_key(cfg: TrainConfig, base: Artifact, data: Artifact, processes: int = 1) -> str:
+    """The stage key `run` stores this training under (launchers check the cache with it before starting)."""
+    return stage_key(KIND, _key_params(cfg, resolve_method(cfg), processes), {"base": base.key, "data": data.key})
+
+
 def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threads: int | None = None,
-        progress: Progress | None = None) -> Artifact:
-    """Train an adapter. Raises ModelError for bad target modules, TrainError for empty data or a failed run."""
+        progress: Progress | None = None, callbacks: tuple = (), oom_fallback: bool = True,
+        processes: int = 1) -> Artifact:
+    """Train an adapter, resuming this key's newest checkpoint if an earlier run was interrupted.
+
+    `callbacks`: extra transformers TrainerCallbacks. `oom_fallback=False` turns train/oom.py's retries off (a
+    multi-process run, whose ranks cannot change settings on their own); the fixes applied are recorded in
+    metrics["oom_fallback"] and the cache key stays that of `cfg`. Checkpoints go under `store.root` (ranks
+    must share it). Raises ModelError for bad target modules, TrainError for empty data, a run without a finite
+    loss, or a CUDA OOM that no fallback fixes."""
     method = resolve_method(cfg)
-    params = {**cfg.model_dump(), "method": method}
-    key = stage_key(KIND, params, {"base": base.key, "data": data.key})
+    params = {**cfg.model_dump(), "method": method, "processes": processes}
+    inputs = {"base": base.key, "data": data.key}
+    key = cache_key(cfg, base, data, processes)
+    ckpt_dir = checkpoints.checkpoint_dir(store, KIND, key)
     if hit := store.lookup(KIND, key):
+        checkpoints.remove(ckpt_dir)  # left by a run killed between committing and cleaning up
         return hit
     import peft
     import torch
     import transformers
     import trl
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoTokenizer
+
+    from edgetune.train.callbacks import loss_check, warn_if_flat
+    from edgetune.train.heldout import LOSS_ITEMS, task_items
+    from edgetune.train.oom import run_with_fallback
 
     if threads:
         torch.set_num_threads(threads)
     cuda = torch.cuda.is_available()
-    liger = cuda and importlib.util.find_spec("liger_kernel") is not None
     if method == "qlora" and not cuda:
         log.warning("train.method=qlora on CPU: NF4 is real but slow here; fp32 LoRA (method: lora) is faster")
     examples = read_examples(data.file("train"))
     if not examples:
         raise TrainError("the training split is empty", "lower data.heldout_size or add examples")
+    heldout = read_examples(data.file("heldout")) if "heldout" in data.outputs else []
     src = model_dir(base)
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token is None:  # the tutorial's pad fix, applied only where needed
         tok.pad_token = tok.eos_token
-    if not tok.chat_template:
-        raise TrainError(f"{src} has a tokenizer without a chat template", "use an instruct model or add chat_template.jinja")
-    model = _load_model(src, method, cuda)
-    targets = resolve_targets(model, cfg.target_modules)
-    # LoRA A is drawn from the global RNG here, before the Trainer seeds it: seed now or runs differ
-    transformers.set_seed(cfg.seed)
-    model = get_peft_model(model, LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none", task_type="CAUSAL_LM",
-        target_modules="all-linear" if targets == ["all-linear"] else targets,  # peft takes the preset as a str
-    ))
-    trainable, total = model.get_nb_trainable_parameters()
-    share = trainable / total
-    log.info("training %d of %d parameters (%.2f%%)", trainable, total, 100 * share)
-    if share > TRAINABLE_WARN_SHARE:
-        log.warning("%.1f%% of parameters are trainable (over 5%%): train.r=%d is probably too high", 100 * share, cfg.r)
+    fallback = _apply_template_fallback(tok, cfg.chat_template_fallback, src)
+    fresh = [_load_model(src, method, cuda)]
+    peft_config(cfg, fresh[0])  # checks the target modules before anything is written
+    job = Job(src=src, method=method, cuda=cuda, tok=tok, n_examples=len(examples), ckpt_dir=ckpt_dir,
+               train_ds=Dataset.from_list(_to_prompt_completion(examples)),
+               eval_ds=Dataset.from_list(_to_prompt_completion(heldout[:LOSS_ITEMS])) if heldout else None,
+               items=task_items(heldout, tok, cfg.eval_items), progress=progress or NullProgress(),
+               callbacks=tuple(callbacks), fresh=fresh)
+    if cfg.save_steps:
+        log.info("checkpoints every %d steps in %s (a rerun resumes from the newest)", cfg.save_steps, ckpt_dir)
 
-    steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
-    total_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    history: list[dict[str, float]] = []
-
-    with store.build(KIND, key, params, {"base": base.key, "data": data.key}, tools={
+    with store.build(KIND, key, params, inputs, tools={
         "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
         "trl": trl.__version__,
-    }) as b, (progress or NullProgress()).task("train", total_steps) as bar:
-
-        class _Report(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kw):
-                if logs and "loss" in logs:
-                    history.append({"step": state.global_step, "loss": float(logs["loss"]),
-                                    "lr": float(logs.get("learning_rate", 0.0))})
-
-            def on_step_end(self, args, state, control, **kw):
-                bar.advance(1, loss=history[-1]["loss"] if history else float("nan"))
-
-        sft = SFTConfig(
-            output_dir=str(b.path / "checkpoints"),
-            max_length=cfg.max_length,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio (transformers 5 dropped warmup_ratio)
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps or -1,
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            bf16=cuda,
-            gradient_checkpointing=cuda,
-            gradient_checkpointing_kwargs={"use_reentrant": False} if cuda else None,
-            # Liger's fused RMSNorm/SwiGLU/RoPE/linear-cross-entropy: 1.6x tok/s at 0.63x memory on a
-            # Mistral-7B-shape QLoRA step on an H200 (benchmarks/train_throughput.py)
-            use_liger_kernel=liger,
-            use_cpu=not cuda,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
-        with _restored_modeling_module(model.config.model_type if liger else None):
-            trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list(_to_prompt_completion(examples)),
-                                 processing_class=tok, callbacks=[_Report()])
-            # transformers prints every log dict to stdout when tqdm is off; stdout belongs to --json output
-            trainer.remove_callback(PrinterCallback)
-            started = time.time()
-            result = trainer.train()
-        elapsed = time.time() - started
+    }) as b:
+        out, fallbacks = run_with_fallback(job.train_once, cfg) if oom_fallback else (job.train_once(cfg), [])
+        log_history = out.state.log_history
+        history = [{"step": r["step"], "epoch": r.get("epoch"), "loss": float(r["loss"]),
+                    "lr": float(r.get("learning_rate", 0.0)), "tokens": r.get("num_input_tokens_seen")}
+                   for r in log_history if "loss" in r]
+        evals = [{"epoch": r.get("epoch"), "step": r["step"], "eval_loss": r["eval_loss"],
+                  "accuracy": r.get("eval_accuracy"), "n": r.get("eval_items", 0)}
+                 for r in log_history if "eval_loss" in r]
         if not history or not math.isfinite(history[-1]["loss"]):
             raise TrainError("training produced no finite loss", "lower train.learning_rate; check the data")
-        model.save_pretrained(b.path / "adapter")
-        with (b.path / "train_log.jsonl").open("w") as fh:
-            for row in history:
-                fh.write(json.dumps(row) + "\n")
-        first, last = _mean(history[:5]), _mean(history[-5:])
-        if len(history) >= 10 and last >= first:
-            log.warning("loss did not fall (%.3f -> %.3f): try a lower learning rate (1e-4, 5e-5), check the chat "
-                        "template matches the model and that padding is not trained on", first, last)
-        b.outputs.update(adapter="adapter", log="train_log.jsonl")
+        check = loss_check(log_history)
+        if not out.judged_live:  # resumed past epoch 1: judge from the restored log
+            warn_if_flat(check, cfg.learning_rate, tok.pad_token)
+        out.model.save_pretrained(b.path / "adapter")
+        _check_saved(b.path / "adapter", out.trainable)
+        _write_jsonl(b.path / "train_log.jsonl", history)
+        _write_jsonl(b.path / "eval_log.jsonl", evals)
+        b.outputs.update(adapter="adapter", log="train_log.jsonl", eval_log="eval_log.jsonl")
+        if fallback:  # the merge stage writes it into the merged tokenizer (merge.py)
+            (b.path / TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
+            b.outputs["chat_template"] = TEMPLATE_FILE
+        steps = out.state.global_step
         b.metrics.update(
-            method=method, steps=result.global_step, loss_first=first, loss_last=last, train_s=round(elapsed, 2),
-            s_per_step=round(elapsed / max(1, result.global_step), 3), trainable_params=trainable,
-            total_params=total, trainable_share=share, n_examples=len(examples), device="cuda" if cuda else "cpu",
-            liger=liger, peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+            method=method, adapter=cfg.adapter, steps=steps, loss_first=_mean(history[:5]),
+            loss_last=_mean(history[-5:]), loss_check=check, epochs=evals,
+            eval_loss_last=evals[-1]["eval_loss"] if evals else None,
+            eval_accuracy_last=evals[-1]["accuracy"] if evals else None,
+            # wall time of this session's trainer.train (evaluations included), and its real tokens
+            train_s=round(out.train_s, 2), s_per_step=round(out.train_s / max(1, steps - (out.resumed_from or 0)), 3),
+            tokens=out.state.num_input_tokens_seen, tokens_per_s=round(out.session_tokens / max(out.train_s, 1e-9), 1),
+            trainable_params=out.trainable, total_params=out.total, trainable_share=out.trainable / out.total,
+            n_examples=len(examples), n_heldout_loss=len(job.eval_ds) if job.eval_ds else 0,
+            n_heldout_task=len(job.items), resumed_from_step=out.resumed_from, oom_fallback=fallbacks,
+            device="cuda" if cuda else "cpu", liger=liger_available(cuda),
+            # the settings the adapter was trained with: the config's, or the OOM fallback's last
+            batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum, max_length=out.cfg.max_length,
+            gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
+            peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+            chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
         )
+    checkpoints.remove(ckpt_dir)
     return b.artifact
 
 
-@contextlib.contextmanager
-def _restored_modeling_module(model_type: str | None):
-    """Liger patches transformers' modeling module globally (classes, functions, forward methods); restore
-    them after training so later stages in this process (the CPU fp32 merge, evals) run stock code.
-    Found on an H200: without this the merge's CPU RMSNorm ran Liger's Triton kernel and failed."""
-    if model_type is None:
-        yield
-        return
-    module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-    saved = dict(vars(module))
-    forwards = {obj: vars(obj)["forward"] for obj in saved.values() if isinstance(obj, type) and "forward" in vars(obj)}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
-        for cls, forward in forwards.items():
-            cls.forward = forward
+def _apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:
+    """Give `tok` the fallback chat template where it has none; True when the fallback is used. Raises
+    TrainError for a tokenizer with neither."""
+    if tok.chat_template:
+        if fallback:
+            log.info("%s has its own chat template: train.chat_template_fallback=%s is not used", src, fallback)
+        return False
+    if not fallback:
+        raise TrainError(f"{src} has a tokenizer without a chat template",
+                         "use an instruct model, add chat_template.jinja to it, or set "
+                         "train.chat_template_fallback (chatml or a .jinja file)")
+    tok.chat_template = templates.load(fallback)
+    log.warning("%s has no chat template: training with the fallback %s (train.chat_template_fallback); the "
+                "merged model and its GGUFs carry the same template", src, fallback)
+    end = templates.END_OF_TURN.get(fallback)
+    if end is not None and end != tok.eos_token:
+        log.warning("the %s template ends turns with %s, but %s's EOS is %s: the model learns to write %s and "
+                    "a runtime that stops only at EOS may run on", fallback, end, src, tok.eos_token, end)
+    return True
+
+
+def _check_saved(adapter_dir: Path, trainable: int) -> None:
+    """A saved adapter must hold every trainable weight: an empty or partial file would merge as a no-op."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as fh:
+        names = fh.keys()  # safe_open is not a mapping
+        saved = sum(math.prod(fh.get_slice(k).get_shape()) for k in names)
+    if saved != trainable:
+        raise TrainError(f"the saved adapter holds {saved} weights, training had {trainable}",
+                         "report this as a bug with the run's artifact.json; the trained model was not saved whole")
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
 
 
 def _mean(rows: list[dict[str, float]]) -> float:

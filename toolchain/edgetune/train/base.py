@@ -1,0 +1,50 @@
+"""The base model for training: which precision (resolve_method) and loading it in that precision."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from edgetune.config import TrainConfig
+
+
+def resolve_method(cfg: TrainConfig) -> str:
+    """auto → qlora only where NF4 pays off (CUDA with bitsandbytes); a CPU gets fp32 LoRA."""
+    if cfg.method != "auto":
+        return cfg.method
+    import importlib.util
+
+    import torch
+
+    return "qlora" if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") else "lora"
+
+
+def load_model(path: Path, method: str, cuda: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if cuda else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["dtype"] = compute
+        # each process of a multi-GPU run holds its NF4 copy on its own GPU (accelerate sets LOCAL_RANK)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else {"": "cpu"}
+    else:
+        kwargs["dtype"] = torch.bfloat16 if cuda else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if method == "qlora" and not cuda:
+        # bitsandbytes on CPU repacks NF4 weights into an inference-only format on first use, after which
+        # layer gradients silently vanish (NOTES.md); keep the trainable format.
+        import bitsandbytes as bnb
+
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                module.support_avx512bf16_for_cpu = False
+    return model

@@ -1,0 +1,66 @@
+"""`edgetune train` and `edgetune sweep` as library calls: the build's first stages (data, base) and then the
+adapter alone, registered; or the rank sweep. Same store and cache as `edgetune build` (`<out_dir>/store`), so a
+later build reuses the data, base and (same settings) train artifacts.
+
+Writes the stage artifacts, the registry entry (`<out_dir>/registry/<id>/`) and, for the sweep,
+`<out_dir>/runs/sweep-<name>/sweep.json|md`. Raises what the stages raise (ConfigError, DataError, ModelError,
+TrainError).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetune import basemodel, data
+from edgetune.artifacts import Artifact, Store
+from edgetune.config import BuildConfig
+from edgetune.progress import Progress
+from edgetune.train.launch import Trained, train_adapter
+from edgetune.train.registry import Entry, Registry, default_root, register_trained
+from edgetune.train.sweep import DEFAULT_RANKS, Metric, SweepResult, run_sweep
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    trained: Trained
+    entry: Entry
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.trained.artifact.file("adapter")
+
+    def to_dict(self) -> dict[str, Any]:
+        art = self.trained.artifact
+        m = art.metrics
+        return {"adapter": str(self.adapter_dir), "registry_id": self.entry.id, "registry": str(self.entry.path),
+                "artifact": str(art.path), "cached": art.cached, "processes": self.trained.processes,
+                "strategy": self.trained.strategy, "oom_fallback": self.trained.fallbacks,
+                "metrics": {k: m.get(k) for k in ("method", "adapter", "steps", "loss_first", "loss_last",
+                                                  "eval_loss_last", "eval_accuracy_last", "train_s")}}
+
+
+def inputs(cfg: BuildConfig) -> tuple[Store, Artifact, Artifact]:
+    """The store and the data and base artifacts, exactly as `edgetune build` makes them."""
+    store = Store(cfg.out_dir / "store")
+    return store, data.run(cfg.data, store), basemodel.run(cfg.model, store)
+
+
+def train_only(cfg: BuildConfig, *, gpus: int = 1, fsdp: bool | None = None, tracking_uri: str | None = None,
+               progress: Progress | None = None) -> TrainRun:
+    """data → base → train (N GPUs through accelerate when gpus > 1), then register the adapter."""
+    store, data_art, base = inputs(cfg)
+    trained = train_adapter(cfg.train, base, data_art, store, gpus=gpus, fsdp=fsdp, threads=cfg.threads,
+                            progress=progress)
+    entry = register_trained(Registry(default_root(cfg.out_dir), tracking_uri=tracking_uri), trained.artifact,
+                             base, data_art)
+    return TrainRun(trained, entry)
+
+
+def sweep_only(cfg: BuildConfig, run_dir: Path, *, ranks: tuple[int, ...] = DEFAULT_RANKS, fraction: float = 0.1,
+               metric: Metric = "accuracy", progress: Progress | None = None) -> SweepResult:
+    """data → base → the rank sweep on a slice of the training split, scored on the held-out split."""
+    store, data_art, base = inputs(cfg)
+    return run_sweep(cfg.train, base, data_art, store, run_dir, ranks=ranks, fraction=fraction, metric=metric,
+                     max_new_tokens=cfg.eval.max_new_tokens, threads=cfg.threads, progress=progress)
