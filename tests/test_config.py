@@ -165,3 +165,31 @@ def test_relative_sources_resolve_against_the_config_file(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     cfg = load_config(cfg_path)
     assert cfg.data.source == str(tmp_path / "proj" / "train.jsonl")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("eval: {forgetting: {mmlu2: 5}}\n", ("eval.forgetting: Value error, unknown forgetting set 'mmlu2'; choose "
+                                          "from mmlu, arc_easy, arc_challenge, hellaswag, piqa, winogrande")),
+    ("eval: {forgetting: {piqa: -1}}\n", ("eval.forgetting: Value error, piqa: items must be a whole number >= 0, "
+                                          "got -1")),
+    ("eval: {forgetting: {piqa: many}}\n", "eval.forgetting.piqa: Input should be a valid integer"),
+])
+def test_bad_forgetting_sets_are_one_line_errors(tmp_path, text, message):
+    path = write(tmp_path / "edgetune.yaml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.message.startswith(f"{path}: {message}")
+
+
+def test_forgetting_sets_replace_the_defaults(tmp_path):
+    cfg = load_config(write(tmp_path / "edgetune.yaml", "eval: {forgetting: {mmlu: 10, winogrande: 5}}\n"))
+    assert cfg.eval.forgetting == {"mmlu": 10, "winogrande": 5}
+
+
+def test_mmlu_items_of_older_configs_still_sets_the_mmlu_size(tmp_path, caplog):
+    cfg = load_config(write(tmp_path / "edgetune.yaml", "eval: {mmlu_items: 0}\n"))
+    assert cfg.eval.forgetting == {**BuildConfig().eval.forgetting, "mmlu": 0}
+    assert "eval.mmlu_items is deprecated" in caplog.text and "forgetting: {mmlu: 0}" in caplog.text
+    both = load_config(write(tmp_path / "b.yaml", "eval: {mmlu_items: 7, forgetting: {piqa: 3}}\n"))
+    assert both.eval.forgetting == {"piqa": 3, "mmlu": 7}
+    assert BuildConfig().with_overrides({"eval.mmlu_items": 12}).eval.forgetting["mmlu"] == 12

@@ -5,6 +5,7 @@ change, and a bad config that fails before anything is half-written."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tarfile
 import time
@@ -16,6 +17,7 @@ from edgetune.bundle import verify_bundle
 from edgetune.config import BuildConfig, DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainConfig
 from edgetune.constants import MANIFEST_FILE, Quant
 from edgetune.errors import ModelError
+from edgetune.evals.stage import read_results
 from edgetune.home import edgetune_home
 from edgetune.pipeline import BuildResult, build
 
@@ -23,8 +25,9 @@ QUANTS = [Quant.Q8_0, Quant.Q4_0]
 BUILDS = ["base", "gpu", "F16", "Q8_0", "Q4_0"]
 MODEL_STAGES = ["data", "base", "train", "merge", "gguf-F16", "imatrix", "gguf-Q8_0", "gguf-Q4_0"]
 GATE_STAGES = ["fidelity-ref", "fidelity-F16", "fidelity-Q8_0", "fidelity-Q4_0"]
-# every build: task eval and MMLU; every GGUF also a pairwise judge against the GPU build
-EVAL_STAGES = [f"{suite}-{b}" for b in BUILDS for suite in ("eval", "mmlu", "judge")
+FORGETTING = {"mmlu": 8, "arc_easy": 4, "winogrande": 4}
+# every build: task eval and each forgetting set; every GGUF also a pairwise judge against the GPU build
+EVAL_STAGES = [f"{suite}-{b}" for b in BUILDS for suite in ("eval", *FORGETTING, "judge")
                if suite != "judge" or b not in ("base", "gpu")]
 ALL_STAGES = MODEL_STAGES + GATE_STAGES + EVAL_STAGES + ["lora-gguf", "bundle"]
 
@@ -37,7 +40,7 @@ def config(model_dir: Path, jsonl: Path, out_dir: Path) -> BuildConfig:
         train=TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8, learning_rate=1e-2,
                           warmup_ratio=0.0),
         export=ExportConfig(quants=QUANTS),
-        eval=EvalConfig(mmlu_items=8, max_new_tokens=4),
+        eval=EvalConfig(forgetting=FORGETTING, max_new_tokens=4),
     )
 
 
@@ -118,13 +121,22 @@ def test_report_has_one_row_per_build(first):
     assert [r["name"] for r in report["builds"]] == BUILDS
     for name, row in rows.items():
         assert row["n"] == 10 and 0 <= row["accuracy"] <= 1, name
-        assert row["mmlu"]["n"] == 8, name
+        assert {s: f["n"] for s, f in row["forgetting"].items()} == FORGETTING, name
+        for f in row["forgetting"].values():
+            assert 0 <= f["acc"] <= 1 and 0 <= f["acc_norm"] <= 1 and f["ci95"][0] <= f["acc"] <= f["ci95"][1]
+        if name not in ("base", "gpu"):  # paired with the GPU build item by item
+            assert all(f["n_paired"] == f["n"] and "mcnemar_p" in f for f in row["forgetting"].values()), name
     sizes = [rows[name]["size_bytes"] for name in ("Q4_0", "Q8_0", "F16", "gpu")]
     assert 0 < sizes[0] < sizes[1] < sizes[2] < sizes[3] == rows["base"]["size_bytes"]  # fp32 HF folders
-    assert "delta_vs_gpu" in rows["Q4_0"] and "delta_vs_base" in rows["gpu"]["mmlu"]
+    assert "delta_vs_gpu" in rows["Q4_0"] and "delta_vs_base" in rows["gpu"]["forgetting"]["mmlu"]
+    # every build scored the same token ids: per-item prompt hashes agree across builds
+    hashes = {name: {r["id"]: r["prompt_sha256"] for r in read_results(result.stages[f"winogrande-{name}"])}
+              for name in BUILDS}
+    assert all(h == hashes["gpu"] and len(h) == 4 for h in hashes.values())
     markdown = result.report_md.read_text()
     for name in BUILDS:
         assert f"| {name} |" in markdown, name
+    assert "### Forgetting: ARC-Easy" in markdown and "### Forgetting: WinoGrande" in markdown
     run = json.loads((result.run_dir / "run.json").read_text())
     assert set(run["stages"]) == set(ALL_STAGES)
 
@@ -140,7 +152,8 @@ def test_new_quant_runs_only_its_own_stages(copied):
     cfg, out = copied
     result = build(changed(cfg, out, {"export.quants": [*QUANTS, Quant.Q5_0]}), edgetune_home())
     # the LoRA GGUF is re-checked because it must load on the new quant's base GGUF too
-    assert result.ran == ["gguf-Q5_0", "fidelity-Q5_0", "eval-Q5_0", "mmlu-Q5_0", "judge-Q5_0", "lora-gguf", "bundle"]
+    assert result.ran == ["gguf-Q5_0", "fidelity-Q5_0", "eval-Q5_0", "mmlu-Q5_0", "arc_easy-Q5_0", "winogrande-Q5_0",
+                          "judge-Q5_0", "lora-gguf", "bundle"]
     assert [r["name"] for r in result.report["builds"]] == [*BUILDS, "Q5_0"]
     assert len(list((result.bundle_dir / "models").glob("*.gguf"))) == 3
 
@@ -148,7 +161,7 @@ def test_new_quant_runs_only_its_own_stages(copied):
 def test_new_rank_reruns_training_and_everything_after(copied):
     cfg, out = copied
     result = build(changed(cfg, out, {"train.r": 4}), edgetune_home())
-    assert result.reused == ["data", "base", "eval-base", "mmlu-base"]
+    assert result.reused == ["data", "base", "eval-base", "mmlu-base", "arc_easy-base", "winogrande-base"]
     assert result.ran == [s for s in ALL_STAGES if s not in result.reused]
     assert json.loads((result.stages["train"].file("adapter") / "adapter_config.json").read_text())["r"] == 4
 
@@ -165,3 +178,16 @@ def test_bad_target_modules_fail_before_anything_half_written(tmp_path, tiny_mod
     for kind in ("data", "base"):
         assert all((p / "artifact.json").is_file() for p in (store / kind).iterdir())
     assert not (out / "runs").exists()
+
+
+def test_dora_build_ships_merged_ggufs_only_and_says_why(copied, caplog):
+    """llama.cpp has no form for DoRA's magnitude vector: the build skips the LoRA GGUF with a warning rather
+    than failing after training (or shipping an adapter that computes something else)."""
+    cfg, out = copied
+    with caplog.at_level(logging.WARNING, logger="edgetune.pipeline"):
+        result = build(changed(cfg, out, {"train.adapter": "dora"}), edgetune_home())
+    assert "train" in result.ran and "lora-gguf" not in result.stages
+    assert json.loads((result.stages["train"].file("adapter") / "adapter_config.json").read_text())["use_dora"]
+    assert any("lora_gguf: skipped" in r.getMessage() and "DoRA" in r.getMessage() for r in caplog.records)
+    assert not list(result.bundle_dir.rglob("*lora*.gguf"))
+    assert len(list((result.bundle_dir / "models").glob("*.gguf"))) == 2

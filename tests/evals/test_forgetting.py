@@ -125,3 +125,63 @@ def test_ties_go_to_the_first_choice(hf_runtime, tokenizer):
     record = run_multiple_choice(hf_runtime, [item]).items[0]
     assert record.logprobs[0] == record.logprobs[1] == record.logprobs[2]
     assert (record.pred, record.pred_norm, record.correct) == (0, 0, False)
+
+
+@pytest.mark.parametrize("set_name", ["arc_challenge", "hellaswag", "piqa", "winogrande"])
+def test_forgetting_stage_scores_each_set_on_both_runtimes(tmp_path, tokenizer, tiny_gguf, tiny_model_dir,
+                                                           reference_model, set_name):
+    """The eval stage on a non-MMLU set: both runtimes score the same token ids (equal prompt hashes), agree
+    with an independent forward pass, and the stored rows add up to the stored metrics; a second run is a
+    cache hit."""
+    from edgetune.artifacts import Store
+    from edgetune.evals.mc_sets import mc_items
+    from edgetune.evals.stage import read_results, run_forgetting
+    from edgetune.runtimes import HFRuntime, LlamaCppRuntime
+
+    items = mc_items(set_name, tokenizer, n_items=3, seed=0)
+    store = Store(tmp_path / "store")
+    arts = {
+        "gpu": run_forgetting("gpu", "k-hf", lambda: HFRuntime(tiny_model_dir), items, store, set_name=set_name),
+        "F16": run_forgetting("F16", "k-gguf", lambda: LlamaCppRuntime(tiny_gguf, n_ctx=512, n_threads=1), items,
+                              store, set_name=set_name),
+    }
+    rows = {name: read_results(a) for name, a in arts.items()}
+    assert [r["prompt_sha256"] for r in rows["gpu"]] == [r["prompt_sha256"] for r in rows["F16"]]
+    assert [r["prompt_sha256"] for r in rows["gpu"]] == [item.prompt_sha256() for item in items]
+    for item, r_hf, r_ll in zip(items, rows["gpu"], rows["F16"], strict=True):
+        assert r_hf["id"] == r_ll["id"] == item.id and r_hf["answer"] == item.answer
+        expected = [independent_logprob(reference_model, ctx, cont) for ctx, cont in item.requests()]
+        assert r_hf["logprobs"] == pytest.approx(expected, abs=1e-4)
+        for lp, ids, ref in zip(r_ll["logprobs"], item.choice_ids, expected, strict=True):
+            assert math.isclose(lp, ref, abs_tol=1e-3 * len(ids))
+    for name, a in arts.items():
+        assert a.record["params"]["set"] == set_name and a.metrics["set"] == set_name and a.metrics["n"] == 3
+        assert a.metrics["acc"] == sum(r["correct"] for r in rows[name]) / 3
+        assert a.metrics["acc_norm"] == sum(r["correct_norm"] for r in rows[name]) / 3
+    again = run_forgetting("gpu", "k-hf", lambda: pytest.fail("a cache hit opens no runtime"), items, store,
+                           set_name=set_name)
+    assert again.cached and again.key == arts["gpu"].key
+
+
+def test_runtime_lease_opens_once_and_only_when_needed(tmp_path, tokenizer, tiny_gguf):
+    from edgetune.artifacts import Store
+    from edgetune.evals.mc_sets import mc_items
+    from edgetune.evals.stage import RuntimeLease, run_forgetting
+    from edgetune.runtimes import LlamaCppRuntime
+
+    opened = []
+
+    def opener():
+        opened.append(1)
+        return LlamaCppRuntime(tiny_gguf, n_ctx=512, n_threads=1)
+
+    store = Store(tmp_path / "store")
+    sets = {name: mc_items(name, tokenizer, n_items=2) for name in ("arc_easy", "winogrande")}
+    with RuntimeLease(opener) as lease:
+        for name, items in sets.items():
+            run_forgetting("F16", "k", lease, items, store, set_name=name)
+    assert len(opened) == 1
+    with RuntimeLease(opener) as lease:  # everything cached: the model is never loaded
+        for name, items in sets.items():
+            assert run_forgetting("F16", "k", lease, items, store, set_name=name).cached
+    assert len(opened) == 1

@@ -38,6 +38,7 @@ class SyntheticRun:
     texts: dict[str, str]
     mmlu: dict[str, dict[str, bool]]
     subject_of: dict[str, str]
+    arc: dict[str, dict[str, bool]]  # a second forgetting set (ARC-Easy ids, no subjects)
     sizes: dict[str, int] = field(default_factory=dict)
 
 
@@ -67,8 +68,16 @@ def make_run(root: Path, *, seed: int = 0, n: int = 80, n_mc: int = 30, target: 
     outputs = {b: {i: refs[i] if c else other[refs[i]] for i, c in cs.items()} for b, cs in correct.items()}
     subject_of = {f"mmlu/{SUBJECTS[k % len(SUBJECTS)]}/{k}": SUBJECTS[k % len(SUBJECTS)] for k in range(n_mc)}
     mmlu = {b[0]: {i: rng.random() < 0.3 for i in subject_of} for b in builds}
+    arc_ids = [f"arc_easy/{k}" for k in range(n_mc)]
+    arc = {"gpu": {i: rng.random() < 0.6 for i in arc_ids}}
+    for name, *_ in builds:  # the edge builds match the GPU build, except that Q4_0 loses every third item
+        if name == "base":
+            arc[name] = {i: rng.random() < 0.7 for i in arc_ids}
+        elif name != "gpu":
+            arc[name] = {i: c and not (name == "Q4_0" and k % 3 == 0)
+                         for k, (i, c) in enumerate(arc["gpu"].items())}
 
-    task, forgetting = {}, {}
+    task, forgetting, forgetting_arc = {}, {}, {}
     for name, *_ in builds:
         rows = [{"id": i, "output": outputs[name][i], "reference": refs[i], "correct": correct[name][i]}
                 for i in ids]
@@ -81,6 +90,11 @@ def make_run(root: Path, *, seed: int = 0, n: int = 80, n_mc: int = 30, target: 
         mc_rows = [{"id": i, "subject": subject_of[i], "correct": c} for i, c in mmlu[name].items()]
         forgetting[name] = _artifact(store, KIND_FORGET, name, seed, mc_rows, {
             "acc": sum(mmlu[name].values()) / n_mc, "acc_norm": 0.25, "n": n_mc, "per_subject": per_subject})
+        arc_rows = [{"id": i, "subject": "arc_easy", "correct": c, "correct_norm": not c}
+                    for i, c in arc[name].items()]
+        forgetting_arc[name] = _artifact(store, KIND_FORGET, f"{name}-arc", seed, arc_rows, {
+            "acc": sum(arc[name].values()) / n_mc, "acc_norm": 1 - sum(arc[name].values()) / n_mc, "n": n_mc,
+            "per_subject": {"arc_easy": {"acc": 0.0, "acc_norm": 0.0, "n": n_mc}}})
     examples = [{"id": i, "messages": [{"role": "user", "content": texts[i]},
                                        {"role": "assistant", "content": refs[i]}]} for i in ids]
     data_key = stage_key("data", {"seed": seed}, {})
@@ -90,15 +104,16 @@ def make_run(root: Path, *, seed: int = 0, n: int = 80, n_mc: int = 30, target: 
     report = build_report(
         title=f"edgetune build: synthetic for {target}",
         builds=[{"name": name, "kind": kind, "size_bytes": size} for name, kind, size, *_ in builds],
-        task=task, forgetting=forgetting, context={"target": target, "model": f"synthetic-{seed}"},
+        task=task, forgetting={"mmlu": forgetting, "arc_easy": forgetting_arc}, context={"target": target, "model": f"synthetic-{seed}"},
         item_text=item_texts(examples))
     run_dir = root / "runs" / target
     write_report(report, run_dir)
     stages = {f"eval-{k}": str(a.path) for k, a in task.items()}
     stages |= {f"mmlu-{k}": str(a.path) for k, a in forgetting.items()}
+    stages |= {f"arc_easy-{k}": str(a.path) for k, a in forgetting_arc.items()}
     stages["data"] = str(store.lookup("data", data_key).path)
     write_json(run_dir / RUN_RECORD, {"config": {}, "stages": stages})
-    return SyntheticRun(run_dir, report, correct, outputs, texts, mmlu, subject_of,
+    return SyntheticRun(run_dir, report, correct, outputs, texts, mmlu, subject_of, arc,
                         {name: size for name, _, size, *_ in builds})
 
 

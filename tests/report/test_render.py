@@ -14,6 +14,7 @@ import pytest
 
 from edgetune.constants import REPORT_HTML, REPORT_JSON, REPORT_MD, RUN_RECORD
 from edgetune.report import compare as compare_mod
+from edgetune.report.html import to_html
 from edgetune.report.markdown import to_markdown
 from edgetune.report.publish import compare_runs, render_run
 from edgetune.report.render import MAX_FLIP_DETAILS, complete, load_report, write_report
@@ -66,12 +67,48 @@ def test_forgetting_per_subject_deltas_against_the_base(synthetic_run):
         return sum(mine) / len(mine)
 
     for name in ("gpu", "Q4_0"):
-        m = rows[name]["mmlu"]
+        m = rows[name]["forgetting"]["mmlu"]
         assert m["delta_vs_base"] == pytest.approx(sum(mmlu[name].values()) / len(mmlu[name])
                                                    - sum(mmlu["base"].values()) / len(mmlu["base"]))
         for s in SUBJECTS:
             assert m["per_subject"][s]["delta_vs_base"] == pytest.approx(acc(name, s) - acc("base", s))
-    assert all("delta_vs_base" not in v for v in rows["base"]["mmlu"]["per_subject"].values())
+    assert all("delta_vs_base" not in v for v in rows["base"]["forgetting"]["mmlu"]["per_subject"].values())
+
+
+def test_every_forgetting_set_is_paired_with_the_gpu_build(synthetic_run):
+    rows = rows_by_name(synthetic_run.report)
+    arc = synthetic_run.arc
+    assert list(rows["Q4_0"]["forgetting"]) == ["mmlu", "arc_easy"]
+    q4 = rows["Q4_0"]["forgetting"]["arc_easy"]
+    expected_lost = [i for k, (i, c) in enumerate(arc["gpu"].items()) if c and k % 3 == 0]
+    assert sorted(q4["flips_lost"]) == sorted(expected_lost) and q4["flips_gained"] == []
+    assert q4["mcnemar_p"] == pytest.approx(mcnemar_exact_p(len(expected_lost), 0))
+    assert q4["delta_vs_gpu"] == pytest.approx(-len(expected_lost) / 30)
+    assert q4["acc"] == pytest.approx(sum(arc["Q4_0"].values()) / 30)
+    assert q4["acc_norm"] == pytest.approx(1 - q4["acc"])  # acc_norm read from the per-item results
+    hits = sum(arc["Q4_0"].values())
+    assert q4["ci95"] == pytest.approx(list(wilson_interval(hits, 30)))
+    assert q4["ci95_norm"] == pytest.approx(list(wilson_interval(30 - hits, 30)))
+    assert rows["F16"]["forgetting"]["arc_easy"]["flips_lost"] == []
+    assert "flips_lost" not in rows["gpu"]["forgetting"]["arc_easy"]
+    assert "per_subject" not in q4  # one subject per set outside MMLU: nothing to break down
+
+
+def test_forgetting_sets_are_rendered(synthetic_run):
+    report = complete(synthetic_run.report)
+    q4 = rows_by_name(report)["Q4_0"]["forgetting"]["arc_easy"]
+    md = to_markdown(report)
+    assert "## Forgetting check (log-likelihood multiple choice; acc, change vs the base)" in md
+    assert "| build | MMLU (n=30) | ARC-Easy (n=30) |" in md
+    assert "### Forgetting: MMLU" in md and "### Forgetting: ARC-Easy" in md
+    lost = f"{len(q4['flips_lost'])} / 0"
+    q4_line = next(line for line in md.split("### Forgetting: ARC-Easy")[1].splitlines() if line.startswith("| Q4_0 |"))
+    assert lost in q4_line and f"{q4['mcnemar_p']:.3f}" in q4_line
+    assert "**Forgetting (GPU build vs the base, acc):** MMLU " in md and "ARC-Easy " in md
+    page = to_html(report)
+    assert 'id="forgetting-arc_easy"' in page and 'id="forgetting-mmlu"' in page
+    section = page.split('id="forgetting-arc_easy"')[1].split("</section>")[0]
+    assert '<tr class="worse"><td>Q4_0</td>' in section  # a significant loss is shaded
 
 
 def test_write_report_writes_three_files_and_keeps_its_two_path_return(tmp_path, synthetic_run):
@@ -157,7 +194,8 @@ def test_render_run_upgrades_an_older_report_from_the_run_record(synthetic_run, 
     for r in old["builds"]:
         for key in ("delta_vs_gpu_ci95", "flipped_items", "n_paired"):
             r.pop(key, None)
-        r.get("mmlu", {}).pop("per_subject", None)
+        r.pop("forgetting", None)
+        r["mmlu"] = {"acc": 0.0, "n": 1}  # as an edgetune before the other forgetting sets wrote it
     old.pop("recommendation")
     old = add_optional(old)
     (synthetic_run.run_dir / REPORT_JSON).write_text(json.dumps(old))
@@ -167,7 +205,7 @@ def test_render_run_upgrades_an_older_report_from_the_run_record(synthetic_run, 
     for name, r in new.items():
         for key in ("delta_vs_gpu_ci95", "flipped_items"):
             assert r.get(key) == expected[name].get(key)
-        assert r["mmlu"].get("per_subject") == expected[name]["mmlu"].get("per_subject")
+        assert r["forgetting"] == expected[name]["forgetting"]  # every set rebuilt from the run's artifacts
     assert new["Q4_0"]["fidelity"]["gate"]["passed"] is False  # other stages' keys survive the refresh
     assert done.recommendation["quant"] != "Q4_0"
     assert done.html_path.read_text().count("<img ") == 3

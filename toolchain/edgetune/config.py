@@ -6,11 +6,12 @@ hours into a run. CLI flags override file values through `BuildConfig.with_overr
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.constants import Quant
@@ -43,16 +44,36 @@ class DataConfig(_Section):
     seed: int = Field(0, description="Seed of the train/held-out split.")
 
 
+# Adapter kinds refused, with the reason: llama.cpp runs none of them and none folds into the weights.
+REFUSED_ADAPTERS = {
+    "prefix": "prefix tuning", "prefix_tuning": "prefix tuning", "prompt": "prompt tuning",
+    "prompt_tuning": "prompt tuning", "p_tuning": "p-tuning", "ptuning": "p-tuning",
+}
+
+
 class TrainConfig(_Section):
     method: Literal["auto", "lora", "qlora"] = Field(
-        "auto", description="auto: QLoRA (NF4) when CUDA and bitsandbytes are present, else fp32 LoRA."
+        "auto", description="Base precision. auto: QLoRA (NF4 base) when CUDA and bitsandbytes are present, else "
+                            "an fp32 (CPU) or bf16 (CUDA) base; lora: full-precision base; qlora: NF4 base.",
     )
-    r: int = Field(16, ge=1, description="LoRA rank.")
-    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    adapter: Literal["lora", "dora", "rslora", "ia3"] = Field(
+        "lora", description="Adapter kind, each mergeable into the base: lora; dora (weight-decomposed LoRA); "
+                            "rslora (LoRA scaled alpha/sqrt(r)); ia3 (learned scaling vectors, far fewer parameters).",
+    )
+    r: int = Field(16, ge=1, description="LoRA rank (lora, dora, rslora).")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r; alpha / sqrt(r) for rslora).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Module names (suffixes) to adapt; checked against the model.",
+        description="Module names (suffixes) or a preset to adapt with lora/dora/rslora; checked against the model.",
+    )
+    ia3_target_modules: list[str] = Field(
+        default_factory=lambda: ["k_proj", "v_proj", "down_proj"],
+        description="Modules IA3 scales (its paper's choice: keys, values and the feed-forward output).",
+    )
+    ia3_feedforward_modules: list[str] = Field(
+        default_factory=lambda: ["down_proj"],
+        description="Those of ia3_target_modules whose input (not output) IA3 scales: the feed-forward ones.",
     )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
@@ -62,7 +83,50 @@ class TrainConfig(_Section):
     batch_size: int = Field(8, ge=1, description="Per-device batch size, in examples.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(256, ge=16, description="Longest tokenised example, in tokens; longer ones are cut.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Recompute activations in the backward pass (less memory, ~25% slower). None: on for "
+                          "CUDA, off on CPU.")
+    save_steps: int = Field(50, ge=0, description="Checkpoint every this many optimizer steps, so an interrupted "
+                                                  "run resumes (0: no checkpoints). Checkpoints go once the "
+                                                  "adapter is saved.")
+    eval_items: int = Field(16, ge=0, description="Held-out items answered greedily after each epoch for the task "
+                                                  "accuracy (0: off; the held-out loss is always measured).")
+    packing: bool = Field(False, description="Pack several examples into each max_length row (TRL's best-fit "
+                                             "decreasing, padding-free: position_ids keep examples from attending "
+                                             "to each other). batch_size then counts packed rows.")
+    chat_template_fallback: str | None = Field(
+        None, description="Chat template for a base model that has none: a built-in name (chatml) or a .jinja file. "
+                          "Ignored when the model has its own; the merged model and GGUFs carry it.")
     seed: int = Field(0, description="Training seed (CPU runs are bit-reproducible).")
+
+    @field_validator("chat_template_fallback")
+    @classmethod
+    def _template_name_or_file(cls, v: str | None) -> str | None:
+        from edgetune.train.templates import BUILTIN
+
+        if v is not None and v not in BUILTIN and not v.endswith(".jinja"):
+            raise ValueError(f"{v!r} is neither a built-in template ({', '.join(BUILTIN)}) nor a .jinja file")
+        return v
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _refuse_unmergeable(cls, v: Any) -> Any:
+        name = str(v).strip().lower().replace("-", "_")
+        if name in REFUSED_ADAPTERS:
+            kind = REFUSED_ADAPTERS[name]
+            raise ConfigError(
+                f"train.adapter: {kind} is not supported: it learns virtual tokens rather than weight changes, "
+                "so it cannot be merged into the model, and llama.cpp cannot run it on the board",
+                "use adapter: lora (or dora, rslora, ia3), which merge into the weights",
+            )
+        return name if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _ia3_feedforward_is_targeted(self) -> TrainConfig:
+        extra = sorted(set(self.ia3_feedforward_modules) - set(self.ia3_target_modules))
+        if extra:
+            raise ValueError(f"ia3_feedforward_modules {extra} must also be in ia3_target_modules")
+        return self
 
 
 class GateConfig(_Section):
@@ -87,12 +151,48 @@ class ExportConfig(_Section):
     gates: GateConfig = GateConfig()
 
 
+# Forgetting sets of the default build and their sizes: MMLU carries the check; the small subsets of the
+# others add about a minute to the embedded default on a 2-core CPU (docs/benchmarks.md) and flag large drops.
+DEFAULT_FORGETTING = {"mmlu": 100, "arc_easy": 30, "arc_challenge": 30, "hellaswag": 15, "piqa": 25,
+                      "winogrande": 30}
+
+
 class EvalConfig(_Section):
     max_new_tokens: int = Field(4, ge=1, description="Greedy tokens generated per held-out item.")
     judge_items: int = Field(20, ge=0, description="Held-out items judged pairwise, GPU vs each GGUF (0: off).")
     judge_rubric: str = Field("reference-match", description="Rubric under evals/judge/ (name or path).")
-    mmlu_items: int = Field(100, ge=0, description="MMLU items in the forgetting check (0 turns it off).")
-    seed: int = Field(0, description="Seed of the MMLU subset.")
+    forgetting: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_FORGETTING),
+        description="Forgetting check: set name -> items in its seeded subset (0 or absent: not run). Sets: mmlu, "
+                    "arc_easy, arc_challenge, hellaswag, piqa, winogrande; log-likelihood multiple choice on the "
+                    "base, the GPU build and every GGUF.")
+    seed: int = Field(0, description="Seed of every forgetting subset.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_mmlu_items(cls, data: Any) -> Any:
+        """`mmlu_items: N` (edgetune <= 0.1) still works: it sets `forgetting.mmlu`, with a warning."""
+        if isinstance(data, dict) and "mmlu_items" in data:
+            data = dict(data)
+            n = data.pop("mmlu_items")
+            sets = data.get("forgetting")
+            data["forgetting"] = {**(sets if isinstance(sets, dict) else DEFAULT_FORGETTING), "mmlu": n}
+            logging.getLogger(__name__).warning(
+                "eval.mmlu_items is deprecated: read as eval.forgetting.mmlu = %s; write `forgetting: {mmlu: %s}` "
+                "under eval: instead", n, n)
+        return data
+
+    @field_validator("forgetting")
+    @classmethod
+    def _known_sets(cls, v: dict[str, int]) -> dict[str, int]:
+        from edgetune.evals.mc_sets import FORGETTING_SETS
+
+        for name, n in v.items():
+            if name not in FORGETTING_SETS:
+                raise ValueError(f"unknown forgetting set {name!r}; choose from {', '.join(FORGETTING_SETS)}")
+            if not isinstance(n, int) or n < 0:
+                raise ValueError(f"{name}: items must be a whole number >= 0, got {n!r}")
+        return v
 
 
 class BuildConfig(_Section):
@@ -187,11 +287,14 @@ data:
   seed: 0
 
 train:
-  method: auto             # auto: QLoRA NF4 on CUDA, fp32 LoRA on CPU; or lora / qlora
+  method: auto             # base precision. auto: QLoRA NF4 on CUDA, fp32 LoRA on CPU; or lora / qlora
+  adapter: lora            # lora | dora | rslora | ia3 (prefix/prompt tuning cannot be merged or run by llama.cpp)
   r: 16
   alpha: 32
   dropout: 0.05
   target_modules: [q_proj, k_proj, v_proj, o_proj]
+  ia3_target_modules: [k_proj, v_proj, down_proj]   # used by adapter: ia3
+  ia3_feedforward_modules: [down_proj]
   learning_rate: 2.0e-4
   lr_scheduler: cosine
   warmup_ratio: 0.03
@@ -200,6 +303,11 @@ train:
   batch_size: 8
   grad_accum: 1
   max_length: 256
+  gradient_checkpointing: null   # null: on for CUDA, off on CPU
+  save_steps: 50           # checkpoint every N steps; a rerun of the same build resumes (0: off)
+  eval_items: 16           # held-out items answered after each epoch for accuracy (0: off)
+  packing: false           # pack examples into max_length rows (padding-free; no attention across examples)
+  chat_template_fallback: null   # for a base without a chat template: chatml or path/to/template.jinja
   seed: 0
 
 export:
@@ -219,8 +327,14 @@ eval:
   max_new_tokens: 4
   judge_items: 20          # held-out items judged pairwise, GPU build vs each GGUF (0: off)
   judge_rubric: reference-match   # evals/judge/<name>.yaml
-  mmlu_items: 100          # forgetting check size (0: off)
-  seed: 0
+  forgetting:              # forgetting check vs the base: items per log-likelihood multiple-choice set (0: off)
+    mmlu: 100
+    arc_easy: 30
+    arc_challenge: 30
+    hellaswag: 15
+    piqa: 25
+    winogrande: 30
+  seed: 0                  # seed of every forgetting subset
 
 judge: null                # an OpenAI-compatible judge; null: a local llama.cpp judge (weak, a smoke test)
 # judge:

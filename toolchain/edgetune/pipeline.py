@@ -29,6 +29,8 @@ from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report
 from edgetune.targets import get_target
+from edgetune.export.lora import lora_gguf_supported
+from edgetune.train.registry import Registry, default_root, register_trained
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,15 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=basemodel.model_dir(base) / "config.json", quants=quants).require_pick()
     stages["train"] = trained = train.run(cfg.train, base, data_art, store, threads=cfg.threads, progress=progress)
+    adapter_entry = register_trained(Registry(default_root(cfg.out_dir)), trained, base, data_art)
     stages["merge"] = merged = merge.run(base, trained, store)
     name = model_name(cfg)
     provenance = {
         "base": {"source": cfg.model.source, "sha256": base.outputs["source_sha256"],
                  "license": base.outputs.get("license")},
         "data": {"source": cfg.data.source, "artifact": data_art.key},
-        "adapter": {"artifact": trained.key, "method": trained.metrics.get("method")},
+        "adapter": {"artifact": trained.key, "method": trained.metrics.get("method"),
+                    "registry_id": adapter_entry.id},
         "train": cfg.train.model_dump(),
         "edgetune": __version__,
     }
@@ -107,8 +111,9 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
         from transformers import AutoTokenizer
 
+        # the merged model's tokenizer: it carries a fallback chat template where the base has none
         text = calibration_text(data.read_examples(data_art.file("train")),
-                                AutoTokenizer.from_pretrained(basemodel.model_dir(base)))
+                                AutoTokenizer.from_pretrained(merged.path / merged.outputs["model_dir"]))
         stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
     ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
                                                threads=cfg.threads, imatrix=imatrix)}
@@ -144,7 +149,11 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
                     "rows": {r.quant: {"need_bytes": r.need_bytes, "status": r.status, "prompt_tok_s": r.prompt_tok_s,
                                        "gen_tok_s": r.gen_tok_s} for r in plan.rows}}
     lora = None
-    if cfg.export.lora_gguf:
+    unmergeable = lora_gguf_supported(trained.path / trained.outputs["adapter"]) if cfg.export.lora_gguf else None
+    if unmergeable:
+        log.warning("export.lora_gguf: skipped, %s (train.adapter=%s); the bundle ships the merged GGUFs only. "
+                    "Set export.lora_gguf: false to silence this", unmergeable, cfg.train.adapter)
+    if cfg.export.lora_gguf and not unmergeable:
         base_f16 = export.convert(base, tools, store, name=f"{name}-base", license_name=base.outputs.get("license"))
         base_ggufs = {Quant.F16: base_f16, **export.quantize(base_f16, [q for q in shipped if q != Quant.F16],
                                                              tools, store, threads=cfg.threads)}
@@ -181,7 +190,8 @@ class _Evaluator:
         self.base, self.merged = base, merged
         self.base_dir = basemodel.model_dir(base)
         self.merged_dir = merged.path / merged.outputs["model_dir"]
-        self.tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        # every build is prompted in the fine-tune's format (the base's template, or the fallback train used)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.merged_dir)
         self.examples = data.read_examples(data_art.file("heldout"))
         self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
@@ -217,22 +227,26 @@ class _Evaluator:
 
     def report(self, ggufs: dict[Quant, Artifact], verdicts: dict[Quant, GateVerdict], plan,
                context: dict[str, Any]) -> dict[str, Any]:
-        from edgetune.evals.forgetting import mmlu_items
+        from edgetune.evals.mc_sets import forgetting_items
 
         cfg = self.cfg
-        mc = mmlu_items(self.tokenizer, n_items=cfg.eval.mmlu_items, seed=cfg.eval.seed) if cfg.eval.mmlu_items else []
+        mc_sets = {name: forgetting_items(name, self.tokenizer, n_items=n, seed=cfg.eval.seed)
+                   for name, n in cfg.eval.forgetting.items() if n}
         runs = [(BASE_BUILD, "base (HF fp32)", self.base, self._hf(self.base_dir), _weights_bytes(self.base_dir)),
                 (GPU_BUILD, "GPU build (HF fp32, merged)", self.merged, self._hf(self.merged_dir),
                  _weights_bytes(self.merged_dir))]
         runs += [(q.value, "GGUF", a, self._gguf(a), a.metrics["size_bytes"]) for q, a in ggufs.items()]
-        task_arts, mc_arts, builds = {}, {}, []
+        task_arts, builds = {}, []
+        mc_arts: dict[str, dict[str, Artifact]] = {name: {} for name in mc_sets}
         for build_name, kind, art, opener, size in runs:
-            task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
-                build_name, art.key, opener, self.items, self.tokenizer, self.store,
-                max_new_tokens=cfg.eval.max_new_tokens, progress=self.progress)
-            if mc:
-                mc_arts[build_name] = self.stages[f"mmlu-{build_name}"] = evals.run_forgetting(
-                    build_name, art.key, opener, mc, self.store, progress=self.progress)
+            with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
+                task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
+                    build_name, art.key, lease, self.items, self.tokenizer, self.store,
+                    max_new_tokens=cfg.eval.max_new_tokens, progress=self.progress)
+                for set_name, mc in mc_sets.items():
+                    mc_arts[set_name][build_name] = self.stages[evals.forgetting_stage(set_name, build_name)] = \
+                        evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,
+                                             progress=self.progress)
             row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
             if kind == "GGUF" and cfg.eval.judge_items:
                 row["judge"] = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])

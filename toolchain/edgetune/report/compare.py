@@ -15,7 +15,16 @@ from typing import Any
 from edgetune.report import plots
 from edgetune.report.html import img_html, page, table_html
 from edgetune.report.markdown import table
-from edgetune.report.sections import Table, builds, mb, pct, pct_range, pts_range, signed_pts
+from edgetune.report.sections import (
+    Table,
+    builds,
+    forgetting_sets,
+    mb,
+    pct,
+    pct_range,
+    pts_range,
+    signed_pts,
+)
 from edgetune.report.stats import (
     mcnemar_exact_p,
     newcombe_diff_interval,
@@ -30,7 +39,7 @@ PAIRED, UNPAIRED = "paired bootstrap", "Newcombe (unpaired)"
 def _side(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"accuracy": row["accuracy"], "n": row["n"], "ci95": row.get("ci95")
             or list(wilson_interval(round(row["accuracy"] * row["n"]), row["n"])),
-            "size_bytes": row.get("size_bytes"), "mmlu_acc": (row.get("mmlu") or {}).get("acc")}
+            "size_bytes": row.get("size_bytes"), "mmlu_acc": forgetting_sets(row).get("mmlu", {}).get("acc")}
 
 
 def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, label_a: str, label_b: str,

@@ -111,8 +111,10 @@ def to_html(report: Mapping[str, Any]) -> str:
     if (t := sections.device_table(report)) is not None:
         parts += [table_html(t), img_html(plots.measured_vs_predicted(report),
                                           "measured vs predicted tokens per second")]
-    if (t := sections.forgetting_table(report)) is not None:
+    if (t := sections.forgetting_overview(report)) is not None:
         parts.append(table_html(t))
+    parts += [f"<details><summary>{escape(t.title)}</summary>{table_html(t, heading='')}</details>"
+              for t in sections.forgetting_tables(report)]
     if (t := sections.subject_table(report)) is not None:
         parts.append(f"<details><summary>{escape(t.title)}</summary>{table_html(t, heading='')}</details>")
     prefix, flips = sections.flip_tables(report)

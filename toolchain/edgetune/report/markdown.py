@@ -46,9 +46,11 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     lines += recommendation_lines(resolve(report))
     for label, text in sections.summary(report):
         lines += [f"**{label}:** {text}", ""]
-    for make in (sections.accuracy_table, sections.forgetting_table):
+    for make in (sections.accuracy_table, sections.forgetting_overview):
         if (t := make(report)) is not None:
             lines += table(t)
+    for t in sections.forgetting_tables(report):
+        lines += table(t, heading="###")
     if (t := sections.subject_table(report, limit=SUBJECT_ROWS, changed_only=True)) is not None:
         lines += table(t, heading="###")
     for make in (sections.fidelity_table, sections.judge_table, sections.device_table):

@@ -3,7 +3,7 @@
 A run folder (`<out_dir>/runs/<target>/`) holds report.json and run.json, the record of every stage's
 artifact folder. When run.json's eval artifacts are still there, the report is rebuilt from them, so a report
 written by an older edgetune gains the fields it lacks (flipped items with their text, per-subject
-forgetting) — but only if the rebuilt accuracies equal the stored ones; otherwise the stored report is kept
+forgetting, every forgetting set's paired flips) — but only if the rebuilt accuracies equal the stored ones; otherwise the stored report is kept
 and a warning says why.
 Keys other stages added (fidelity, judge, device, recommendation) are kept as they are.
 """
@@ -18,14 +18,15 @@ from typing import Any
 
 from edgetune.artifacts import Artifact, atomic_write_text, write_json
 from edgetune.constants import ARTIFACT_FILE, GPU_BUILD, REPORT_JSON, RUN_RECORD
-from edgetune.evals.stage import read_results
+from edgetune.evals.mc_sets import FORGETTING_SETS
+from edgetune.evals.stage import forgetting_stage, read_results
 from edgetune.report import compare
 from edgetune.report.device import device_sections
 from edgetune.report.render import build_report, item_texts, load_report, write_report_files
 
 log = logging.getLogger(__name__)
 
-TASK_PREFIX, FORGET_PREFIX, DATA_STAGE = "eval-", "mmlu-", "data"
+TASK_PREFIX, DATA_STAGE = "eval-", "data"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def refresh(report: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     arts = run_artifacts(run_dir)
     names = [r["name"] for r in report["builds"]]
     task = {n: arts[TASK_PREFIX + n] for n in names if TASK_PREFIX + n in arts}
-    forgetting = {n: arts[FORGET_PREFIX + n] for n in names if FORGET_PREFIX + n in arts}
+    forgetting = {s: found for s in FORGETTING_SETS
+                  if (found := {n: arts[forgetting_stage(s, n)] for n in names if forgetting_stage(s, n) in arts})}
     if not task:
         return report
     texts = {}

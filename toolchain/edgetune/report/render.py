@@ -1,6 +1,8 @@
 """The build report: one row per build (base, GPU build, each GGUF) with accuracy, its 95% CI, the paired
 change against the GPU build (flips, exact McNemar p, paired-bootstrap CI of the difference), size, the
-flipped items themselves, and forgetting on MMLU (overall and per subject) against the base.
+flipped items themselves, and forgetting on each log-likelihood multiple-choice set (MMLU overall and per
+subject, ARC, HellaSwag, PIQA, WinoGrande): acc and acc_norm with CIs, the change against the base, and the
+flips against the GPU build on the same items.
 
 Reads eval artifacts' records and results.jsonl (never guessing paths); writes report.json, report.md and
 report.html (see `write_report`).
@@ -51,15 +53,52 @@ def _flip_details(ids: Sequence[str], gpu: Mapping[str, Mapping[str, Any]],
     return rows
 
 
+def _forgetting(name: str, arts: Mapping[str, Artifact], results: Mapping[str, Mapping[str, Mapping[str, Any]]]
+                ) -> dict[str, Any]:
+    """One build's figures on one forgetting set: acc and acc_norm with Wilson CIs, the change against the
+    base, and the paired comparison with the GPU build on the same items (flips, McNemar p, bootstrap CI)."""
+    m = arts[name].metrics
+    rows = results[name]
+    right = {i: bool(r["correct"]) for i, r in rows.items()}
+    right_norm = {i: bool(r.get("correct_norm", r["correct"])) for i, r in rows.items()}
+    out: dict[str, Any] = {
+        "acc": m["acc"], "acc_norm": m.get("acc_norm"), "n": m["n"],
+        "ci95": list(wilson_interval(sum(right.values()), len(right))),
+        "ci95_norm": list(wilson_interval(sum(right_norm.values()), len(right_norm)))}
+    base = arts[BASE_BUILD].metrics if BASE_BUILD in arts else None
+    if base is not None and name != BASE_BUILD:
+        out["delta_vs_base"] = m["acc"] - base["acc"]
+        if m.get("acc_norm") is not None and base.get("acc_norm") is not None:
+            out["delta_norm_vs_base"] = m["acc_norm"] - base["acc_norm"]
+    if GPU_BUILD in arts and name != GPU_BUILD:
+        gpu = {i: bool(r["correct"]) for i, r in results[GPU_BUILD].items()}
+        lost, gained = paired_flips(gpu, right)
+        n_paired = len(set(gpu) & set(right))
+        out.update(delta_vs_gpu=m["acc"] - arts[GPU_BUILD].metrics["acc"], n_paired=n_paired,
+                   flips_lost=lost, flips_gained=gained, mcnemar_p=mcnemar_exact_p(len(lost), len(gained)),
+                   delta_vs_gpu_ci95=list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained))))
+    if "per_subject" in m and len(m["per_subject"]) > 1:
+        out["per_subject"] = {
+            subject: {"acc": s["acc"], "n": s["n"],
+                      **({"delta_vs_base": s["acc"] - base["per_subject"][subject]["acc"]}
+                         if base is not None and name != BASE_BUILD
+                         and subject in base.get("per_subject", {}) else {})}
+            for subject, s in sorted(m["per_subject"].items())}
+    return out
+
+
 def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mapping[str, Artifact],
-                 forgetting: Mapping[str, Artifact], context: Mapping[str, Any],
+                 forgetting: Mapping[str, Mapping[str, Artifact]], context: Mapping[str, Any],
                  item_text: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """`builds`: [{"name", "kind", "size_bytes", ...}] in display order; `task`/`forgetting`: build name →
-    eval artifact; `item_text`: item id → prompt text shown next to flipped items (see `item_texts`)."""
+    """`builds`: [{"name", "kind", "size_bytes", ...}] in display order; `task`: build name → eval artifact;
+    `forgetting`: set name (mmlu, arc_easy, ...) → build name → eval artifact, each row then gets
+    `row["forgetting"][set]` (see `_forgetting`); `item_text`: item id → prompt text shown next to flipped
+    items (see `item_texts`)."""
     item_text = item_text or {}
     results = {name: {r["id"]: r for r in read_results(a)} for name, a in task.items()}
     correct = {name: {i: bool(r["correct"]) for i, r in rs.items()} for name, rs in results.items()}
-    mc = {name: {r["id"]: bool(r["correct"]) for r in read_results(a)} for name, a in forgetting.items()}
+    mc = {set_name: {name: {r["id"]: r for r in read_results(a)} for name, a in arts.items()}
+          for set_name, arts in forgetting.items()}
     rows = []
     for build in builds:
         name = build["name"]
@@ -79,20 +118,10 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
                     flipped_items={side: _flip_details(ids, results[GPU_BUILD], results[name], item_text)
                                    for side, ids in (("lost", lost), ("gained", gained))},
                 )
-        if name in forgetting:
-            m = forgetting[name].metrics
-            row["mmlu"] = {"acc": m["acc"], "acc_norm": m["acc_norm"], "n": m["n"],
-                           "ci95": list(wilson_interval(sum(mc[name].values()), len(mc[name])))}
-            base = forgetting[BASE_BUILD].metrics if BASE_BUILD in forgetting else None
-            if base is not None and name != BASE_BUILD:
-                row["mmlu"]["delta_vs_base"] = m["acc"] - base["acc"]
-            if "per_subject" in m:
-                row["mmlu"]["per_subject"] = {
-                    subject: {"acc": s["acc"], "n": s["n"],
-                              **({"delta_vs_base": s["acc"] - base["per_subject"][subject]["acc"]}
-                                 if base is not None and name != BASE_BUILD
-                                 and subject in base.get("per_subject", {}) else {})}
-                    for subject, s in sorted(m["per_subject"].items())}
+        sets = {set_name: _forgetting(name, arts, mc[set_name]) for set_name, arts in forgetting.items()
+                if name in arts}
+        if sets:
+            row["forgetting"] = sets
         rows.append(row)
     return {"title": title, "context": dict(context), "builds": rows}
 

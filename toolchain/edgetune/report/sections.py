@@ -101,6 +101,10 @@ def summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     if edge:
         out.append(("Lost to conversion and quantization (vs the GPU build)", ", ".join(
             f"{r['name']} {signed_pts(r['delta_vs_gpu'])}" for r in edge) + "."))
+    forgot = [f"{SET_TITLES.get(s, s)} {signed_pts(f['delta_vs_base'])}"
+              for s, f in forgetting_sets(by_name.get(GPU_BUILD, {})).items() if "delta_vs_base" in f]
+    if forgot:
+        out.append(("Forgetting (GPU build vs the base, acc)", ", ".join(forgot) + "."))
     return out
 
 
@@ -127,34 +131,92 @@ def accuracy_table(report: Mapping[str, Any]) -> Table | None:
                  [row_class(r) for r in rows])
 
 
-def forgetting_table(report: Mapping[str, Any]) -> Table | None:
-    rows = [r for r in builds(report) if "mmlu" in r]
+SET_TITLES = {"mmlu": "MMLU", "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag",
+              "piqa": "PIQA", "winogrande": "WinoGrande"}
+FORGETTING_NOTE = ("Log-likelihood multiple choice on fixed, seeded subsets, every build on the same items and "
+                   "token ids. acc picks the choice with the highest summed log-probability, acc_norm the highest "
+                   "per character (WinoGrande scores one shared continuation, so both are equal). CIs are 95% "
+                   "Wilson intervals; \"lost / gained\" are items the GPU build got right and this build wrong, "
+                   "and the reverse, with McNemar's exact p.")
+
+
+def forgetting_sets(row: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Set name → a build row's forgetting figures; a report from before the other sets keeps MMLU's under
+    `row["mmlu"]`."""
+    sets = row.get("forgetting")
+    if isinstance(sets, Mapping):
+        return dict(sets)
+    return {"mmlu": row["mmlu"]} if isinstance(row.get("mmlu"), Mapping) else {}
+
+
+def _set_names(report: Mapping[str, Any]) -> list[str]:
+    return list(dict.fromkeys(name for r in builds(report) for name in forgetting_sets(r)))
+
+
+def _flips(f: Mapping[str, Any]) -> str:
+    return f"{len(f['flips_lost'])} / {len(f['flips_gained'])}" if "flips_lost" in f else "–"
+
+
+def forgetting_overview(report: Mapping[str, Any]) -> Table | None:
+    """acc on every set per build, with its change against the base: the whole forgetting check at a glance."""
+    names = _set_names(report)
+    rows = [r for r in builds(report) if forgetting_sets(r)]
     if not rows:
         return None
-    return Table("forgetting", "Forgetting check (MMLU subset, log-likelihood multiple choice)",
-                 ["build", "acc", "95% CI", "acc_norm", "vs base"],
-                 [[r["name"], pct(r["mmlu"]["acc"]), pct_range(r["mmlu"].get("ci95")),
-                   pct(r["mmlu"].get("acc_norm")), signed_pts(r["mmlu"].get("delta_vs_base"))] for r in rows])
+    cells = []
+    for r in rows:
+        sets = forgetting_sets(r)
+        cells.append([r["name"]] + [
+            "–" if s not in sets else pct(sets[s]["acc"]) + (
+                f" ({signed_pts(sets[s]['delta_vs_base'])})" if "delta_vs_base" in sets[s] else "")
+            for s in names])
+    n = {s: next((forgetting_sets(r)[s]["n"] for r in rows if s in forgetting_sets(r)), None) for s in names}
+    return Table("forgetting", "Forgetting check (log-likelihood multiple choice; acc, change vs the base)",
+                 ["build", *(f"{SET_TITLES.get(s, s)} (n={n[s]})" for s in names)], cells,
+                 "Small subsets: a change is a finding only when its detail table below gives McNemar p < 0.05. "
+                 + FORGETTING_NOTE)
+
+
+def forgetting_tables(report: Mapping[str, Any]) -> list[Table]:
+    """One table per forgetting set: acc and acc_norm with CIs, change vs the base, paired flips and the
+    change vs the GPU build."""
+    tables = []
+    for s in _set_names(report):
+        rows = [(r["name"], forgetting_sets(r)[s]) for r in builds(report) if s in forgetting_sets(r)]
+        cells = [[name, str(f.get("n", "–")), pct(f["acc"]), pct_range(f.get("ci95")), pct(f.get("acc_norm")),
+                  pct_range(f.get("ci95_norm")), signed_pts(f.get("delta_vs_base")), signed_pts(f.get("delta_vs_gpu")),
+                  _flips(f), f"{f['mcnemar_p']:.3f}" if "mcnemar_p" in f else "–"] for name, f in rows]
+        tables.append(Table(f"forgetting-{s}", f"Forgetting: {SET_TITLES.get(s, s)}",
+                            ["build", "n", "acc", "95% CI", "acc_norm", "95% CI (norm)", "vs base", "vs GPU build",
+                             "lost / gained", "McNemar p"], cells, "",
+                            [row_class(f) for _, f in rows]))
+    return tables
+
+
+def forgetting_table(report: Mapping[str, Any]) -> Table | None:
+    """The overview (kept under its old name for callers that show one table)."""
+    return forgetting_overview(report)
 
 
 def subject_table(report: Mapping[str, Any], limit: int | None = None,
                   changed_only: bool = False) -> Table | None:
     """Per-subject MMLU accuracy of the base and each build's change against it, worst change first;
     `changed_only` leaves out subjects no build changed."""
-    rows = [r for r in builds(report) if "per_subject" in r.get("mmlu", {})]
+    mmlu = {r["name"]: forgetting_sets(r).get("mmlu", {}) for r in builds(report)}
+    rows = [r for r in builds(report) if "per_subject" in mmlu[r["name"]]]
     base = next((r for r in rows if r["name"] == BASE_BUILD), None)
     others = [r for r in rows if r["name"] != BASE_BUILD]
     if base is None or not others:
         return None
+    base_subjects = mmlu[BASE_BUILD]["per_subject"]
 
     def deltas(subject: str) -> list[float | None]:
-        return [o["mmlu"]["per_subject"].get(subject, {}).get("delta_vs_base") for o in others]
+        return [mmlu[o["name"]]["per_subject"].get(subject, {}).get("delta_vs_base") for o in others]
 
-    subjects = sorted(base["mmlu"]["per_subject"], key=lambda s: (min((d for d in deltas(s) if d is not None),
-                                                                      default=0.0), s))
+    subjects = sorted(base_subjects, key=lambda s: (min((d for d in deltas(s) if d is not None), default=0.0), s))
     candidates = [s for s in subjects if any(deltas(s))] if changed_only else subjects
     shown = candidates if limit is None else candidates[:limit]
-    cells = [[s, str(base["mmlu"]["per_subject"][s]["n"]), pct(base["mmlu"]["per_subject"][s]["acc"])]
+    cells = [[s, str(base_subjects[s]["n"]), pct(base_subjects[s]["acc"])]
              + [signed_pts(d) for d in deltas(s)] for s in shown]
     note = "Per-subject changes rest on a handful of items each: read them as where to look, not as findings."
     if len(shown) < len(subjects):

@@ -44,7 +44,7 @@ class Runtime(abc.ABC):
         distribution over the token after ids[i]. Used to compare builds distribution by distribution (KLD).
         Raises EvalError for empty ids or ids that do not fit the context."""
 
-    def close(self) -> None:  # noqa: B027  # optional hook: not every backend holds resources
+    def close(self) -> None:  # optional hook: not every backend holds resources
         """Free the model. Idempotent."""
 
     def __enter__(self) -> Runtime:
@@ -74,3 +74,17 @@ def check_prompt(prompt_ids: Sequence[int], max_new_tokens: int) -> None:
         raise EvalError("generate called with an empty prompt", "pass at least one token (e.g. BOS)")
     if max_new_tokens < 0:
         raise EvalError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
+def check_ids(ids: Sequence[int], n_vocab: int) -> None:
+    """Reject token ids outside the vocabulary (another model's tokenizer, a corrupt suite)."""
+    bad = [t for t in ids if not 0 <= t < n_vocab]
+    if bad:
+        raise EvalError(f"token id {bad[0]} is outside the model's vocabulary (0..{n_vocab - 1})",
+                        "tokenise with this model's own tokenizer")
+
+
+def check_fits(n_positions: int, n_ctx: int, where: str) -> None:
+    if n_positions > n_ctx:
+        raise EvalError(f"request needs {n_positions} positions but {where} holds {n_ctx}",
+                        "raise n_ctx or shorten the prompt")

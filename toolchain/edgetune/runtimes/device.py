@@ -56,6 +56,8 @@ from edgetune.runtimes.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     Runtime,
+    check_fits,
+    check_ids,
     check_prompt,
     check_request,
 )
@@ -239,20 +241,10 @@ class DeviceRuntime(Runtime):
         )
 
     def _check_ids(self, ids: Sequence[int]) -> None:
-        bad = [t for t in ids if not 0 <= t < self.n_vocab]
-        if bad:
-            raise EvalError(
-                f"token id {bad[0]} is outside the model's vocabulary (0..{self.n_vocab - 1})",
-                "tokenise with this model's own tokenizer",
-            )
+        check_ids(ids, self.n_vocab)
 
     def _check_fits(self, n_positions: int) -> None:
-        if n_positions > self.n_ctx:
-            raise EvalError(
-                f"request needs {n_positions} positions but the device's llama-server context holds "
-                f"{self.n_ctx}",
-                "raise n_ctx or shorten the prompt",
-            )
+        check_fits(n_positions, self.n_ctx, "the device's llama-server context")
 
     def close(self) -> None:
         loop = getattr(self, "_loop", None)

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetune.errors import ConfigError, EvalError, ModelError
+from edgetune.errors import ConfigError, ModelError
 from edgetune.runtimes.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     Runtime,
+    check_ids,
     check_prompt,
     check_request,
 )
@@ -154,12 +155,7 @@ class HFRuntime(Runtime):
         return ids.to(self.device), mask.to(self.device)
 
     def _check_ids(self, ids: Sequence[int]) -> None:
-        bad = [t for t in ids if not 0 <= t < self.n_vocab]
-        if bad:
-            raise EvalError(
-                f"token id {bad[0]} is outside the model's vocabulary (0..{self.n_vocab - 1})",
-                "tokenise with this model's own tokenizer",
-            )
+        check_ids(ids, self.n_vocab)
 
     @torch.inference_mode()
     def logits(self, ids: list[int]) -> np.ndarray:

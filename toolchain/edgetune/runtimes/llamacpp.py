@@ -4,10 +4,21 @@ Reads `gguf_path`. Token ids go straight into the model (no llama.cpp tokenisati
 the very ids its HF original saw. Scores come from `Llama.eval` + `Llama.scores` with `logits_all=True` (row i
 predicts token i+1); the `echo=True` prompt logprobs of create_completion are off by one and are never used.
 
-The KV cache is reused across calls: `Llama.eval` first drops every cached position at or after `n_tokens`
-(`kv_cache_seq_rm(-1, n_tokens, -1)`), so setting `n_tokens` back to the length of the prefix shared with the
-previous sequence and evaluating only the rest gives the same rows as a fresh evaluation (rows before that
-point depend only on the shared tokens).
+Scoring (`loglikelihood`) runs on a second llama.cpp context over the same loaded weights, made for it:
+several sequences in one unified KV cache. Requests are packed into batches by `prefix_batch.plan` (a prefix
+shared by several requests, such as a question's context, is fed once and tagged with every request's
+sequence id), and logits are computed only for the positions a continuation is read from. One `llama_decode`
+then scores all the choices of a question, instead of one `eval` per choice with logits for every position.
+On SmolLM2 Q4_1 with one thread that is 1.0-1.16x the first version and 0.95x `llama-perplexity --hellaswag`
+on the same items (docs/benchmarks.md). llama.cpp's quantized CPU kernels round differently with the batch's
+shape (the same sequence fed with n_ubatch 1 or 512 differs by up to 0.9 nats on Q4_0), so log-likelihoods
+on quantized GGUFs match the one-sequence-per-eval path to kernel rounding, not bit for bit; on F16 they
+match a fresh evaluation of each request alone to 1e-5 (tests/runtimes).
+
+Decoding (`generate`, `logits`) reuses the KV cache across calls: `Llama.eval` first drops every cached
+position at or after `n_tokens` (`kv_cache_seq_rm(-1, n_tokens, -1)`), so setting `n_tokens` back to the
+length of the prefix shared with the previous sequence and evaluating only the rest gives the same rows as a
+fresh evaluation (rows before that point depend only on the shared tokens).
 """
 
 from __future__ import annotations
@@ -23,13 +34,21 @@ from edgetune.runtimes.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     Runtime,
+    check_fits,
+    check_ids,
     check_prompt,
     check_request,
 )
+from edgetune.runtimes.prefix_batch import Limits, Pack, plan
 
 log = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
+# One scoring batch: at most this many tokens (attention over masked cells of other sequences grows with it),
+# requests, and logit rows (each n_vocab float32s: 256 rows of a 49k vocabulary are 50 MB).
+SCORE_TOKENS = 512
+SCORE_SEQS = 64
+SCORE_OUTPUTS = 256
 
 
 class LlamaCppRuntime(Runtime):
@@ -61,6 +80,7 @@ class LlamaCppRuntime(Runtime):
         # arrays by the n_ctx we asked for; the smaller one is the real limit.
         self.n_ctx = min(n_ctx, self._llm.n_ctx(), len(self._llm.input_ids))
         self.n_vocab = self._llm.n_vocab()
+        self._score = None  # (context, batch) for loglikelihood, made on first use
         log.info("loaded %s (n_ctx %d)", self.gguf_path, self.n_ctx)
 
     # -- scoring -------------------------------------------------------------------------------------------
@@ -71,16 +91,62 @@ class LlamaCppRuntime(Runtime):
             self._check_ids(ctx)
             self._check_ids(cont)
             self._check_fits(len(ctx) + len(cont) - 1)
-        # Lexicographic order puts sequences with the longest shared prefixes next to each other, so the
-        # KV cache reuse below covers every request that shares a context, wherever it sits in the list.
-        order = sorted(range(len(requests)), key=lambda i: list(requests[i][0]) + list(requests[i][1]))
+        limits = Limits(tokens=min(SCORE_TOKENS, self.n_ctx), seqs=SCORE_SEQS, outputs=SCORE_OUTPUTS)
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
-        for i in order:
-            ctx, cont = list(requests[i][0]), list(requests[i][1])
-            self._eval_sequence(ctx + cont[:-1])
-            rows = self._llm.scores[len(ctx) - 1 : len(ctx) - 1 + len(cont)]
-            results[i] = _score_rows(rows, cont)
-        return results  # type: ignore[return-value]  # every slot is filled above
+        for pack in plan(requests, limits):
+            logits, row_of = self._decode_pack(pack)
+            for i, nodes in pack.reads.items():
+                results[i] = _score_rows(logits[row_of[nodes]], list(requests[i][1]))
+        return results  # type: ignore[return-value]  # every request is in exactly one pack
+
+    def _decode_pack(self, pack: Pack) -> tuple[np.ndarray, np.ndarray]:
+        """Feed one pack into the cleared scoring context. Returns llama.cpp's logits (a view, valid until the
+        next decode: one row per node asked for output) and each node's row in it."""
+        ctx, batch = self._scoring_context()
+        nodes = pack.nodes()
+        b = batch.batch
+        out_rows = np.zeros(len(nodes), dtype=np.int64)
+        n_out = 0
+        for k, node in enumerate(nodes):
+            b.token[k] = node.token
+            b.pos[k] = node.pos
+            b.n_seq_id[k] = len(node.seq_ids)
+            for j, seq in enumerate(node.seq_ids):
+                b.seq_id[k][j] = seq
+            b.logits[k] = node.output
+            if node.output:
+                out_rows[k] = n_out
+                n_out += 1
+        b.n_tokens = len(nodes)
+        ctx.kv_cache_clear()
+        try:
+            ctx.decode(batch)
+        except RuntimeError as exc:  # llama_decode returned an error code
+            ctx.kv_cache_clear()
+            raise EvalError(f"llama.cpp failed to score a batch of {len(nodes)} tokens: {exc}") from exc
+        from llama_cpp import llama_get_logits
+
+        return np.ctypeslib.as_array(llama_get_logits(ctx.ctx), shape=(n_out, self.n_vocab)), out_rows
+
+    def _scoring_context(self):
+        """The multi-sequence context and batch for scoring, made on first use (same weights, threads and
+        attention settings as the decoding context; its own unified KV cache of `n_ctx` cells)."""
+        if self._score is None:
+            from llama_cpp import _internals
+
+            src = self._llm.context_params
+            params = type(src).from_buffer_copy(src)
+            params.n_ctx = self.n_ctx
+            params.n_batch = params.n_ubatch = self.n_ctx
+            params.n_seq_max = SCORE_SEQS
+            params.kv_unified = True
+            try:
+                ctx = _internals.LlamaContext(model=self._llm._model, params=params, verbose=False)
+            except ValueError as exc:
+                raise EvalError(f"llama.cpp could not create a scoring context for {self.gguf_path}") from exc
+            batch = _internals.LlamaBatch(n_tokens=self.n_ctx, embd=0, n_seq_max=SCORE_SEQS, verbose=False)
+            self._score = (ctx, batch)
+        return self._score
 
     # -- decoding ------------------------------------------------------------------------------------------
 
@@ -133,21 +199,17 @@ class LlamaCppRuntime(Runtime):
             raise EvalError(f"llama.cpp failed to evaluate {len(tokens)} tokens: {exc}") from exc
 
     def _check_ids(self, ids: Sequence[int]) -> None:
-        bad = [t for t in ids if not 0 <= t < self.n_vocab]
-        if bad:
-            raise EvalError(
-                f"token id {bad[0]} is outside the model's vocabulary (0..{self.n_vocab - 1})",
-                "tokenise with this model's own tokenizer",
-            )
+        check_ids(ids, self.n_vocab)
 
     def _check_fits(self, n_positions: int) -> None:
-        if n_positions > self.n_ctx:
-            raise EvalError(
-                f"request needs {n_positions} positions but the llama.cpp context holds {self.n_ctx}",
-                "raise n_ctx or shorten the prompt",
-            )
+        check_fits(n_positions, self.n_ctx, "the llama.cpp context")
 
     def close(self) -> None:
+        if getattr(self, "_score", None) is not None:
+            ctx, batch = self._score
+            batch.close()
+            ctx.close()
+            self._score = None
         if getattr(self, "_llm", None) is not None:
             self._llm.close()
             self._llm = None
