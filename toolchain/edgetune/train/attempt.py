@@ -84,8 +84,8 @@ class Job:
                           **({"eval_strategy": "epoch"} if self.eval_ds else {}))
         loss_cb = LossCheck(c.learning_rate, self.tok.pad_token)
         # packed, the step count depends on how the examples pack (known only inside TRL): an open-ended bar
-        total = c.max_steps or (None if c.packing else max(1, math.ceil(per_epoch * c.epochs)))
-        with self.progress.task("train", total) as bar, \
+        steps_total = c.max_steps or (None if c.packing else max(1, math.ceil(per_epoch * c.epochs)))
+        with self.progress.task("train", steps_total) as bar, \
                 restored_modeling_module(model.config.model_type if liger else None):
             report = ProgressReport(bar)
             trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_ds, eval_dataset=self.eval_ds,
