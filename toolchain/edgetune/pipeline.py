@@ -15,21 +15,21 @@ from typing import Any
 
 from edgetune import __version__, basemodel, bundle, data, merge, train
 from edgetune.artifacts import Artifact, Store, write_json
+from edgetune.assets import EMBEDDED_MODEL
 from edgetune.config import BuildConfig
 from edgetune.constants import Quant
-from edgetune.evals import stage as evals
-from edgetune.export import stage as export
-from edgetune.assets import EMBEDDED_MODEL
 from edgetune.errors import GateError
+from edgetune.evals import stage as evals
 from edgetune.export import gates
+from edgetune.export import stage as export
 from edgetune.export.gates import GateVerdict
 from edgetune.export.imatrix import LOW_BIT, calibration_text
+from edgetune.export.lora import lora_gguf_supported
 from edgetune.llamacpp import load_tools
 from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report
 from edgetune.targets import get_target
-from edgetune.export.lora import lora_gguf_supported
 from edgetune.train.registry import Registry, default_root, register_trained
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class BuildResult:
 def model_name(cfg: BuildConfig) -> str:
     def stem(source: str) -> str:
         tail = source.split(":", 1)[-1].rstrip("/").split("/")[-1]
-        return re.sub(r"\.(gguf|jsonl|json|csv)$", "", tail, flags=re.I)
+        return re.sub(r"\.(gguf|jsonl|json|csv)$", "", tail, flags=re.IGNORECASE)
 
     raw = f"{stem(cfg.model.source)}-{stem(cfg.data.source)}"
     return re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-")
@@ -93,31 +93,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     adapter_entry = register_trained(Registry(default_root(cfg.out_dir)), trained, base, data_art)
     stages["merge"] = merged = merge.run(base, trained, store)
     name = model_name(cfg)
-    provenance = {
-        "base": {"source": cfg.model.source, "sha256": base.outputs["source_sha256"],
-                 "license": base.outputs.get("license")},
-        "data": {"source": cfg.data.source, "artifact": data_art.key},
-        "adapter": {"artifact": trained.key, "method": trained.metrics.get("method"),
-                    "registry_id": adapter_entry.id},
-        "train": cfg.train.model_dump(),
-        "edgetune": __version__,
-    }
-    metadata = {"general.description": f"{name}: fine-tuned by edgetune {__version__} (adapter {trained.key[:12]})",
-                "general.source.url": cfg.model.source if "/" in cfg.model.source else ""}
-    stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
-                                              license_name=base.outputs.get("license"),
-                                              metadata={k: v for k, v in metadata.items() if v})
-    imatrix = None
-    if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
-        from transformers import AutoTokenizer
-
-        # the merged model's tokenizer: it carries a fallback chat template where the base has none
-        text = calibration_text(data.read_examples(data_art.file("train")),
-                                AutoTokenizer.from_pretrained(merged.path / merged.outputs["model_dir"]))
-        stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
-    ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
-                                               threads=cfg.threads, imatrix=imatrix)}
-    stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
+    provenance = _provenance(cfg, base, data_art, trained, adapter_entry.id)
+    ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages)
     plan = make_plan(target, ggufs=[export.gguf_path(ggufs[q]) for q in quants])
     fits = {Quant(r.quant) for r in plan.rows if r.fits}
     dropped = [q for q in quants if q not in fits]
@@ -148,18 +125,9 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     plan_summary = {"pick": plan.pick.quant, "reason": plan.reason,
                     "rows": {r.quant: {"need_bytes": r.need_bytes, "status": r.status, "prompt_tok_s": r.prompt_tok_s,
                                        "gen_tok_s": r.gen_tok_s} for r in plan.rows}}
-    lora = None
-    unmergeable = lora_gguf_supported(trained.path / trained.outputs["adapter"]) if cfg.export.lora_gguf else None
-    if unmergeable:
-        log.warning("export.lora_gguf: skipped, %s (train.adapter=%s); the bundle ships the merged GGUFs only. "
-                    "Set export.lora_gguf: false to silence this", unmergeable, cfg.train.adapter)
-    if cfg.export.lora_gguf and not unmergeable:
-        base_f16 = export.convert(base, tools, store, name=f"{name}-base", license_name=base.outputs.get("license"))
-        base_ggufs = {Quant.F16: base_f16, **export.quantize(base_f16, [q for q in shipped if q != Quant.F16],
-                                                             tools, store, threads=cfg.threads)}
-        stages["lora-gguf"] = lora = export.lora_adapter(trained, basemodel.model_dir(base),
-                                                         {q: base_ggufs[q] for q in shipped}, tools, store,
-                                                         probe_ids=ev.items[0].prompt_ids)
+    lora = _lora_gguf(cfg, name, base, trained, shipped, tools, store, probe_ids=ev.items[0].prompt_ids)
+    if lora is not None:
+        stages["lora-gguf"] = lora
     # the device side: cross-built llama.cpp + the stdlib runner + the held-out suite on the same token ids
     suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": cfg.eval.max_new_tokens,
                    "reference": i.reference} for i in ev.items]
@@ -171,6 +139,59 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     bundle_dir = bundled.path / bundled.outputs["bundle"]
     return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,
                        report, stages)
+
+
+def _provenance(cfg: BuildConfig, base: Artifact, data_art: Artifact, trained: Artifact, registry_id: str) -> dict:
+    """What the GGUF's `edgetune.provenance` key and the bundle manifest say about where the model came from."""
+    return {
+        "base": {"source": cfg.model.source, "sha256": base.outputs["source_sha256"],
+                 "license": base.outputs.get("license")},
+        "data": {"source": cfg.data.source, "artifact": data_art.key},
+        "adapter": {"artifact": trained.key, "method": trained.metrics.get("method"), "registry_id": registry_id},
+        "train": cfg.train.model_dump(),
+        "edgetune": __version__,
+    }
+
+
+def _export(cfg: BuildConfig, name: str, provenance: dict, base: Artifact, merged: Artifact, data_art: Artifact,
+            quants: list[Quant], tools, store: Store, stages: dict[str, Artifact]) -> dict[Quant, Artifact]:
+    """The merged model as an F16 GGUF, then each quant (with an importance matrix from the training text for
+    the low-bit ones). Records every stage in `stages`."""
+    trained = provenance["adapter"]["artifact"]
+    metadata = {"general.description": f"{name}: fine-tuned by edgetune {__version__} (adapter {trained[:12]})",
+                "general.source.url": cfg.model.source if "/" in cfg.model.source else ""}
+    stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
+                                              license_name=base.outputs.get("license"),
+                                              metadata={k: v for k, v in metadata.items() if v})
+    imatrix = None
+    if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
+        from transformers import AutoTokenizer
+
+        # the merged model's tokenizer: it carries a fallback chat template where the base has none
+        text = calibration_text(data.read_examples(data_art.file("train")),
+                                AutoTokenizer.from_pretrained(merged.path / merged.outputs["model_dir"]))
+        stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
+    ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
+                                               threads=cfg.threads, imatrix=imatrix)}
+    stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
+    return ggufs
+
+
+def _lora_gguf(cfg: BuildConfig, name: str, base: Artifact, trained: Artifact, shipped: list[Quant], tools,
+               store: Store, *, probe_ids: list[int]) -> Artifact | None:
+    """The adapter alone as a LoRA GGUF, checked on each shipped quant of the base model; None when turned off
+    or when the adapter kind has no llama.cpp form (DoRA, IA3: a warning says so)."""
+    if not cfg.export.lora_gguf:
+        return None
+    if why := lora_gguf_supported(trained.path / trained.outputs["adapter"]):
+        log.warning("export.lora_gguf: skipped, %s (train.adapter=%s); the bundle ships the merged GGUFs only. "
+                    "Set export.lora_gguf: false to silence this", why, cfg.train.adapter)
+        return None
+    base_f16 = export.convert(base, tools, store, name=f"{name}-base", license_name=base.outputs.get("license"))
+    base_ggufs = {Quant.F16: base_f16, **export.quantize(base_f16, [q for q in shipped if q != Quant.F16],
+                                                         tools, store, threads=cfg.threads)}
+    return export.lora_adapter(trained, basemodel.model_dir(base), {q: base_ggufs[q] for q in shipped}, tools,
+                               store, probe_ids=probe_ids)
 
 
 def _write_run(cfg: BuildConfig, run_dir: Path, stages: dict[str, Artifact]) -> None:
