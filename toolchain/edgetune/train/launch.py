@@ -34,8 +34,10 @@ log = logging.getLogger("edgetune.train")
 
 FSDP_MIN_PARAMS = 13_000_000_000  # the tutorial's single-A100 ceiling for 4-bit LoRA
 # FSDP trains (2 x H200: loss as DDP), but the stage's `model.save_pretrained` saves the sharded adapter empty
-# (the stage's saved-weights check now catches it: "holds 0 weights"); passing the gathered
-# `accelerator.get_state_dict` did not fix it on the first try (2026-11-30). True once an adapter saves whole.
+# (the stage's saved-weights check now catches it: "holds 0 weights"). Found on 2 x H200, 2026-11-30: rank 0's
+# `accelerator.get_state_dict(trainer.model)` does hold every weight (513 keys, `...q_proj.lora_A.default.weight`),
+# yet peft 0.21's get_peft_model_state_dict(model, state_dict=that) keeps none; selecting the adapter's keys from
+# it is the next thing to try. True once an adapter saves whole.
 FSDP_SAVES_ADAPTER = False
 WORKER_MODULE = "edgetune.train.worker"
 # FSDP for peft adapters: wrap decoder layers, keep the original (unflattened) parameters so only the LoRA
