@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from train_oom_gpu import long_rows
-from train_stage_gpu import SHAPES
+from train_stage_gpu import SHAPES, random_llama
 
 
 def main() -> int:
@@ -35,16 +35,9 @@ def main() -> int:
     from edgetune.artifacts import Store
     from edgetune.config import DataConfig, ModelConfig, TrainConfig
     from edgetune.train.launch import train_adapter
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     work = Path(tempfile.mkdtemp(prefix="edgetune-launch-"))
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id, **SHAPES[args.shape]))
-    model.save_pretrained(work / "base")
-    tok.save_pretrained(work / "base")
+    random_llama(args.tokenizer, args.shape, work / "base")
     (work / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long_rows(1034, n_words=200)))
     cfg = TrainConfig(method="lora", batch_size=8, max_steps=args.steps, learning_rate=1e-3, eval_items=0,
                       save_steps=0, max_length=512)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_stage_gpu import SHAPES  # the same random-weight shapes as the train-stage benchmark
+from train_stage_gpu import SHAPES, random_llama  # the same random-weight shapes as the train-stage benchmark
 
 WORDS = ["river", "stone", "light", "paper", "garden", "window", "silver", "morning", "table", "letter", "mountain", "engine", "quiet", "yellow", "market", "winter", "number", "simple", "forest", "circle", "bridge", "signal", "orange", "marble", "harbor", "candle", "desert"]
 
@@ -50,20 +50,12 @@ def main() -> int:
     from edgetune.artifacts import Store
     from edgetune.config import DataConfig, ModelConfig, TrainConfig
     from edgetune.errors import TrainError
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if not torch.cuda.is_available():
         print("needs CUDA", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="edgetune-oom-"))
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=4096,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id, **SHAPES[args.shape]))
-    model.save_pretrained(work / "base")
-    tok.save_pretrained(work / "base")
-    del model
+    tok = random_llama(args.tokenizer, args.shape, work / "base", max_positions=4096)
     rows = long_rows(74, n_words=args.words)
     (work / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompt_tokens = len(tok(rows[0]["input"])["input_ids"])

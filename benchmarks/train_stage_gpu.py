@@ -25,6 +25,22 @@ SHAPES = {
 }
 
 
+def random_llama(tokenizer_dir: Path, shape: str, out: Path, *, max_positions: int = 2048):
+    """A seeded random-weight Llama of `shape` with the given tokenizer, saved (weights + tokenizer) to `out`.
+    Returns the tokenizer. Shared by the GPU benchmarks: no weights can reach the GPU host."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=max_positions,
+                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                         pad_token_id=tok.pad_token_id, **SHAPES[shape]))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return tok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokenizer", type=Path, required=True)
@@ -33,20 +49,13 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from edgetune import basemodel, data, merge, train
     from edgetune.artifacts import Store
     from edgetune.config import DataConfig, ModelConfig, TrainConfig
 
     work = Path(tempfile.mkdtemp(prefix="edgetune-gpu-"))
-    tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id, **SHAPES[args.shape]))
-    model.save_pretrained(work / "base")
-    tok.save_pretrained(work / "base")
+    random_llama(args.tokenizer, args.shape, work / "base")
     colours = ["red", "green", "blue", "yellow", "black", "white"]
     rows = [{"input": f"What colour is item {i}?", "output": colours[i % len(colours)]} for i in range(300)]
     (work / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -16,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,15 +165,22 @@ def start_sshd(folder: Path, keys: SSHKeys, *, host_key: Path | None = None, por
     return SSHServer(listen, port, folder, keys, proc)
 
 
-@pytest.fixture
-def sshd(tmp_path, ssh_keys):
-    server = start_sshd(tmp_path / "sshd", ssh_keys)
+@contextmanager
+def running_sshd(folder: Path, keys: SSHKeys, **options) -> Iterator[SSHServer]:
+    """start_sshd, wait until it listens, pin its host key in folder/known_hosts; stopped by PID on exit."""
+    server = start_sshd(folder, keys, **options)
     try:
         wait_port(server.host, server.port, server.proc)
         (server.folder / "known_hosts").write_text(server.known_hosts_line())
         yield server
     finally:
         stop(server.proc)
+
+
+@pytest.fixture
+def sshd(tmp_path, ssh_keys):
+    with running_sshd(tmp_path / "sshd", ssh_keys) as server:
+        yield server
 
 
 def make_device_bundle(src: Path, dst: Path, *, fake_server: bool = True) -> Path:

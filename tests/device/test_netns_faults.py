@@ -17,7 +17,7 @@ import pytest
 from edgetune.device import deploy, run_eval
 from edgetune.errors import DeviceLost
 
-from tests.device.conftest import rewrite_manifest, start_sshd, stop, wait_port, write_suite
+from tests.device.conftest import rewrite_manifest, running_sshd, write_suite
 
 pytestmark = pytest.mark.netns
 
@@ -39,7 +39,6 @@ def netns_sshd(tmp_path, ssh_keys):
     net = 200 + os.getpid() % 50
     if sh("ip", "netns", "add", ns, check=False).returncode != 0:
         pytest.skip("`ip netns add` is not permitted here")
-    server = None
     try:
         sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", dev_if)
         sh("ip", "link", "set", dev_if, "netns", ns)
@@ -49,15 +48,11 @@ def netns_sshd(tmp_path, ssh_keys):
         sh("ip", "netns", "exec", ns, "ip", "link", "set", dev_if, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
         sh("tc", "qdisc", "add", "dev", host_if, "root", "tbf", "rate", RATE, "burst", "16kb", "latency", "200ms")
-        server = start_sshd(tmp_path / "sshd", ssh_keys, port=2222, listen=f"10.{net}.7.2",
-                            prefix=["ip", "netns", "exec", ns])
-        wait_port(server.host, server.port, server.proc)
-        (server.folder / "known_hosts").write_text(server.known_hosts_line())
-        server.link = host_if
-        yield server
+        with running_sshd(tmp_path / "sshd", ssh_keys, port=2222, listen=f"10.{net}.7.2",
+                          prefix=["ip", "netns", "exec", ns]) as server:
+            server.link = host_if
+            yield server
     finally:
-        if server is not None:
-            stop(server.proc)
         sh("ip", "link", "del", host_if, check=False)
         sh("ip", "netns", "del", ns, check=False)
 

@@ -20,7 +20,7 @@ import pytest
 from edgetune.errors import ConfigError, DeviceError, EvalError
 from edgetune.evals.forgetting import mmlu_items, run_multiple_choice
 
-from tests.device.conftest import make_device_bundle, rewrite_manifest, ssh_keys, start_sshd, stop, wait_port
+from tests.device.conftest import make_device_bundle, rewrite_manifest, running_sshd, ssh_keys
 from tests.helpers import chat_suite_rows
 
 __all__ = ["ssh_keys"]  # a fixture, imported so that pytest finds it here
@@ -39,15 +39,20 @@ def close_enough(got: float, want: float, n_tokens: int) -> bool:
     return math.isclose(got, want, abs_tol=LOGPROB_TOL * n_tokens, rel_tol=LOGPROB_REL_TOL)
 
 
+def run_serve(model: Path, llama_tools, stdin: str) -> subprocess.CompletedProcess:
+    """The runner's `serve` mode run directly (no SSH), isolated from site-packages as on a device."""
+    from edgetune.runtime_build import runner_source
+
+    argv = [sys.executable, "-I", "-S", str(runner_source()), "serve", "--model", str(model),
+            "--server", str(llama_tools.tool("llama-server")), "--threads", "1", "--ctx-size", "256"]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+
+
 @pytest.fixture(scope="module")
 def device_sshd(tmp_path_factory, ssh_keys):
-    server = start_sshd(tmp_path_factory.mktemp("device-runtime-sshd"), ssh_keys)
-    try:
-        wait_port(server.host, server.port, server.proc)
-        (server.folder / "known_hosts").write_text(server.known_hosts_line())
+    with running_sshd(tmp_path_factory.mktemp("device-runtime-sshd"), ssh_keys) as server:
         yield server
-    finally:
-        stop(server.proc)
 
 
 @pytest.fixture(scope="module")
@@ -217,37 +222,13 @@ def _cmdline(pid: str) -> bytes:
 def test_runner_serve_protocol_without_ssh(varied_gguf, llama_tools, prompts, local_runtime):
     """The runner alone under `python -I -S` (stdlib only): refusals answer ok=false and serving goes on;
     closing stdin stops it (exit 0)."""
-    from edgetune.runtime_build import runner_source
-
     lines = [
         {"op": "generate", "requests": [{"prompt_ids": prompts[0], "max_new_tokens": 3, "stop_ids": []}]},
         {"op": "nope"},
         {"op": "loglikelihood", "requests": [[[], [1]]]},
         {"op": "loglikelihood", "requests": [[prompts[0], [3, 4]]]},
     ]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            str(runner_source()),
-            "serve",
-            "--model",
-            str(varied_gguf),
-            "--server",
-            str(llama_tools.tool("llama-server")),
-            "--threads",
-            "1",
-            "--ctx-size",
-            "256",
-        ],
-        input="".join(json.dumps(x) + "\n" for x in lines) + "not json\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
-    )
+    proc = run_serve(varied_gguf, llama_tools, "".join(json.dumps(x) + "\n" for x in lines) + "not json\n")
     assert proc.returncode == 0, proc.stderr
     ready, gen, bad_op, bad_ids, scored, bad_json = (json.loads(x) for x in proc.stdout.splitlines())
     assert ready["status"] == "ready" and ready["n_vocab"] == local_runtime.n_vocab and ready["n_ctx"] == 256
@@ -269,7 +250,6 @@ def test_runner_serve_keeps_decoding_past_an_end_token_that_is_not_a_stop_id(
 ):
     """llama-server ends a completion at end-of-generation by itself; the runner must go on as the local runtime
     does when that token is not a stop id (SmolLM2 answers this prompt, then emits <|im_end|> and goes on)."""
-    from edgetune.runtime_build import runner_source
     from edgetune.runtimes import LlamaCppRuntime
 
     text = (
@@ -286,28 +266,6 @@ def test_runner_serve_keeps_decoding_past_an_end_token_that_is_not_a_stop_id(
         "op": "generate",
         "requests": [{"prompt_ids": ids, "max_new_tokens": 12, "stop_ids": s} for s in ([], [end])],
     }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-S",
-            str(runner_source()),
-            "serve",
-            "--model",
-            str(smollm2_gguf),
-            "--server",
-            str(llama_tools.tool("llama-server")),
-            "--threads",
-            "1",
-            "--ctx-size",
-            "256",
-        ],
-        input=json.dumps(request) + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False,
-    )
+    proc = run_serve(smollm2_gguf, llama_tools, json.dumps(request) + "\n")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[1])["result"] == [want, want_stopped]
