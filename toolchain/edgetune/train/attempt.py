@@ -19,6 +19,7 @@ from edgetune.train.args import sft_config
 from edgetune.train.base import load_model
 from edgetune.train.liger import available as liger_available
 from edgetune.train.liger import restored_modeling_module
+from edgetune.train.sharded import gather_adapter
 
 log = logging.getLogger("edgetune.train")
 
@@ -38,6 +39,8 @@ class Outcome:
     trainable: int
     total: int
     judged_live: bool
+    # under FSDP: the gathered adapter weights (rank 0) or {} (other ranks); None when save_pretrained works
+    adapter_state: dict | None = None
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Job:
             # transformers prints every log dict to stdout when tqdm is off; stdout belongs to --json output
             trainer.remove_callback(PrinterCallback)
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        adapter_state = gather_adapter(trainer, model)
         state = trainer.state
         return Outcome(c, model, state, report.elapsed(), state.num_input_tokens_seen - report.tokens0,
-                       checkpoints.step_of(resume) if resume else None, trainable, total, loss_cb.judged)
+                       checkpoints.step_of(resume) if resume else None, trainable, total, loss_cb.judged,
+                       adapter_state)

@@ -29,13 +29,17 @@ def load_model(path: Path, method: str, cuda: bool):
         from transformers import BitsAndBytesConfig
 
         compute = torch.bfloat16 if cuda else torch.float32
+        sharded = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")  # set by accelerate launch
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
+            # FSDP flattens each wrapped layer into one tensor of one dtype: pack NF4 bytes in the bf16 of the
+            # rest, and let FSDP place the shards (no device_map)
+            **({"bnb_4bit_quant_storage": compute} if sharded else {}),
         )
         kwargs["dtype"] = compute
-        # each process of a multi-GPU run holds its NF4 copy on its own GPU (accelerate sets LOCAL_RANK)
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else {"": "cpu"}
+        if not sharded:  # each DDP process holds its NF4 copy on its own GPU (accelerate sets LOCAL_RANK)
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else {"": "cpu"}
     else:
         kwargs["dtype"] = torch.bfloat16 if cuda else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -5,7 +5,7 @@
   with several GPUs, in one `accelerate launch` process pinned to the first (see `launch_argv`).
 - N > 1: refuses more GPUs than CUDA shows, then re-executes the same stage as
   `accelerate launch --multi_gpu --num_processes N -m edgetune.train.worker REQUEST` (DDP; FSDP instead when the
-  base has more than FSDP_MIN_PARAMS parameters or `fsdp=True`, refused for now: see FSDP_SAVES_ADAPTER). Rank 0 writes the artifact into `store`; the
+  base has more than FSDP_MIN_PARAMS parameters or `fsdp=True`; rank 0 saves the gathered adapter: train/sharded.py). Rank 0 writes the artifact into `store`; the
   other ranks write to scratch. This process then reads the artifact back through `train.run` (a cache hit).
   The OOM fallback is off there: ranks cannot change settings independently without deadlocking.
   `cpu=True` runs the N processes on the CPU (gloo), which is how the launch path is tested without a GPU.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -33,13 +34,8 @@ from edgetune.train import stage as train_stage
 log = logging.getLogger("edgetune.train")
 
 FSDP_MIN_PARAMS = 13_000_000_000  # the tutorial's single-A100 ceiling for 4-bit LoRA
-# FSDP trains (2 x H200: loss as DDP), but the stage's `model.save_pretrained` saves the sharded adapter empty
-# (the stage's saved-weights check now catches it: "holds 0 weights"). Found on 2 x H200, 2026-11-30: rank 0's
-# `accelerator.get_state_dict(trainer.model)` does hold every weight (513 keys, `...q_proj.lora_A.default.weight`),
-# yet peft 0.21's get_peft_model_state_dict(model, state_dict=that) keeps none; selecting the adapter's keys from
-# it is the next thing to try. True once an adapter saves whole.
-FSDP_SAVES_ADAPTER = False
 WORKER_MODULE = "edgetune.train.worker"
+RANK_ERROR = re.compile(r"^\[rank\d+\]: [\w.]*(Error|Exception)\b")
 # FSDP for peft adapters: wrap decoder layers, keep the original (unflattened) parameters so only the LoRA
 # ones train, load weights on rank 0 and broadcast them, gather a full state dict for saving.
 FSDP_ARGS = ["--use_fsdp", "--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD",
@@ -108,12 +104,8 @@ def train_adapter(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store
     if hit := store.lookup(train_stage.KIND, train_stage.cache_key(cfg, base, data, gpus)):  # nothing to start
         return Trained(hit, list(hit.metrics.get("oom_fallback") or []), gpus, "cached")
     strategy = "single" if gpus == 1 else "fsdp" if wants_fsdp(model_dir(base), fsdp) else "ddp"
-    if cpu and strategy == "fsdp":
-        raise ConfigError("FSDP needs CUDA", "drop --fsdp or run on GPUs")
-    if strategy == "fsdp" and not FSDP_SAVES_ADAPTER:
-        raise TrainError("FSDP training is not available yet: the train stage saves the adapter with "
-                         "save_pretrained, which under FSDP writes an empty adapter (0 tensors, measured on 2 x H200)",
-                         "use --no-fsdp (DDP: each GPU holds the whole base; QLoRA keeps it small)")
+    if cpu and strategy == "fsdp":  # accelerate's FSDP plugin: "no available devices found" on a CPU
+        raise ConfigError("FSDP needs GPUs (accelerate refuses it on the CPU)", "drop --fsdp or run on GPUs")
     with tempfile.TemporaryDirectory(prefix="edgetune-launch-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
         write_json(request, {"train": cfg.model_dump(mode="json"), "base": str(base.path), "data": str(data.path),
@@ -141,6 +133,9 @@ def _run_launch(argv: list[str], result: Path) -> None:
         cls = cls if isinstance(cls, type) and issubclass(cls, errors.EdgetuneError) else TrainError
         raise cls(err["message"], err.get("hint"))
     if done.returncode != 0:
-        tail = " | ".join(line for line in done.stderr.strip().splitlines()[-40:] if "Error" in line)[-600:]
+        # a rank's own exception line ("[rank1]: RuntimeError: ..."), not torchrun's ChildFailedError summary
+        raised = [line for line in done.stderr.splitlines() if RANK_ERROR.match(line)]
+        tail = raised[-1] if raised else " | ".join(
+            line for line in done.stderr.strip().splitlines()[-40:] if "Error" in line)[-600:]
         raise TrainError(f"`accelerate launch` failed (exit {done.returncode}): {tail or done.stderr[-600:]}",
                          "run with -vv to see the command; check every GPU is free")

@@ -38,6 +38,7 @@ from edgetune.train.attempt import Job
 from edgetune.train.base import load_model as _load_model
 from edgetune.train.base import resolve_method
 from edgetune.train.liger import available as liger_available
+from edgetune.train.sharded import save_adapter
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
 
@@ -144,8 +145,13 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
         check = loss_check(log_history)
         if not out.judged_live:  # resumed past epoch 1: judge from the restored log
             warn_if_flat(check, cfg.learning_rate, tok.pad_token)
-        out.model.save_pretrained(b.path / "adapter")
-        _check_saved(b.path / "adapter", out.trainable)
+        # FSDP on a rank other than 0 gathers {} and saves nothing: its artifact copy is scratch (train/worker.py)
+        if out.adapter_state != {}:
+            if out.adapter_state is None:
+                out.model.save_pretrained(b.path / "adapter")
+            else:  # FSDP, rank 0: the gathered adapter (save_pretrained would write it empty: train/sharded.py)
+                save_adapter(out.model, out.adapter_state, b.path / "adapter")
+            _check_saved(b.path / "adapter", out.trainable)
         _write_jsonl(b.path / "train_log.jsonl", history)
         _write_jsonl(b.path / "eval_log.jsonl", evals)
         b.outputs.update(adapter="adapter", log="train_log.jsonl", eval_log="eval_log.jsonl")
