@@ -6,6 +6,7 @@ fast) and saved a whole adapter (same tensors and shapes as one process's, every
 s/step for both. Prints a table and one JSON line; exit 0 when both runs trained.
 
   python benchmarks/train_launch_gpu.py --tokenizer DIR [--gpus 2] [--shape smollm2-135m] [--steps 20] [--fsdp]
+                                        [--method lora|qlora]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> int:
     ap.add_argument("--shape", default="smollm2-135m", choices=sorted(SHAPES))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--fsdp", action="store_true")
+    ap.add_argument("--method", default="lora", choices=["lora", "qlora"],
+                    help="qlora: each rank's NF4 base (bitsandbytes), packed in bf16 storage under FSDP")
     args = ap.parse_args()
 
     import torch
@@ -39,7 +42,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edgetune-launch-"))
     random_llama(args.tokenizer, args.shape, work / "base")
     (work / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long_rows(1034, n_words=200)))
-    cfg = TrainConfig(method="lora", batch_size=8, max_steps=args.steps, learning_rate=1e-3, eval_items=0,
+    cfg = TrainConfig(method=args.method, batch_size=8, max_steps=args.steps, learning_rate=1e-3, eval_items=0,
                       save_steps=0, max_length=512)
     from safetensors.torch import load_file
 
@@ -69,6 +72,7 @@ def main() -> int:
     same_adapter = shapes[1] == shapes[args.gpus] and one["lora_b_trained"] and many["lora_b_trained"]
     ok = shared and same_adapter and many["steps"] == one["steps"] == args.steps and many["loss_last"] < many["loss_first"]
     print(json.dumps({"benchmark": "train_launch_gpu", "date": time.strftime("%Y-%m-%d"), "shape": args.shape,
+                      "method": args.method,
                       "gpu": torch.cuda.get_device_name(0), "gpus": args.gpus, "fsdp": args.fsdp,
                       "results": results, "work_shared": shared, "same_adapter": same_adapter,
                       "ok": ok}))

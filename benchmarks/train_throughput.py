@@ -18,7 +18,9 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
   tutorial-trl    the tutorial's Steps 1-4 made to run on TRL 1.16 (SFTConfig instead of the removed
                   arguments), prepare_model_for_kbit_training, TRL's defaults for everything it leaves unset
   edgetune-trl    edgetune's train stage as it runs by default on CUDA: its loader and its own SFTConfig
-                  (edgetune.train.args.sft_config), Liger layer kernels when installed
+                  (edgetune.train.args.sft_config), Liger layer kernels when installed, micro-batches of at
+                  most train.micro_batch_tokens=auto (4096) tokens with accumulation making up the batch
+  edgetune-trl-mbN  the same with N examples per forward pass (mb4: the whole batch at once, as the tutorial)
 
 Prints a table and one JSON line. Usage:
   python benchmarks/train_throughput.py [--shapes llama-1b,mistral-7b] [--variants ...] [--steps 8]
@@ -46,7 +48,7 @@ SHAPES = {
                        max_position_embeddings=4096, rope_theta=1000000.0, sliding_window=None),
 }
 VARIANTS = ("tutorial", "edgetune-plain", "edgetune", "edgetune-half")
-TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl")
+TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl", "edgetune-trl-mb4", "edgetune-trl-mb2", "edgetune-trl-mb1")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -110,7 +112,9 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
 
         liger = cuda and importlib.util.find_spec("liger_kernel") is not None
         model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)
-        cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total)
+        micro = variant.rpartition("-mb")[2] if "-mb" in variant else None
+        cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total,
+                          micro_batch_tokens=int(micro) * seq if micro else "auto")
         args = sft_config(cfg, out, cuda=cuda, liger=liger)
     times: list[float] = []
     losses: list[float] = []
@@ -139,7 +143,8 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
             "tok_per_s": batch * accum * seq * len(measured) / sum(measured),
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
             "s_per_step": sum(measured) / len(measured), "losses": [round(v, 4) for v in losses], "steps": steps,
-            "batch": batch, "accum": accum, "seq": seq}
+            "batch": batch, "accum": accum, "seq": seq, "micro_batch": args.per_device_train_batch_size,
+            "accum_steps": args.gradient_accumulation_steps}
 
 
 def run_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: int, batch: int, seq: int) -> dict:
@@ -250,16 +255,16 @@ def main() -> int:
     # each variant is compared with the baseline of its own level (hand loop vs whole trainer recipe)
     base = {(r["shape"], r["variant"] in TRAINER_VARIANTS): r for r in rows
             if r.get("variant") in ("tutorial", "tutorial-trl") and "error" not in r}
-    print(f"{'shape':<11} {'variant':<15} {'tok/s':>8} {'x tut':>6} {'peak GiB':>9} {'mem/tut':>8} "
+    print(f"{'shape':<11} {'variant':<17} {'micro':>5} {'tok/s':>8} {'x tut':>6} {'peak GiB':>9} {'mem/tut':>8} "
           f"{'loss first':>10} {'loss last':>9}")
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:<11} {r['variant']:<15} ERROR {r['error'][-200:]!r}")
+            print(f"{r['shape']:<11} {r['variant']:<17} ERROR {r['error'][-200:]!r}")
             continue
         t = base.get((r["shape"], r["variant"] in TRAINER_VARIANTS))
         speed = r["tok_per_s"] / t["tok_per_s"] if t else float("nan")
         mem = r["peak_gib"] / t["peak_gib"] if t else float("nan")
-        print(f"{r['shape']:<11} {r['variant']:<15} {r['tok_per_s']:>8.0f} {speed:>6.2f} {r['peak_gib']:>9.1f} "
+        print(f"{r['shape']:<11} {r['variant']:<17} {r.get('micro_batch', r['batch']):>5} {r['tok_per_s']:>8.0f} {speed:>6.2f} {r['peak_gib']:>9.1f} "
               f"{mem:>8.2f} {r['losses'][0]:>10.4f} {r['losses'][-1]:>9.4f}")
     print(json.dumps({"benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"),
                       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,

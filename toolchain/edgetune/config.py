@@ -82,6 +82,11 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = Field(8, ge=1, description="Per-device batch size, in examples.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    micro_batch_tokens: int | Literal["auto"] | None = Field(
+        "auto", description="Split each device batch into micro-batches of at most this many tokens (examples x "
+                            "max_length), raising accumulation so every optimizer step still sees batch_size "
+                            "examples: same gradients, less activation memory. auto: 4096 on CUDA, off on CPU; "
+                            "None: off.")
     max_length: int = Field(256, ge=16, description="Longest tokenised example, in tokens; longer ones are cut.")
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations in the backward pass (less memory, ~25% slower). None: on for "
@@ -98,6 +103,13 @@ class TrainConfig(_Section):
         None, description="Chat template for a base model that has none: a built-in name (chatml) or a .jinja file. "
                           "Ignored when the model has its own; the merged model and GGUFs carry it.")
     seed: int = Field(0, description="Training seed (CPU runs are bit-reproducible).")
+
+    @field_validator("micro_batch_tokens")
+    @classmethod
+    def _positive_tokens(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be a positive number of tokens, auto, or null (off)")
+        return v
 
     @field_validator("chat_template_fallback")
     @classmethod

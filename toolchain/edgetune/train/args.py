@@ -21,6 +21,26 @@ def gradient_checkpointing(cfg: TrainConfig, cuda: bool) -> bool:
     return cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
 
 
+AUTO_MICRO_BATCH_TOKENS = 4096  # see micro_batches
+
+
+def micro_batches(cfg: TrainConfig, cuda: bool) -> tuple[int, int]:
+    """(examples per forward pass, accumulation steps) for cfg's batch_size x grad_accum examples per step.
+
+    With recompute on, activation memory grows with the tokens of a forward pass while throughput stops growing
+    once the matmuls are large; so the largest divisor of batch_size whose tokens fit micro_batch_tokens runs at
+    a time, and accumulation makes up the rest (transformers normalises the accumulated loss by the step's
+    token count, so the gradient is the whole batch's). On an H200, Mistral-7B shape: see docs/benchmarks.md."""
+    budget = cfg.micro_batch_tokens
+    if budget == "auto":
+        budget = AUTO_MICRO_BATCH_TOKENS if cuda else None
+    if budget is None:
+        return cfg.batch_size, cfg.grad_accum
+    micro = max((d for d in range(1, cfg.batch_size + 1)
+                 if cfg.batch_size % d == 0 and d * cfg.max_length <= budget), default=1)
+    return micro, cfg.grad_accum * (cfg.batch_size // micro)
+
+
 def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: bool, **overrides: Any):
     """The SFTConfig the train stage trains with; `overrides` replace any argument (e.g. max_steps=20).
 
@@ -29,12 +49,17 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
     from trl import SFTConfig
 
     recompute = gradient_checkpointing(cfg, cuda)
+    micro, accum = micro_batches(cfg, cuda)
+    if micro != cfg.batch_size:
+        log.info("batch %d x %d tokens runs as %d micro-batches of %d (train.micro_batch_tokens=%s); accumulation "
+                 "%d -> %d", cfg.batch_size, cfg.max_length, cfg.batch_size // micro, micro, cfg.micro_batch_tokens,
+                 cfg.grad_accum, accum)
     args: dict[str, Any] = {
         "output_dir": str(output_dir),
         "max_length": cfg.max_length,
-        "per_device_train_batch_size": cfg.batch_size,
-        "per_device_eval_batch_size": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
+        "per_device_train_batch_size": micro,
+        "per_device_eval_batch_size": micro,
+        "gradient_accumulation_steps": accum,
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler,
         "warmup_steps": cfg.warmup_ratio,  # a float in [0, 1) is a ratio (transformers 5 dropped warmup_ratio)

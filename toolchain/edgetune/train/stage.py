@@ -33,7 +33,7 @@ from edgetune.errors import TrainError
 from edgetune.progress import NullProgress, Progress
 from edgetune.train import checkpoints, templates
 from edgetune.train.adapters import peft_config
-from edgetune.train.args import gradient_checkpointing
+from edgetune.train.args import gradient_checkpointing, micro_batches
 from edgetune.train.attempt import Job
 from edgetune.train.base import load_model as _load_model
 from edgetune.train.base import resolve_method
@@ -172,7 +172,8 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
             n_heldout_task=len(job.items), resumed_from_step=out.resumed_from, oom_fallback=fallbacks,
             device="cuda" if cuda else "cpu", liger=liger_available(cuda),
             # the settings the adapter was trained with: the config's, or the OOM fallback's last
-            batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum, max_length=out.cfg.max_length,
+            batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum,
+            micro_batch=micro_batches(out.cfg, cuda)[0], max_length=out.cfg.max_length,
             gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
             peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
