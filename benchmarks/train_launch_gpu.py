@@ -70,11 +70,15 @@ def main() -> int:
     shared = abs(many["epoch_at_end"] - args.gpus * one["epoch_at_end"]) < 1e-6
     # the adapter N processes saved (sharded under FSDP) has the same tensors and shapes as one process's
     same_adapter = shapes[1] == shapes[args.gpus] and one["lora_b_trained"] and many["lora_b_trained"]
+    diff = {"only_1": sorted(set(shapes[1]) - set(shapes[args.gpus]))[:3],
+            "only_n": sorted(set(shapes[args.gpus]) - set(shapes[1]))[:3],
+            "shapes": [(k, shapes[1][k], shapes[args.gpus][k]) for k in shapes[1]
+                       if k in shapes[args.gpus] and shapes[1][k] != shapes[args.gpus][k]][:3]}
     ok = shared and same_adapter and many["steps"] == one["steps"] == args.steps and many["loss_last"] < many["loss_first"]
     print(json.dumps({"benchmark": "train_launch_gpu", "date": time.strftime("%Y-%m-%d"), "shape": args.shape,
                       "method": args.method,
                       "gpu": torch.cuda.get_device_name(0), "gpus": args.gpus, "fsdp": args.fsdp,
-                      "results": results, "work_shared": shared, "same_adapter": same_adapter,
+                      "results": results, "work_shared": shared, "same_adapter": same_adapter, "adapter_diff": diff,
                       "ok": ok}))
     return 0 if ok else 1
 

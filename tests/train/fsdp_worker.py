@@ -11,6 +11,7 @@ import sys
 import torch
 import torch.distributed as dist
 from peft import get_peft_model, get_peft_model_state_dict
+from peft.utils.other import fsdp_auto_wrap_policy
 from safetensors.torch import save_file
 from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
 from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
@@ -22,14 +23,16 @@ from edgetune.train.adapters import peft_config
 from edgetune.train.sharded import adapter_state_dict
 
 
-def main(model_dir: str, adapter: str, out: str) -> None:
+def main(model_dir: str, adapter: str, policy: str, out: str) -> None:
     dist.init_process_group("gloo")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(model, peft_config(TrainConfig(method="lora", adapter=adapter, r=4, alpha=8), model))
-    wrapped = FullyShardedDataParallel(
-        model, device_id=torch.device("cpu"), use_orig_params=True,
-        auto_wrap_policy=functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={LlamaDecoderLayer}))
+    # "layers": decoder layers only (accelerate's TRANSFORMER_BASED_WRAP); "peft": peft's policy, which also wraps
+    # every trainable leaf (the LoRA Linears), as the adapter was wrapped on the GPU host
+    layers = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={LlamaDecoderLayer})
+    wrapped = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True,
+                                       auto_wrap_policy=layers if policy == "layers" else fsdp_auto_wrap_policy(model))
     opt = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=0.5)
     ids = torch.randint(0, 1000, (2, 12), generator=torch.Generator().manual_seed(dist.get_rank()))
     wrapped(input_ids=ids, labels=ids).loss.backward()
@@ -49,4 +52,4 @@ def main(model_dir: str, adapter: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -34,15 +34,16 @@ def test_unwrapped_drops_wrapper_segments_only():
     assert unwrapped("base_model.model.lm_head.weight") == "base_model.model.lm_head.weight"
 
 
-@pytest.mark.parametrize("adapter", ["lora", "dora", "ia3"])
-def test_the_adapter_gathered_under_fsdp_is_whole_and_loads(adapter, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("adapter, policy", [("lora", "layers"), ("lora", "peft"), ("dora", "layers"), ("ia3", "peft")])
+def test_the_adapter_gathered_under_fsdp_is_whole_and_loads(adapter, policy, tiny_model_dir, tmp_path):
     from peft import PeftModel, get_peft_model, get_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(free_port()), str(WORKER), str(tiny_model_dir), adapter, str(tmp_path)],
+                           "--master_port", str(free_port()), str(WORKER), str(tiny_model_dir), adapter, policy,
+                           str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

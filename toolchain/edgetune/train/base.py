@@ -38,6 +38,10 @@ def load_model(path: Path, method: str, cuda: bool):
             **({"bnb_4bit_quant_storage": compute} if sharded else {}),
         )
         kwargs["dtype"] = compute
+        if sharded and cuda and "LOCAL_RANK" in os.environ:
+            # without a device_map, transformers puts the NF4 weights on the *current* CUDA device, which is
+            # cuda:0 in every rank until the Trainer sets it; FSDP then refuses rank 1's cuda:0 weights (2 x H200)
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         if not sharded:  # each DDP process holds its NF4 copy on its own GPU (accelerate sets LOCAL_RANK)
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else {"": "cpu"}
     else:

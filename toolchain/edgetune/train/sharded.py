@@ -2,10 +2,12 @@
 
 `model.save_pretrained` on an FSDP-wrapped peft model writes an empty adapter: each rank holds only its shard.
 The gathered full state dict (`accelerator.get_state_dict`, a collective every rank must join) does hold the
-adapter, but peft 0.21 selects adapter weights by the *module* names of the tuner layers, and under FSDP those
-carry wrapper segments (`layers.0._fsdp_wrapped_module.self_attn...`) that the gathered keys do not: its
-selection comes back empty (found on 2 x H200). `adapter_state_dict` hands peft the gathered tensors under the
-wrapped names, so peft's own per-method selection and renaming apply, then drops the wrapper segments.
+adapter under clean keys, but peft selects and renames adapter weights by the model's *module* names, which
+under FSDP carry wrapper segments wherever the wrap policy put them (`layers.0._fsdp_wrapped_module...`, and
+inside the LoRA layers themselves on the GPU host: `lora_A.default._fsdp_wrapped_module.weight`). peft 0.21's
+selection then comes back empty, or keeps the adapter name in the keys (`lora_A.default.weight`), which
+`PeftModel.from_pretrained` would not load (found on 2 x H200). So the key mapping is read off an empty
+(meta-device) copy of the same base with the same adapter, where peft sees unwrapped names.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+
+from edgetune.errors import TrainError
 
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 
@@ -24,15 +28,34 @@ def unwrapped(name: str) -> str:
     return name
 
 
-def adapter_state_dict(model: Any, full: dict[str, Any], adapter_name: str = "default") -> dict[str, Any]:
-    """The adapter's weights, keyed as `PeftModel.save_pretrained` keys them, from the model's full (unsharded,
-    wrapper-free) state dict `full`. `model` is the peft model whose modules may be FSDP-wrapped."""
-    from peft import get_peft_model_state_dict
+def checkpoint_names(model: Any, adapter_name: str = "default") -> dict[str, str]:
+    """{model state-dict key: adapter-file key} as PeftModel.save_pretrained maps them for `model`'s adapter,
+    from an empty copy (meta device: no memory) of its base architecture carrying the same adapter config."""
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
 
-    wrapped = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
-    renamed = {name: full[unwrapped(name)] for name in wrapped if unwrapped(name) in full}
-    selected = get_peft_model_state_dict(model, state_dict=renamed, adapter_name=adapter_name)
-    return {unwrapped(k): v for k, v in selected.items()}
+    config = copy.deepcopy(model.get_base_model().config)
+    if hasattr(config, "quantization_config"):  # the skeleton's module names do not depend on NF4
+        del config.quantization_config
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+        skeleton = get_peft_model(skeleton, copy.deepcopy(model.peft_config[adapter_name]), adapter_name=adapter_name)
+    state = skeleton.state_dict()
+    by_id = {id(tensor): key for key, tensor in state.items()}
+    selected = get_peft_model_state_dict(skeleton, state_dict=state, adapter_name=adapter_name)
+    return {by_id[id(tensor)]: key for key, tensor in selected.items()}
+
+
+def adapter_state_dict(model: Any, full: dict[str, Any], adapter_name: str = "default") -> dict[str, Any]:
+    """The adapter's weights from the model's full (unsharded, wrapper-free) state dict `full`, keyed as
+    `PeftModel.save_pretrained` keys them. Raises TrainError when `full` lacks one of them."""
+    names = checkpoint_names(model, adapter_name)
+    missing = sorted(set(names) - set(full))
+    if missing:
+        raise TrainError(f"the gathered FSDP state dict lacks {len(missing)} adapter weights (e.g. {missing[0]})",
+                         "report this as a bug with the run's artifact.json; train with --no-fsdp (DDP) meanwhile")
+    return {saved: full[key] for key, saved in names.items()}
 
 
 def gather_adapter(trainer: Any, model: Any) -> dict[str, Any] | None:
