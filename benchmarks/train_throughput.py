@@ -18,9 +18,9 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
   tutorial-trl    the tutorial's Steps 1-4 made to run on TRL 1.16 (SFTConfig instead of the removed
                   arguments), prepare_model_for_kbit_training, TRL's defaults for everything it leaves unset
   edgetune-trl    edgetune's train stage as it runs by default on CUDA: its loader and its own SFTConfig
-                  (edgetune.train.args.sft_config), Liger layer kernels when installed, micro-batches of at
-                  most train.micro_batch_tokens=auto (4096) tokens with accumulation making up the batch
-  edgetune-trl-mbN  the same with N examples per forward pass (mb4: the whole batch at once, as the tutorial)
+                  (edgetune.train.args.sft_config), Liger layer kernels when installed
+  edgetune-trl-mbN  the same with N examples per forward pass (train.micro_batch_tokens = N x seq),
+                  accumulation making up the batch: less activation memory, fewer tok/s
 
 Prints a table and one JSON line. Usage:
   python benchmarks/train_throughput.py [--shapes llama-1b,mistral-7b] [--variants ...] [--steps 8]
@@ -114,7 +114,7 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
         model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)
         micro = variant.rpartition("-mb")[2] if "-mb" in variant else None
         cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total,
-                          micro_batch_tokens=int(micro) * seq if micro else "auto")
+                          micro_batch_tokens=int(micro) * seq if micro else None)
         args = sft_config(cfg, out, cuda=cuda, liger=liger)
     times: list[float] = []
     losses: list[float] = []

@@ -61,6 +61,7 @@ def test_train_prints_the_adapter_and_registry_id(edgetune, config, isolated):
 @pytest.mark.parametrize("argv, expected", [
     (["--rank", "2", "--lr", "0.005"], {"r": 2, "learning_rate": 0.005, "adapter": "lora"}),
     (["--adapter", "dora", "--epochs", "0.25"], {"adapter": "dora", "epochs": 0.25}),
+    (["--packing", "--micro-batch-tokens", "512"], {"packing": True, "micro_batch_tokens": 512}),
 ])
 def test_flags_reach_the_train_stage(edgetune, config, isolated, argv, expected):
     result = edgetune("--json", "train", "-c", config, "--max-steps", "1", "--out", "out", *argv)
@@ -108,3 +109,10 @@ def test_sweep_prints_the_table_and_the_choice(edgetune, config, isolated):
 def test_sweep_usage_errors_exit_2(edgetune, config, argv, message):
     result = edgetune("sweep", "-c", config, *argv)
     assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
+
+
+def test_an_unknown_chat_template_fallback_is_one_error_line(edgetune, config, isolated):
+    result = edgetune("train", "-c", config, "--chat-template-fallback", "vicuna", "--out", "out")
+    line = one_error_line(result, 2)  # a config error
+    assert "vicuna" in line and "chatml" in line
+    assert not (isolated / "out").exists()

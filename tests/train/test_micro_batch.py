@@ -1,7 +1,7 @@
 """train.micro_batch_tokens: a device batch split into micro-batches with accumulation making up the rest. The
 split must not change what is learned: same losses and the same adapter as the whole batch at once (fp32, CPU,
-no dropout, whose masks depend on the batch shape). Why it exists (activation memory on a GPU): the H200 table
-in docs/benchmarks.md."""
+no dropout, whose masks depend on the batch shape). What it costs and saves on a GPU: the H200 table in
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -15,19 +15,18 @@ from edgetune.train.args import micro_batches, sft_config
 from .conftest import FAST
 
 
-@pytest.mark.parametrize("batch, length, budget, cuda, expected", [
-    (4, 2048, "auto", True, (2, 2)),     # 4096 tokens a pass on CUDA
-    (4, 2048, "auto", False, (4, 1)),    # auto is off on the CPU
-    (4, 2048, None, True, (4, 1)),       # off
-    (4, 2048, 2048, True, (1, 4)),
-    (8, 256, "auto", True, (8, 1)),      # already under the budget
-    (6, 1024, 4096, True, (3, 2)),       # largest divisor of the batch that fits
-    (5, 1024, 4096, False, (1, 5)),      # 5 has no divisor between 1 and 5
-    (4, 8192, 4096, True, (1, 4)),       # one example over the budget still runs, alone
+@pytest.mark.parametrize("batch, length, budget, expected", [
+    (4, 2048, None, (4, 1)),        # off (the default)
+    (4, 2048, 4096, (2, 2)),
+    (4, 2048, 2048, (1, 4)),
+    (8, 256, 4096, (8, 1)),         # already under the budget
+    (6, 1024, 4096, (3, 2)),        # largest divisor of the batch that fits
+    (5, 1024, 4096, (1, 5)),        # 5 has no divisor between 1 and 5
+    (4, 8192, 4096, (1, 4)),        # one example over the budget still runs, alone
 ])
-def test_micro_batches(batch, length, budget, cuda, expected):
+def test_micro_batches(batch, length, budget, expected):
     cfg = FAST.model_copy(update={"batch_size": batch, "max_length": length, "micro_batch_tokens": budget})
-    micro, accum = micro_batches(cfg, cuda)
+    micro, accum = micro_batches(cfg)
     assert (micro, accum) == expected and micro * accum == batch * cfg.grad_accum
 
 

@@ -36,8 +36,15 @@ def _with_config_opts(fn):
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="GPUs to train on (over 1: DDP through accelerate; FSDP for bases over 13B parameters).")
 @click.option("--fsdp/--no-fsdp", default=None, help="Force FSDP on or off when --gpus is over 1.")
+@click.option("--packing/--no-packing", default=None,
+              help="Pack several examples into each max_length row (padding-free; examples never see each other).")
+@click.option("--chat-template-fallback", metavar="chatml|FILE.jinja",
+              help="Chat template for a base model that has none (ignored when it has its own).")
+@click.option("--micro-batch-tokens", type=click.IntRange(min=1),
+              help="Run each batch in micro-batches of at most N tokens (less memory, slower; same gradients).")
 @pass_state
 def train_cmd(state: State, config_path: Path | None, adapter: str | None, gpus: int, fsdp: bool | None,
+              packing: bool | None, chat_template_fallback: str | None, micro_batch_tokens: int | None,
               **flags) -> None:
     """Train an adapter only (data, base, train: no merge or export) and register it by content hash.
 
@@ -46,11 +53,14 @@ def train_cmd(state: State, config_path: Path | None, adapter: str | None, gpus:
       edgetune train --data qa.jsonl --rank 8 --max-steps 200
       edgetune train -c edgetune.yaml --gpus 2
       edgetune --json train --adapter dora
+      edgetune train --model ./base-without-template --chat-template-fallback chatml --packing
     """
     from edgetune.cli.progress import RichProgress
     from edgetune.train.workflow import train_only
 
-    cfg = build_config(config_path, **flags).with_overrides({"train.adapter": adapter})
+    cfg = build_config(config_path, **flags).with_overrides({
+        "train.adapter": adapter, "train.packing": packing, "train.chat_template_fallback": chat_template_fallback,
+        "train.micro_batch_tokens": micro_batch_tokens})
     _quiet_hf_libraries()
     run = train_only(cfg, gpus=gpus, fsdp=fsdp, progress=RichProgress(enabled=not state.as_json))
     m = run.trained.artifact.metrics

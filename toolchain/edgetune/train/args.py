@@ -21,19 +21,13 @@ def gradient_checkpointing(cfg: TrainConfig, cuda: bool) -> bool:
     return cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
 
 
-AUTO_MICRO_BATCH_TOKENS = 4096  # see micro_batches
-
-
-def micro_batches(cfg: TrainConfig, cuda: bool) -> tuple[int, int]:
-    """(examples per forward pass, accumulation steps) for cfg's batch_size x grad_accum examples per step.
-
-    With recompute on, activation memory grows with the tokens of a forward pass while throughput stops growing
-    once the matmuls are large; so the largest divisor of batch_size whose tokens fit micro_batch_tokens runs at
-    a time, and accumulation makes up the rest (transformers normalises the accumulated loss by the step's
-    token count, so the gradient is the whole batch's). On an H200, Mistral-7B shape: see docs/benchmarks.md."""
+def micro_batches(cfg: TrainConfig) -> tuple[int, int]:
+    """(examples per forward pass, accumulation steps) for cfg's batch_size x grad_accum examples per step: the
+    largest divisor of batch_size whose tokens fit train.micro_batch_tokens, accumulation making up the rest
+    (transformers normalises the accumulated loss by the step's token count, so the gradient is the whole
+    batch's). Off by default: on an H200 each forward pass has a fixed cost of ~0.45 s on the Mistral-7B shape,
+    so halving the pass halves nothing but memory (docs/benchmarks.md)."""
     budget = cfg.micro_batch_tokens
-    if budget == "auto":
-        budget = AUTO_MICRO_BATCH_TOKENS if cuda else None
     if budget is None:
         return cfg.batch_size, cfg.grad_accum
     micro = max((d for d in range(1, cfg.batch_size + 1)
@@ -49,7 +43,7 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
     from trl import SFTConfig
 
     recompute = gradient_checkpointing(cfg, cuda)
-    micro, accum = micro_batches(cfg, cuda)
+    micro, accum = micro_batches(cfg)
     if micro != cfg.batch_size:
         log.info("batch %d x %d tokens runs as %d micro-batches of %d (train.micro_batch_tokens=%s); accumulation "
                  "%d -> %d", cfg.batch_size, cfg.max_length, cfg.batch_size // micro, micro, cfg.micro_batch_tokens,

@@ -58,6 +58,8 @@ def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, 
     # settings added later enter the key only when set, so keys of runs that never used them stay as they were
     if not cfg.packing:
         del params["packing"]
+    if cfg.micro_batch_tokens is None:
+        del params["micro_batch_tokens"]
     if cfg.chat_template_fallback is None:
         del params["chat_template_fallback"]
     else:  # the text trained with, not only its name: editing the .jinja file retrains
@@ -173,7 +175,7 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
             device="cuda" if cuda else "cpu", liger=liger_available(cuda),
             # the settings the adapter was trained with: the config's, or the OOM fallback's last
             batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum,
-            micro_batch=micro_batches(out.cfg, cuda)[0], max_length=out.cfg.max_length,
+            micro_batch=micro_batches(out.cfg)[0], max_length=out.cfg.max_length,
             gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
             peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
