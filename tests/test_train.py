@@ -163,6 +163,39 @@ def test_absent_targets_fail_before_any_artifact(inputs, tmp_path, targets, miss
     assert not store_dir.exists() or not any(store_dir.rglob("*")), list(store_dir.rglob("*"))
 
 
+@pytest.mark.parametrize("targets, kind", [(["input_layernorm"], "LlamaRMSNorm"), (["q_proj", "act_fn"], "SiLUActivation")])
+def test_a_target_that_is_not_a_linear_layer_is_named_with_its_type(inputs, tmp_path, targets, kind):
+    with pytest.raises(ModelError) as info:
+        train_once(CFG.model_copy(update={"target_modules": targets}), inputs, tmp_path / "store")
+    assert f"{targets[-1]} is a {kind}, not a linear layer" in info.value.message and "q_proj" in info.value.hint
+    assert not (tmp_path / "store" / "train").exists()
+
+
+def test_gpt2_conv1d_projections_are_adaptable(tokenizer_dir):
+    """GPT-2's attention and MLP projections are transformers' Conv1D, not nn.Linear: still LoRA targets."""
+    from edgetune.modules import resolve_targets
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
+    assert resolve_targets(model, ["c_attn", "c_proj"]) == ["c_attn", "c_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    assert peft_model.get_nb_trainable_parameters()[0] == 2 * (32 + 96)
+
+
+def test_a_model_without_linear_layers_is_refused():
+    import torch
+    from edgetune.modules import resolve_targets
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.EmbeddingBag(10, 4)
+
+    with pytest.raises(ModelError, match="Bag has no linear layers LoRA can adapt .*EmbeddingBag"):
+        resolve_targets(Bag(), ["all-linear"])
+
+
 @pytest.mark.parametrize("preset, expected", [
     ("attention", ATTENTION),
     ("attention+mlp", ATTENTION | MLP),
