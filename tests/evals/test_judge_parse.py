@@ -146,14 +146,10 @@ def test_packaged_rubrics_and_suites_load():
     assert rubric.single and rubric.pairwise and rubric.version >= 1
     suite = load_suite("sst2")
     assert suite.judge.rubric == "reference-match"
-    assert [f.name for f in suite.forgetting] == [
-        "mmlu",
-        "arc_easy",
-        "arc_challenge",
-        "hellaswag",
-        "piqa",
-        "winogrande",
-    ]
+    # the suite describes what the default build runs: the same sets and sizes as eval.forgetting's default
+    from edgetune.config import DEFAULT_FORGETTING
+
+    assert {f.name: f.n_items for f in suite.forgetting} == DEFAULT_FORGETTING
     assert load_rubric(EVALS_DIR / "judge" / "helpfulness.yaml") == rubric
 
 
