@@ -157,3 +157,16 @@ def write_colour_task(path: Path, n_rows: int = 42) -> Path:
 def colour_jsonl(tmp_path_factory) -> Path:
     """42 rows of the colour task: 10 held out + 32 to train on."""
     return write_colour_task(tmp_path_factory.mktemp("colour-task") / "colours.jsonl")
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory, tiny_model_dir, colour_jsonl):
+    """(base artifact, data artifact) for training tests: the tiny Llama in place, 32 train rows, 10 held out."""
+    from edgetune import basemodel, data
+    from edgetune.artifacts import Store
+    from edgetune.config import DataConfig, ModelConfig
+
+    store = Store(tmp_path_factory.mktemp("train-inputs") / "store")
+    data_art = data.run(DataConfig(source=str(colour_jsonl), heldout_size=10, train_size=32), store)
+    base_art = basemodel.run(ModelConfig(source=str(tiny_model_dir)), store)
+    return base_art, data_art

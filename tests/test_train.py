@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from edgetune import basemodel, data, train
+from edgetune import train
 from edgetune.artifacts import Store
-from edgetune.config import DataConfig, ModelConfig, TrainConfig
+from edgetune.config import TrainConfig
 from edgetune.errors import ModelError
 from edgetune.train import base, liger
 
@@ -19,15 +19,6 @@ MLP = {"gate_proj", "up_proj", "down_proj"}
 # lr 1e-2 and no warm-up move the random tiny model's loss visibly within 8 steps (3e-2 overshoots)
 CFG = TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0,
                   seed=0)
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_model_dir, colour_jsonl):
-    """The data artifact (32 train rows, 10 held out) and the base artifact (the tiny Llama, in place)."""
-    store = Store(tmp_path_factory.mktemp("train-inputs") / "store")
-    data_art = data.run(DataConfig(source=str(colour_jsonl), heldout_size=10, train_size=32), store)
-    base_art = basemodel.run(ModelConfig(source=str(tiny_model_dir)), store)
-    return base_art, data_art
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def add_netns(name: str, subnet: str) -> tuple[str, str] | None:
+    """Network namespace `name` joined to this machine by a veth pair on `subnet` ("10.201.7": this side .1, the
+    namespace .2, its loopback up). Returns (this side's interface, the namespace's address), or None where
+    `ip netns` is missing or not permitted. A failure after the namespace exists removes what was made and
+    raises CalledProcessError. Undo with remove_netns."""
+    host_if, dev_if = f"{name}h", f"{name}d"
+    if not shutil.which("ip") or sh("ip", "netns", "add", name, check=False).returncode != 0:
+        return None
+    try:
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", dev_if)
+        sh("ip", "link", "set", dev_if, "netns", name)
+        sh("ip", "addr", "add", f"{subnet}.1/24", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "netns", "exec", name, "ip", "addr", "add", f"{subnet}.2/24", "dev", dev_if)
+        sh("ip", "netns", "exec", name, "ip", "link", "set", dev_if, "up")
+        sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+    except subprocess.CalledProcessError:
+        remove_netns(name, host_if)
+        raise
+    return host_if, f"{subnet}.2"
+
+
+def remove_netns(name: str | None, host_if: str | None) -> None:
+    if host_if:
+        sh("ip", "link", "del", host_if, check=False)
+    if name:
+        sh("ip", "netns", "del", name, check=False)
+
+
 def keygen(path: Path) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgetune-test", "-f", str(path)],
                    check=True, capture_output=True)

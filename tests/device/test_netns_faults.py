@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,15 +16,11 @@ import pytest
 from edgetune.device import deploy, run_eval
 from edgetune.errors import DeviceLost
 
-from tests.device.conftest import rewrite_manifest, running_sshd, write_suite
+from tests.device.conftest import add_netns, remove_netns, rewrite_manifest, running_sshd, sh, write_suite
 
 pytestmark = pytest.mark.netns
 
 RATE = "1mbit"  # ~120 kB/s towards the device: a 640 kB file takes ~5 s
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
 @pytest.fixture
@@ -34,27 +29,19 @@ def netns_sshd(tmp_path, ssh_keys):
         pytest.skip("netns fault tests need root (network namespaces, veth, tc)")
     if not shutil.which("ip") or not shutil.which("tc"):
         pytest.skip("netns fault tests need iproute2 (ip, tc): run scripts/setup-test-deps.sh")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_if, dev_if = f"et-{tag}", f"eth{tag}h", f"eth{tag}d"
-    net = 200 + os.getpid() % 50
-    if sh("ip", "netns", "add", ns, check=False).returncode != 0:
+    ns = f"et-{os.getpid() % 100000}"
+    made = add_netns(ns, f"10.{200 + os.getpid() % 50}.7")
+    if made is None:
         pytest.skip("`ip netns add` is not permitted here")
+    host_if, address = made
     try:
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", dev_if)
-        sh("ip", "link", "set", dev_if, "netns", ns)
-        sh("ip", "addr", "add", f"10.{net}.7.1/24", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.{net}.7.2/24", "dev", dev_if)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", dev_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
         sh("tc", "qdisc", "add", "dev", host_if, "root", "tbf", "rate", RATE, "burst", "16kb", "latency", "200ms")
-        with running_sshd(tmp_path / "sshd", ssh_keys, port=2222, listen=f"10.{net}.7.2",
+        with running_sshd(tmp_path / "sshd", ssh_keys, port=2222, listen=address,
                           prefix=["ip", "netns", "exec", ns]) as server:
             server.link = host_if
             yield server
     finally:
-        sh("ip", "link", "del", host_if, check=False)
-        sh("ip", "netns", "del", ns, check=False)
+        remove_netns(ns, host_if)
 
 
 def preinstall(server, bundle: Path, *, skip: tuple[str, ...] = ()) -> Path:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.device.conftest import free_port, keygen, stop
+from tests.device.conftest import add_netns, free_port, keygen, sh, stop
 
 from .conftest import PI_ENV, TEST_ETC, enter_argv
 
@@ -66,29 +66,14 @@ class PiSSHD:
         return self.root / (path.lstrip("/") if path.startswith("/") else f"root/{path}")
 
 
-def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
 def _network() -> tuple[str | None, str, list[str]]:
     """(netns name or None, the board's address, veth names to delete afterwards)."""
-    tag = os.getpid() % 100000
-    ns, host_if, dev_if, net = f"etpi-{tag}", f"pi{tag}h", f"pi{tag}d", 150 + os.getpid() % 50
-    if not shutil.which("ip") or _sh("ip", "netns", "add", ns, check=False).returncode != 0:
+    ns = f"etpi-{os.getpid() % 100000}"
+    made = add_netns(ns, f"10.{150 + os.getpid() % 50}.5")
+    if made is None:
         return None, "127.0.0.1", []
-    try:
-        _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", dev_if)
-        _sh("ip", "link", "set", dev_if, "netns", ns)
-        _sh("ip", "addr", "add", f"10.{net}.5.1/24", "dev", host_if)
-        _sh("ip", "link", "set", host_if, "up")
-        _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.{net}.5.2/24", "dev", dev_if)
-        _sh("ip", "netns", "exec", ns, "ip", "link", "set", dev_if, "up")
-        _sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-    except subprocess.CalledProcessError:
-        _sh("ip", "link", "del", host_if, check=False)
-        _sh("ip", "netns", "del", ns, check=False)
-        raise
-    return ns, f"10.{net}.5.2", [host_if]
+    host_if, address = made
+    return ns, address, [host_if]
 
 
 def start(root: Path, keys_dir: Path) -> PiSSHD:
@@ -156,9 +141,9 @@ def shutdown(server: PiSSHD) -> None:
         except ProcessLookupError:
             pass
     for link in server.links:
-        _sh("ip", "link", "del", link, check=False)
+        sh("ip", "link", "del", link, check=False)
     if server.netns:
-        _sh("ip", "netns", "del", server.netns, check=False)
+        sh("ip", "netns", "del", server.netns, check=False)
 
 
 def _rooted_in(root: Path) -> list[int]:

@@ -10,6 +10,9 @@ import sys
 
 import torch
 import torch.distributed as dist
+from edgetune.config import TrainConfig
+from edgetune.train.adapters import peft_config
+from edgetune.train.sharded import adapter_state_dict
 from peft import get_peft_model, get_peft_model_state_dict
 from peft.utils.other import fsdp_auto_wrap_policy
 from safetensors.torch import save_file
@@ -17,10 +20,6 @@ from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 from transformers import AutoModelForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
-from edgetune.config import TrainConfig
-from edgetune.train.adapters import peft_config
-from edgetune.train.sharded import adapter_state_dict
 
 
 def main(model_dir: str, adapter: str, policy: str, out: str) -> None:

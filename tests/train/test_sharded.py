@@ -15,23 +15,11 @@ import pytest
 import torch
 from edgetune.config import TrainConfig
 from edgetune.train.adapters import peft_config
-from edgetune.train.sharded import save_adapter, unwrapped
+from edgetune.train.sharded import save_adapter
+
+from tests.device.conftest import free_port
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_unwrapped_drops_wrapper_segments_only():
-    name = "base_model.model.model.layers.0._fsdp_wrapped_module._checkpoint_wrapped_module.self_attn.q_proj.lora_A.default.weight"
-    assert unwrapped(name) == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
-    assert unwrapped("base_model.model.lm_head.weight") == "base_model.model.lm_head.weight"
 
 
 @pytest.mark.parametrize("adapter, policy", [("lora", "layers"), ("lora", "peft"), ("dora", "layers"), ("ia3", "peft")])

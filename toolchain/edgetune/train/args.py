@@ -25,8 +25,8 @@ def micro_batches(cfg: TrainConfig) -> tuple[int, int]:
     """(examples per forward pass, accumulation steps) for cfg's batch_size x grad_accum examples per step: the
     largest divisor of batch_size whose tokens fit train.micro_batch_tokens, accumulation making up the rest
     (transformers normalises the accumulated loss by the step's token count, so the gradient is the whole
-    batch's). Off by default: on an H200 each forward pass has a fixed cost of ~0.45 s on the Mistral-7B shape,
-    so halving the pass halves nothing but memory (docs/benchmarks.md)."""
+    batch's). Off by default: on an H200 each pass costs ~0.45 s whatever its size (Mistral-7B shape), so smaller
+    passes save memory but cost speed in proportion (docs/benchmarks.md)."""
     budget = cfg.micro_batch_tokens
     if budget is None:
         return cfg.batch_size, cfg.grad_accum

@@ -5,11 +5,12 @@
   with several GPUs, in one `accelerate launch` process pinned to the first (see `launch_argv`).
 - N > 1: refuses more GPUs than CUDA shows, then re-executes the same stage as
   `accelerate launch --multi_gpu --num_processes N -m edgetune.train.worker REQUEST` (DDP; FSDP instead when the
-  base has more than FSDP_MIN_PARAMS parameters or `fsdp=True`; rank 0 saves the gathered adapter: train/sharded.py). Rank 0 writes the artifact into `store`; the
-  other ranks write to scratch. This process then reads the artifact back through `train.run` (a cache hit).
-  The OOM fallback is off there: ranks cannot change settings independently without deadlocking.
-  `cpu=True` runs the N processes on the CPU (gloo), which is how the launch path is tested without a GPU.
-Note: DDP trains N x batch_size x grad_accum examples per step; the stage's cache key does not include N.
+  base has more than FSDP_MIN_PARAMS parameters or `fsdp=True`, the adapter gathered by train/sharded.py). Rank 0
+  writes the artifact into `store`; the other ranks write to scratch. This process then reads the artifact back
+  through `train.run` (a cache hit). The OOM fallback is off there: ranks cannot change settings independently
+  without deadlocking. `cpu=True` runs the N processes on the CPU (gloo), which is how the launch path is tested
+  without a GPU.
+Note: DDP trains N x batch_size x grad_accum examples per step, so N is part of the stage's cache key.
 """
 
 from __future__ import annotations

@@ -18,15 +18,6 @@ from typing import Any
 
 from edgetune.errors import TrainError
 
-WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
-
-
-def unwrapped(name: str) -> str:
-    """A parameter name as the gathered state dict spells it: without FSDP / checkpoint / compile wrappers."""
-    for segment in WRAPPER_SEGMENTS:
-        name = name.replace(segment, "")
-    return name
-
 
 def checkpoint_names(model: Any, adapter_name: str = "default") -> dict[str, str]:
     """{model state-dict key: adapter-file key} as PeftModel.save_pretrained maps them for `model`'s adapter,
