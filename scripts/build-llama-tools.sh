@@ -3,6 +3,8 @@
 # llama.cpp that the installed llama-cpp-python vendors (its sdist), into $EDGETUNE_HOME/llama.cpp/<ver>/bin.
 # Cached by version + flags: a second run does nothing. Nothing here is committed to the repo.
 #   usage: scripts/build-llama-tools.sh [extra cmake flags]
+# scripts/setup.sh passes the CPU flags of toolchain/edgetune/cpu.py (this CPU's instruction sets, AMX off), the
+# same as the llama-cpp-python wheel's; with none, ggml's own -march=native applies. build.json records them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -27,6 +29,7 @@ cmake -S "$WORK" -B "$WORK/build" "${FLAGS[@]}" >/dev/null
 cmake --build "$WORK/build" --target "${TOOLS[@]}" -j "$(nproc)" >/dev/null
 mkdir -p "$OUT.tmp"
 for t in "${TOOLS[@]}"; do cp "$WORK/build/bin/$t" "$OUT.tmp/"; done
+printf '{"llama_cpp_python": "%s", "cmake_args": "%s"}\n' "$VERSION" "${FLAGS[*]}" > "$OUT.tmp/build.json"
 touch "$OUT.tmp/.stamp-$STAMP"
 rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
 echo "llama.cpp tools built in $OUT" >&2

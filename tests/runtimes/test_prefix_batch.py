@@ -76,7 +76,6 @@ def test_llamacpp_scorer_equals_fresh_single_sequence_evaluation(tiny_gguf, toke
     """Many requests per decode (shared prefixes, partial contexts, duplicates, several batches) give what one
     Llama.eval of each request alone gives."""
     import numpy as np
-    from edgetune.runtimes import LlamaCppRuntime
     from edgetune.runtimes import llamacpp as backend
     from llama_cpp import Llama
 
@@ -95,7 +94,8 @@ def test_llamacpp_scorer_equals_fresh_single_sequence_evaluation(tiny_gguf, toke
         lp -= np.log(np.exp(lp).sum(axis=1, keepdims=True))
         fresh.append(float(lp[np.arange(len(cont)), cont].sum()))
     llm.close()
-    with LlamaCppRuntime(tiny_gguf, n_ctx=256, n_threads=1) as runtime:
+    # the in-process engine: SCORE_TOKENS is patched below, which a child process would not see
+    with backend.LlamaCppEngine(tiny_gguf, n_ctx=256, n_threads=1) as runtime:
         together = runtime.loglikelihood(requests)
         saved = backend.SCORE_TOKENS
         backend.SCORE_TOKENS = 20  # force several batches

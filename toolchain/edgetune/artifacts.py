@@ -23,6 +23,7 @@ from typing import Any
 
 from edgetune import __version__
 from edgetune.constants import ARTIFACT_FILE
+from edgetune.errors import NativeCrash
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,10 @@ class Store:
             if final.exists():  # a stale, unmatched folder (checked by lookup) is replaced
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except NativeCrash as exc:
+            if exc.stage is not None:
+                raise
+            raise exc.in_stage(kind) from exc  # name the stage: the crash itself knows only the file
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         builder.artifact = Artifact(kind, key, final, record)

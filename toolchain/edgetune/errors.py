@@ -18,6 +18,17 @@ class EdgetuneError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self):
+        # errors cross process boundaries (llama.cpp runs in a child process): keep the hint and exit code
+        return _rebuild, (type(self), self.message, self.hint, self.exit_code, self.__dict__)
+
+
+def _rebuild(cls: type[EdgetuneError], message: str, hint: str | None, exit_code: int, state: dict):
+    err = cls.__new__(cls)
+    EdgetuneError.__init__(err, message, hint, exit_code)
+    err.__dict__.update(state)
+    return err
+
 
 class ConfigError(EdgetuneError):
     """Invalid config file, flag, target or path given by the user."""
@@ -66,6 +77,25 @@ class ToolError(EdgetuneError):
     """An external tool (llama.cpp converter, compiler) failed or is not set up."""
 
     exit_code = 9
+
+
+class NativeCrash(ToolError):
+    """A native tool or library (llama.cpp) died on a signal (SIGSEGV, SIGILL, ...) while working on a file. The
+    work ran in a child process, so edgetune reports it in one line instead of dying with it. Exit code 9.
+    `stage` is filled in by the stage that was running (`Store.build`)."""
+
+    exit_code = 9
+
+    def __init__(self, what: str, signal_name: str, subject: str, hint: str | None = None,
+                 stage: str | None = None):
+        self.what, self.signal_name, self.subject, self.stage = what, signal_name, subject, stage
+        where = f" in stage {stage}" if stage else ""
+        super().__init__(f"llama.cpp crashed ({signal_name}) {what} {subject}{where}",
+                         hint or "run `edgetune doctor` to see which llama.cpp paths this build enables; "
+                                 "scripts/setup.sh rebuilds llama.cpp with AMX off, or portable if that still crashes")
+
+    def in_stage(self, stage: str) -> NativeCrash:
+        return NativeCrash(self.what, self.signal_name, self.subject, self.hint, stage)
 
 
 class GateError(EdgetuneError):

@@ -1,7 +1,8 @@
 """The `edgetune` command line: a thin layer over the library. Only this module turns errors into exit codes.
 
 Exit codes: 0 success; 1 unexpected error; 2 bad config or usage; 3 data; 4 model; 5 training; 6 export;
-7 bundle; 8 evaluation; 9 external tool missing or failed; 10 a quality gate failed; 11 a device needs a fix
+7 bundle; 8 evaluation; 9 external tool missing, failed or crashed (llama.cpp died on a signal: the message
+names the file, its type and the stage; `edgetune doctor` explains the build); 10 a quality gate failed; 11 a device needs a fix
 (auth, host key, no space, no python3, remote failure); 12 device unreachable; 13 connection to a device lost or
 its job timed out (re-run to resume or collect).
 """
@@ -67,7 +68,7 @@ def setup(state: State, sdist: Path | None) -> None:
 
 
 def _register() -> None:
-    from edgetune.cli import commands, train_commands  # noqa: F401  (commands attach themselves to `cli`)
+    from edgetune.cli import commands, doctor, train_commands  # noqa: F401  (commands attach themselves to `cli`)
 
 
 def main() -> None:

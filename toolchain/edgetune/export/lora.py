@@ -82,21 +82,19 @@ def _convert(adapter_dir: Path, base_dir: Path, out_path: Path, tools: LlamaCppT
 
 
 def check_loads(lora_gguf: Path, base_ggufs: Sequence[Path], prompt_ids: Sequence[int]) -> dict[str, int]:
-    """Load the adapter on each base GGUF and greedily generate a few tokens; return tokens generated per base.
-    Raises ExportError when llama.cpp refuses the pair or generates nothing."""
-    from llama_cpp import Llama
+    """Load the adapter on each base GGUF (in a child process: runtimes.LlamaCppRuntime) and greedily generate
+    a token; return tokens generated per base. Raises ExportError when llama.cpp refuses the pair or generates
+    nothing, NativeCrash when it dies."""
+    from edgetune.errors import ModelError
+    from edgetune.runtimes import LlamaCppRuntime
 
     made = {}
     for base in base_ggufs:
         try:
-            llm = Llama(model_path=str(base), lora_path=str(lora_gguf), n_ctx=512, verbose=False)
-        except ValueError as exc:
+            with LlamaCppRuntime(base, lora_path=lora_gguf, n_ctx=512) as runtime:
+                out = runtime.generate(list(prompt_ids), 1, stop_ids=[])
+        except ModelError as exc:
             raise ExportError(f"LoRA GGUF {lora_gguf.name} does not load on {base.name}",
                               "the adapter and base must come from the same model") from exc
-        try:
-            llm.eval(list(prompt_ids))
-            out = [int(llm.scores[llm.n_tokens - 1].argmax())]
-        finally:
-            llm.close()
         made[base.name] = len(out)
     return made

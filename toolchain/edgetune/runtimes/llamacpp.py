@@ -1,4 +1,9 @@
-"""Run a GGUF file in-process with llama-cpp-python (the same llama.cpp the bundle ships to devices).
+"""Run a GGUF file with llama-cpp-python (the same llama.cpp the bundle ships to devices).
+
+`LlamaCppRuntime` is what callers use: the model lives in a child process (`runtimes/child.py`), so a crash
+inside llama.cpp raises `NativeCrash` (exit 9) naming the file, its type and the call, instead of killing
+edgetune. `LlamaCppEngine` is the in-process implementation the child runs; use it directly only where a
+crash may take the process down (tests of its internals).
 
 Reads `gguf_path`. Token ids go straight into the model (no llama.cpp tokenisation), so a GGUF is scored on
 the very ids its HF original saw. Scores come from `Llama.eval` + `Llama.scores` with `logits_all=True` (row i
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.errors import EvalError, ModelError
+from edgetune.errors import EdgetuneError, EvalError, ModelError
 from edgetune.runtimes.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
@@ -39,6 +44,7 @@ from edgetune.runtimes.base import (
     check_prompt,
     check_request,
 )
+from edgetune.runtimes.child import ChildRuntime
 from edgetune.runtimes.prefix_batch import Limits, Pack, plan
 
 log = logging.getLogger(__name__)
@@ -51,13 +57,42 @@ SCORE_SEQS = 64
 SCORE_OUTPUTS = 256
 
 
-class LlamaCppRuntime(Runtime):
-    """A GGUF model loaded with llama-cpp-python. `n_threads=None` lets llama.cpp choose."""
+class LlamaCppRuntime(ChildRuntime):
+    """A GGUF model (optionally with a LoRA GGUF applied at run time) loaded with llama-cpp-python in a child
+    process. `n_threads=None` lets llama.cpp choose. Raises ModelError when the file is missing, not GGUF or
+    refused by llama.cpp, and NativeCrash when llama.cpp dies."""
+
+    def __init__(self, gguf_path: Path, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 lora_path: Path | None = None):
+        self.gguf_path = Path(gguf_path)
+        _check_gguf_file(self.gguf_path)  # here, not in the child: the common mistakes need no process
+        super().__init__(f"{__name__}:LlamaCppEngine", self.gguf_path, n_ctx=n_ctx, n_threads=n_threads,
+                         lora_path=lora_path, subject=describe_gguf(self.gguf_path, lora_path), name="llama.cpp")
+
+
+def describe_gguf(path: Path, lora_path: Path | None = None) -> str:
+    """'model-Q8_0.gguf (Q8_0)': the file and the type its header records, for error messages."""
+    from edgetune.constants import LLAMA_FTYPE
+    from edgetune.export.gguf_header import read_keys
+
+    try:
+        ftype = read_keys(path, ["general.file_type"]).get("general.file_type")
+    except (OSError, EdgetuneError):
+        ftype = None
+    names = {v: q.value for q, v in LLAMA_FTYPE.items()}
+    text = f"{path} ({names.get(ftype, f'file type {ftype}') if ftype is not None else 'type unknown'})"
+    return f"{text} with LoRA {lora_path}" if lora_path else text
+
+
+class LlamaCppEngine(Runtime):
+    """A GGUF model loaded in this process with llama-cpp-python. `n_threads=None` lets llama.cpp choose."""
 
     name = "llama.cpp"
 
-    def __init__(self, gguf_path: Path, *, n_ctx: int = 2048, n_threads: int | None = None):
-        """Load `gguf_path`. Raises ModelError when the file is missing, not GGUF or refused by llama.cpp."""
+    def __init__(self, gguf_path: Path, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 lora_path: Path | None = None):
+        """Load `gguf_path` (and apply `lora_path`). Raises ModelError when the file is missing, not GGUF or
+        refused by llama.cpp."""
         self.gguf_path = Path(gguf_path)
         _check_gguf_file(self.gguf_path)
         from llama_cpp import Llama
@@ -65,6 +100,7 @@ class LlamaCppRuntime(Runtime):
         try:
             self._llm = Llama(
                 model_path=str(self.gguf_path),
+                lora_path=str(lora_path) if lora_path else None,
                 n_ctx=n_ctx,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
@@ -72,8 +108,10 @@ class LlamaCppRuntime(Runtime):
                 verbose=False,
             )
         except ValueError as exc:  # llama-cpp-python's "Failed to load model from file" / context creation
+            what = f"{self.gguf_path} with the LoRA GGUF {lora_path}" if lora_path else str(self.gguf_path)
             raise ModelError(
-                f"llama.cpp could not load {self.gguf_path}",
+                f"llama.cpp could not load {what}",
+                "the adapter and base must come from the same model" if lora_path else
                 "the file is truncated, corrupt or from a newer llama.cpp; re-run the export",
             ) from exc
         # llama.cpp may round the context up (64 -> 256), but llama-cpp-python sizes its token and score

@@ -1,0 +1,38 @@
+"""`edgetune doctor` through the CLI: lines for every check, JSON for scripts, and exit 9 when the probe sees
+llama.cpp crash (a real SIGSEGV from the tool it runs)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.setup.test_probe import crashing_tool
+
+
+def test_doctor_explains_the_build(edgetune, monkeypatch):
+    result = edgetune("--json", "doctor")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert {"cpu", "llama-cpp-python", "converter", "native tools", "build flags", "gpu", "judge"} <= set(checks)
+    assert checks["llama-cpp-python"]["status"] == "OK", checks["llama-cpp-python"]
+    assert "AMX off" in checks["llama-cpp-python"]["detail"] and "AVX2" in checks["llama-cpp-python"]["detail"]
+    assert checks["native tools"]["status"] == "OK" and "GGML_NATIVE=OFF" in checks["native tools"]["detail"]
+    assert checks["judge"]["status"] == "WARN"  # no endpoint: the embedded tiny judge is a smoke test
+    assert result.exit_code == (1 if any(c["status"] == "FAIL" for c in checks.values()) else 0)
+    human = edgetune("doctor", "--judge-url", "http://127.0.0.1:9/v1")
+    assert "FAIL judge: http://127.0.0.1:9/v1/models unreachable" in human.stdout
+    assert human.exit_code == 1 and "judge" in human.stderr
+
+
+def test_doctor_probe_exits_9_when_llama_cpp_crashes(edgetune, monkeypatch, tmp_path, llama_tools):
+    home = tmp_path / "home"
+    root = home / "llama.cpp" / llama_tools.version
+    root.mkdir(parents=True)
+    (root / "edgetune-tools.json").write_text(json.dumps({"version": llama_tools.version,
+                                                          "revision": llama_tools.revision}))
+    crashing_tool(root / "bin")
+    monkeypatch.setenv("EDGETUNE_HOME", str(home))
+    result = edgetune("doctor", "--probe", "--quant", "Q4_0")
+    assert result.exit_code == 9, result.stderr
+    assert "Q4_0    llama-bench       crash (SIGSEGV)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: llama.cpp crashed on this machine computing "
+                                                             "with Q4_0 via llama-bench")
+    assert json.loads((root / "probe.json").read_text())["crashed"] is True

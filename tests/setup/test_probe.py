@@ -1,0 +1,102 @@
+"""The set-up probe and the build it checks: every quant type computes through both host paths of llama.cpp, a
+real crash (a process killed by SIGSEGV) is recorded as one, and the installed llama.cpp has no AMX kernels."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import pytest
+
+from edgetune.constants import Quant
+from edgetune.cpu import build_flags, cpu_flags
+from edgetune.doctor import FAIL, OK, probe_check, wheel_build_record
+from edgetune.llama_probe import enabled_features, load_probe, probe_native, probe_runtime, run_probe, system_info
+from edgetune.llamacpp import LlamaCppTools
+
+CRASHING_ENGINE = "tests.runtimes.crashing:CrashingRuntime"
+
+
+def crashing_tool(folder: Path, name: str = "llama-bench") -> Path:
+    """A real executable that dies on SIGSEGV, as llama-bench did on AMX hosts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tool = folder / name
+    tool.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def tools_with_bin(root: Path, bin_dir: Path | None, real: LlamaCppTools) -> LlamaCppTools:
+    root.mkdir(parents=True, exist_ok=True)
+    if bin_dir is not None:
+        (root / "bin").symlink_to(bin_dir)
+    return LlamaCppTools(root=root, version=real.version, revision=real.revision)
+
+
+def test_every_quant_type_computes_through_llama_cpp_python_and_the_native_tool(tmp_path, llama_tools, smollm2_gguf):
+    tools = tools_with_bin(tmp_path / "tools", llama_tools.bin_dir, llama_tools)
+    record = run_probe(tools, smollm2_gguf, tmp_path / "work")
+    rows = {(r["quant"], r["path"]): r for r in record["rows"]}
+    assert set(rows) == {(q.value, p) for q in Quant for p in ("llama-cpp-python", "llama-bench")}
+    assert all(r["status"] == "ok" for r in rows.values()), [r for r in rows.values() if r["status"] != "ok"]
+    assert not record["crashed"] and load_probe(tools) == record
+    assert probe_check(record).status == OK
+    assert not list((tmp_path / "work").glob("*.gguf"))  # probe files are removed
+
+
+def test_a_crashing_native_tool_is_recorded_as_a_crash(tmp_path, llama_tools, smollm2_gguf):
+    tools = tools_with_bin(tmp_path / "tools", None, llama_tools)
+    crashing_tool(tmp_path / "tools" / "bin")
+    record = run_probe(tools, smollm2_gguf, tmp_path / "work", quants=[Quant.Q8_0])
+    by_path = {r["path"]: r for r in record["rows"]}
+    assert by_path["llama-bench"]["status"] == "crash" and by_path["llama-bench"]["detail"] == "SIGSEGV"
+    assert by_path["llama-cpp-python"]["status"] == "ok"
+    assert record["crashed"]
+    check = probe_check(record)
+    assert check.status == FAIL and "Q8_0 via llama-bench: crash (SIGSEGV)" in check.detail
+
+
+def test_a_crash_in_the_python_path_is_recorded_and_a_refusal_is_an_error(tmp_path, tiny_gguf):
+    crash = probe_runtime(tiny_gguf, engine=CRASHING_ENGINE)
+    assert (crash.status, crash.detail) == ("crash", "SIGSEGV")
+    broken = tmp_path / "broken-Q4_0.gguf"
+    broken.write_bytes(tiny_gguf.read_bytes()[:4096])
+    refused = probe_runtime(broken)
+    assert refused.status == "error" and "could not load" in refused.detail
+    tool = crashing_tool(tmp_path / "bin")
+    assert probe_native(tool, tiny_gguf).status == "crash"
+
+
+def test_installed_llama_cpp_python_has_no_amx_kernels_and_matches_its_build_record():
+    features = enabled_features(system_info())
+    assert features and not {f for f in features if f.startswith("AMX")}, features
+    record = wheel_build_record()
+    assert record is not None, "scripts/setup.sh installs the wheel by path with its build.json beside it"
+    assert "-DGGML_AMX_INT8=OFF" in record["cmake_args"] or record["machine"] != "x86_64"
+    if platform.machine() == "x86_64" and record["choice"] == "host-isa":
+        # what this CPU has is compiled in (nothing of the speed was given away), AMX aside
+        assert ("AVX512" in features) == ("avx512f" in cpu_flags())
+        assert "AVX2" in features and "REPACK" in features
+
+
+def test_native_tools_are_built_with_the_same_cpu_flags_amx_off(llama_tools):
+    build = json.loads((llama_tools.bin_dir / "build.json").read_text())
+    for arg in build_flags().cmake_args:
+        assert arg in build["cmake_args"].split()
+
+
+@pytest.mark.parametrize(("flags", "on", "off"), [
+    ({"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw",
+      "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}, {"GGML_AVX2", "GGML_AVX512", "GGML_AVX512_VNNI"},
+     {"GGML_AMX_INT8", "GGML_AMX_TILE", "GGML_AVX512_BF16"}),
+    ({"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}, {"GGML_AVX2", "GGML_FMA"}, {"GGML_AVX512", "GGML_AMX_INT8"}),
+    ({"sse4_2", "avx"}, {"GGML_AVX"}, {"GGML_AVX2", "GGML_FMA"}),
+])
+def test_flags_follow_the_cpu_and_never_turn_amx_on(flags, on, off):
+    args = set(build_flags(flags, "x86_64").cmake_args)
+    assert "-DGGML_NATIVE=OFF" in args
+    assert {f"-D{o}=ON" for o in on} <= args and {f"-D{o}=OFF" for o in off} <= args
+    portable = set(build_flags(flags, "x86_64", portable=True).cmake_args)
+    assert "-DGGML_AVX2=ON" in portable and "-DGGML_AVX512=OFF" in portable and "-DGGML_AMX_INT8=OFF" in portable
+    assert build_flags(flags, "aarch64").cmake_args == ("-DGGML_NATIVE=ON",)
