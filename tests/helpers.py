@@ -24,12 +24,13 @@ def chat_suite_rows(tokenizer_dir: Path, questions: Sequence[str], max_tokens: i
 
 
 def generated_tokens(gguf_path: Path, max_tokens: int = 4) -> int:
-    """Load a GGUF in llama-cpp-python and count the tokens a greedy completion produces."""
-    from llama_cpp import Llama
+    """Load a GGUF through edgetune's llama.cpp runtime (a child process: a crash fails the test, not pytest)
+    and count the tokens a greedy continuation of a short SmolLM2-tokenised prompt produces before EOS."""
+    from edgetune.runtimes import LlamaCppRuntime
 
-    llm = Llama(model_path=str(gguf_path), n_ctx=256, n_threads=1, verbose=False)
-    try:
-        out = llm.create_completion("The capital of France is", max_tokens=max_tokens, temperature=0.0)
-    finally:
-        llm.close()
-    return out["usage"]["completion_tokens"]
+    with LlamaCppRuntime(gguf_path, n_ctx=256, n_threads=1) as runtime:
+        return len(runtime.generate(list(SMOLLM2_PROMPT_IDS), max_tokens, stop_ids=[SMOLLM2_EOS_ID]))
+
+
+SMOLLM2_PROMPT_IDS = (1, 504, 3137, 282, 4649, 314)  # "<|im_start|>" then a few words, in SmolLM2's vocabulary
+SMOLLM2_EOS_ID = 2

@@ -8,7 +8,8 @@ import json
 from tests.setup.test_probe import crashing_tool
 
 
-def test_doctor_explains_the_build(edgetune, monkeypatch):
+def test_doctor_explains_the_build(edgetune, monkeypatch, edgetune_home):
+    monkeypatch.setenv("EDGETUNE_HOME", str(edgetune_home))  # the set-up cache, not the test's empty one
     result = edgetune("--json", "doctor")
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert {"cpu", "llama-cpp-python", "converter", "native tools", "build flags", "gpu", "judge"} <= set(checks)

@@ -14,6 +14,7 @@ from edgetune.export.inspect import inspect_gguf
 from edgetune.export.lora import check_loads, convert_lora
 from edgetune.export.metadata import add_string_keys
 from edgetune.export.quantize import quantize_gguf
+from tests.helpers import generated_tokens
 
 
 def test_provenance_keys_survive_quantization(tmp_path, tiny_gguf):
@@ -44,10 +45,7 @@ def test_imatrix_from_text_then_quantize(tmp_path, tiny_gguf, llama_tools):
     assert imatrix.stat().st_size > 0
     out = quantize_with_imatrix(tiny_gguf, tmp_path / "q4.gguf", Quant.Q4_0, imatrix, llama_tools, threads=1)
     assert inspect_gguf(out)["file_type"] == "Q4_0"
-    from llama_cpp import Llama
-
-    llm = Llama(str(out), n_ctx=128, verbose=False)
-    assert llm.create_completion("The colour", max_tokens=3, temperature=0)["usage"]["completion_tokens"] > 0
+    assert generated_tokens(out, 3) > 0
 
 
 def test_imatrix_refuses_empty_text(tmp_path, tiny_gguf, llama_tools):
@@ -106,7 +104,8 @@ def test_rslora_gguf_keeps_peft_scale(tmp_path, tiny_model_dir, tiny_gguf, llama
     """llama.cpp scales by alpha/r, peft's rsLoRA by alpha/sqrt(r): the GGUF must reproduce peft's logits."""
     import numpy as np
     import torch
-    from llama_cpp import Llama
+
+    from edgetune.runtimes import LlamaCppRuntime
 
     adapter, peft_model = _adapter(tmp_path, tiny_model_dir, use_rslora=True)
     ids = [1, 504, 3137, 288, 1145, 30]
@@ -115,12 +114,8 @@ def test_rslora_gguf_keeps_peft_scale(tmp_path, tiny_model_dir, tiny_gguf, llama
         with peft_model.disable_adapter():
             base = peft_model(torch.tensor([ids])).logits[0].numpy()
     lora = convert_lora(adapter, tiny_model_dir, tmp_path / "rslora.gguf", llama_tools)
-    llm = Llama(model_path=str(tiny_gguf), lora_path=str(lora), n_ctx=64, logits_all=True, verbose=False)
-    try:
-        llm.eval(ids)
-        got = np.array(llm.scores[: len(ids)])
-    finally:
-        llm.close()
+    with LlamaCppRuntime(tiny_gguf, lora_path=lora, n_ctx=64, n_threads=1) as runtime:
+        got = runtime.logits(ids)
     moved = np.abs(want - base).max()
     assert np.abs(got - want).max() < 0.1 * moved  # F16 rounding only, far below the adapter's own effect
     assert json.loads((adapter / "adapter_config.json").read_text())["use_rslora"] is True  # user's file untouched

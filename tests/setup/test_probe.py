@@ -100,3 +100,15 @@ def test_flags_follow_the_cpu_and_never_turn_amx_on(flags, on, off):
     portable = set(build_flags(flags, "x86_64", portable=True).cmake_args)
     assert "-DGGML_AVX2=ON" in portable and "-DGGML_AVX512=OFF" in portable and "-DGGML_AMX_INT8=OFF" in portable
     assert build_flags(flags, "aarch64").cmake_args == ("-DGGML_NATIVE=ON",)
+
+
+def test_doctor_flags_a_wheel_built_for_another_cpu():
+    from edgetune.doctor import WARN, flags_check
+
+    here = build_flags()
+    assert flags_check({**here.to_dict()}).status == OK
+    other = build_flags({"sse4_2", "avx"}, "x86_64")
+    moved = flags_check(other.to_dict())
+    assert moved.status == (OK if other.cmake_args == here.cmake_args else WARN)
+    assert flags_check({**other.to_dict(), "choice": "portable"}).status == OK
+    assert flags_check(None).status == WARN

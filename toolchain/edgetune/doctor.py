@@ -94,6 +94,19 @@ def llama_cpp_python_check(system_info: str) -> Check:
     return Check("llama-cpp-python", OK, detail)
 
 
+def flags_check(record: dict | None) -> Check:
+    """Was the installed wheel built for this CPU? A cache moved from another machine may hold one that uses
+    instructions this CPU lacks (SIGILL) or misses ones it has (slower)."""
+    here = build_flags()
+    if record is None:
+        return Check("build flags", WARN, f"unknown; set-up would build {here.choice} here",
+                     "re-run scripts/setup.sh")
+    if record["choice"] == "portable" or list(record["cmake_args"]) == list(here.cmake_args):
+        return Check("build flags", OK, f"the wheel's flags ({record['choice']}) match this CPU")
+    return Check("build flags", WARN, f"the wheel was built for another CPU ({record['key']}); this one "
+                                      f"would get {here.key}", "re-run scripts/setup.sh to build for this CPU")
+
+
 def native_tools_check(home: Path) -> list[Check]:
     from edgetune.llamacpp import load_tools
     from edgetune.llama_probe import load_probe
@@ -212,8 +225,7 @@ def run_checks(home: Path, out_dir: Path, judge_url: str | None = None) -> list[
 
     checks = [cpu_check(), llama_cpp_python_check(system_info())]
     checks += native_tools_check(home)
-    flags = build_flags()
-    checks.append(Check("build flags", OK, f"set-up builds llama.cpp here as {flags.choice}: {flags.reason}"))
+    checks.append(flags_check(wheel_build_record()))
     checks += cross_check(home)
     checks += gpu_check()
     checks += [disk_check("cache", home), disk_check("output", out_dir), judge_check(judge_url)]

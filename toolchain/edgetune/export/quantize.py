@@ -29,11 +29,12 @@ _FLOAT_FTYPES = frozenset({0, 1, 32})
 _FLOAT_TENSOR_TYPES = frozenset({"F32", "F16", "BF16"})
 
 
-def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0) -> Path:
+def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0, quality_matters: bool = True) -> Path:
     """Quantize `src` to `quant` and write it to `dst` (replacing an existing file); return `dst`.
 
     `nthread` 0 lets llama.cpp use every core. Requantizing an already quantized source is allowed but
-    logged as a WARNING, since it loses more quality than quantizing from F16/BF16.
+    logged as a WARNING, since it loses more quality than quantizing from F16/BF16 (at INFO when
+    `quality_matters` is False: files made only to exercise kernels, as the set-up probe's).
     Raises ExportError for a missing or corrupt source, an unknown quant, or a failed quantization; no
     partial file is ever left at `dst` or beside it.
     """
@@ -54,7 +55,8 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0) -> Pa
     src_ftype = _source_file_type(src)
     requantize = src_ftype.quantized
     if requantize:
-        log.warning(
+        log.log(
+            logging.WARNING if quality_matters else logging.INFO,
             "requantizing %s (%s) to %s loses more quality than quantizing from F16/BF16; "
             "pass the unquantized GGUF to avoid this",
             src, src_ftype.name, quant.value,
