@@ -6,12 +6,14 @@
 #   TORCH_SPEC   what to install for torch (default torch==2.13.0, the CPU wheel on this kind of machine;
 #                on a CUDA host e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128")
 #   CMAKE_ARGS   extra llama.cpp build flags for the wheel (e.g. -DGGML_CUDA=ON on a GPU host)
-#   EDGETUNE_PORTABLE=1  build llama.cpp for the x86-64-v3 baseline (a wheel that moves to other machines)
+#   EDGETUNE_LLAMA_LEVEL  where to start: host (default), host-no-amx, or portable (the x86-64-v3 baseline:
+#                a wheel that moves to other machines)
 #
-# llama.cpp's CPU flags come from toolchain/edgetune/cpu.py: this CPU's instruction sets with AMX always off
-# (ggml's AMX kernels crash on some x86 hosts), the same for the wheel and the native tools. Wheels are cached
-# per flag set. After building, `edgetune doctor --probe` runs every quant type through both; if one crashes,
-# llama.cpp is rebuilt for the portable baseline and probed again; a crash then fails the set-up.
+# llama.cpp's CPU flags come from toolchain/edgetune/cpu.py, the same for the wheel and the native tools: this
+# CPU's instruction sets (AMX included where the CPU has it). Wheels are cached per flag set. After building,
+# `edgetune doctor --probe` runs every quant type through both; on a crash (ggml's AMX kernels crash on some
+# x86 hosts) llama.cpp is rebuilt at the next level (AMX off, then portable) and probed again; a crash at the
+# last level fails the set-up (exit 9).
 #   EDGETUNE_HOME  cache root (default ~/.cache/edgetune): wheels, sdist, llama.cpp converter and native tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,15 +38,17 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${PIP[@]}" install ${TORCH_SPEC:-torch==2.13.0}
 fi
 
-[ "${EDGETUNE_PORTABLE:-0}" = 1 ] && PORTABLE=--portable || PORTABLE=""
+# the level that passed the probe last time on this cache, so a re-run does not rebuild its way there again
+LEVEL_FILE=$CACHE/llama-build-level
+LEVEL=${EDGETUNE_LLAMA_LEVEL:-$(cat "$LEVEL_FILE" 2>/dev/null || echo host)}
 if [ ! -f "$SDIST" ]; then
   step "fetching the llama-cpp-python $LLAMA_CPP_VERSION sdist (it vendors llama.cpp and its converter)"
   "${PIP[@]}" download --no-binary :all: --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -d "$SDIST_DIR"
 fi
 
-# $1: "" or --portable. Sets CPU_FLAGS and WHEEL (compiled once per flag set into $WHEELS/<key>/).
+# $1: the level. Sets CPU_FLAGS and WHEEL (compiled once per flag set into $WHEELS/<key>/).
 build_wheel() {
-  CPU_FLAGS=$("$PY" toolchain/edgetune/cpu.py cmake-args ${1:-})
+  CPU_FLAGS=$("$PY" toolchain/edgetune/cpu.py cmake-args "$1")
   local args="-DLLAVA_BUILD=OFF $CPU_FLAGS ${CMAKE_ARGS:-}"
   local key dir
   key=$(printf '%s' "$LLAMA_CPP_VERSION $args" | sha256sum | cut -c1-12)
@@ -53,7 +57,7 @@ build_wheel() {
     step "compiling llama-cpp-python $LLAMA_CPP_VERSION once for these flags (10-14 min on 2 cores): $args"
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
     CMAKE_ARGS="$args" "${PIP[@]}" wheel --no-deps "$SDIST" -w "$dir.tmp"
-    "$PY" toolchain/edgetune/cpu.py json ${1:-} > "$dir.tmp/build.json"
+    "$PY" toolchain/edgetune/cpu.py json "$1" > "$dir.tmp/build.json"
     printf '%s' "$args" > "$dir.tmp/cmake-args.txt"
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
@@ -65,7 +69,7 @@ install_wheel() {
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL"
 }
 
-build_wheel "$PORTABLE"
+build_wheel "$LEVEL"
 step "installing edgetune and its dependencies"
 "${PIP[@]}" install --find-links "$(dirname "$WHEEL")" -e ".[test]"
 install_wheel
@@ -81,15 +85,21 @@ step "building llama.cpp's native tools (llama-quantize, llama-imatrix, ...) fro
 scripts/build-llama-tools.sh $CPU_FLAGS
 
 step "probing llama.cpp: every quant type through llama-cpp-python and the native tools"
-if ! .venv/bin/edgetune doctor --probe; then
-  step "llama.cpp crashed with this CPU's instruction sets: rebuilding for the portable x86-64-v3 baseline"
-  build_wheel --portable
+PROBE=$CACHE/llama.cpp/$LLAMA_CPP_VERSION/probe.json
+crashed() { .venv/bin/python -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['crashed'] else 1)" "$PROBE"; }
+until rm -f "$PROBE" && .venv/bin/edgetune doctor --probe; do
+  crashed || { echo "error: the llama.cpp probe could not run (see above)" >&2; exit 9; }
+  NEXT=$("$PY" toolchain/edgetune/cpu.py next "$LEVEL") || {
+    echo "error: llama.cpp crashes even at build level $LEVEL; report it with '.venv/bin/edgetune doctor'" >&2
+    exit 9; }
+  step "llama.cpp crashed at build level $LEVEL: rebuilding at level $NEXT"
+  LEVEL=$NEXT
+  build_wheel "$LEVEL"
   install_wheel
   # shellcheck disable=SC2086
   scripts/build-llama-tools.sh $CPU_FLAGS
-  .venv/bin/edgetune doctor --probe || { echo "error: llama.cpp still crashes (see above); report it with" \
-    "the output of '.venv/bin/edgetune doctor'" >&2; exit 9; }
-fi
+done
+echo "$LEVEL" > "$LEVEL_FILE"
 
 step "cross-building llama.cpp (llama-server, llama-cli) for the default target's CPU (Pi 5: cortex-a76), once"
 scripts/cross-build-llama.sh cortex-a76

@@ -14,7 +14,7 @@ def test_doctor_explains_the_build(edgetune, monkeypatch, edgetune_home):
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert {"cpu", "llama-cpp-python", "converter", "native tools", "build flags", "gpu", "judge"} <= set(checks)
     assert checks["llama-cpp-python"]["status"] == "OK", checks["llama-cpp-python"]
-    assert "AMX off" in checks["llama-cpp-python"]["detail"] and "AVX2" in checks["llama-cpp-python"]["detail"]
+    assert "compiled in:" in checks["llama-cpp-python"]["detail"] and "AVX2" in checks["llama-cpp-python"]["detail"]
     assert checks["native tools"]["status"] == "OK" and "GGML_NATIVE=OFF" in checks["native tools"]["detail"]
     assert checks["judge"]["status"] == "WARN"  # no endpoint: the embedded tiny judge is a smoke test
     assert result.exit_code == (1 if any(c["status"] == "FAIL" for c in checks.values()) else 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgetune.constants import Quant
-from edgetune.cpu import build_flags, cpu_flags
+from edgetune.cpu import build_flags, cpu_flags, next_level
 from edgetune.doctor import FAIL, OK, probe_check, wheel_build_record
 from edgetune.llama_probe import enabled_features, load_probe, probe_native, probe_runtime, run_probe, system_info
 from edgetune.llamacpp import LlamaCppTools
@@ -68,38 +68,50 @@ def test_a_crash_in_the_python_path_is_recorded_and_a_refusal_is_an_error(tmp_pa
     assert probe_native(tool, tiny_gguf).status == "crash"
 
 
-def test_installed_llama_cpp_python_has_no_amx_kernels_and_matches_its_build_record():
+def test_installed_llama_cpp_python_compiles_what_its_build_record_says():
     features = enabled_features(system_info())
-    assert features and not {f for f in features if f.startswith("AMX")}, features
     record = wheel_build_record()
     assert record is not None, "scripts/setup.sh installs the wheel by path with its build.json beside it"
-    assert "-DGGML_AMX_INT8=OFF" in record["cmake_args"] or record["machine"] != "x86_64"
-    if platform.machine() == "x86_64" and record["choice"] == "host-isa":
-        # what this CPU has is compiled in (nothing of the speed was given away), AMX aside
-        assert ("AVX512" in features) == ("avx512f" in cpu_flags())
-        assert "AVX2" in features and "REPACK" in features
+    assert features and "REPACK" in features, features
+    if platform.machine() == "x86_64":
+        assert "-DGGML_NATIVE=OFF" in record["cmake_args"]
+        cpu = cpu_flags()
+        # AMX kernels only at the `host` level on a CPU with AMX; off after a crash, and never on a CPU without
+        assert any(f.startswith("AMX") for f in features) == (record["choice"] == "host" and "amx_int8" in cpu)
+        if record["choice"] != "portable":  # the CPU's own sets are compiled in: no speed given away
+            assert ("AVX512" in features) == ("avx512f" in cpu) and "AVX2" in features
+        assert record["cmake_args"] == list(build_flags(level=record["choice"]).cmake_args)
 
 
-def test_native_tools_are_built_with_the_same_cpu_flags_amx_off(llama_tools):
+def test_native_tools_are_built_with_the_wheels_cpu_flags(llama_tools):
     build = json.loads((llama_tools.bin_dir / "build.json").read_text())
-    for arg in build_flags().cmake_args:
+    record = wheel_build_record()
+    assert record is not None
+    for arg in record["cmake_args"]:
         assert arg in build["cmake_args"].split()
 
 
 @pytest.mark.parametrize(("flags", "on", "off"), [
     ({"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw",
       "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}, {"GGML_AVX2", "GGML_AVX512", "GGML_AVX512_VNNI"},
-     {"GGML_AMX_INT8", "GGML_AMX_TILE", "GGML_AVX512_BF16"}),
+     {"GGML_AVX512_BF16"}),
     ({"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"}, {"GGML_AVX2", "GGML_FMA"}, {"GGML_AVX512", "GGML_AMX_INT8"}),
     ({"sse4_2", "avx"}, {"GGML_AVX"}, {"GGML_AVX2", "GGML_FMA"}),
 ])
-def test_flags_follow_the_cpu_and_never_turn_amx_on(flags, on, off):
-    args = set(build_flags(flags, "x86_64").cmake_args)
-    assert "-DGGML_NATIVE=OFF" in args
-    assert {f"-D{o}=ON" for o in on} <= args and {f"-D{o}=OFF" for o in off} <= args
-    portable = set(build_flags(flags, "x86_64", portable=True).cmake_args)
+def test_flags_follow_the_cpu_and_amx_goes_first(flags, on, off):
+    host = set(build_flags(flags, "x86_64").cmake_args)
+    assert "-DGGML_NATIVE=OFF" in host
+    assert {f"-D{o}=ON" for o in on} <= host and {f"-D{o}=OFF" for o in off} <= host
+    amx = "amx_int8" in flags
+    assert ("-DGGML_AMX_INT8=ON" in host) == amx
+    no_amx = set(build_flags(flags, "x86_64", level="host-no-amx").cmake_args)
+    assert "-DGGML_AMX_INT8=OFF" in no_amx and host - no_amx <= {f"-DGGML_AMX_{x}=ON" for x in ("TILE", "INT8", "BF16")}
+    portable = set(build_flags(flags, "x86_64", level="portable").cmake_args)
     assert "-DGGML_AVX2=ON" in portable and "-DGGML_AVX512=OFF" in portable and "-DGGML_AMX_INT8=OFF" in portable
     assert build_flags(flags, "aarch64").cmake_args == ("-DGGML_NATIVE=ON",)
+    # the fall-back order set-up walks: AMX off first (only where there is AMX to turn off), then portable
+    assert next_level("host", flags) == ("host-no-amx" if amx else "portable")
+    assert next_level("host-no-amx", flags) == "portable" and next_level("portable", flags) is None
 
 
 def test_doctor_flags_a_wheel_built_for_another_cpu():
@@ -110,5 +122,5 @@ def test_doctor_flags_a_wheel_built_for_another_cpu():
     other = build_flags({"sse4_2", "avx"}, "x86_64")
     moved = flags_check(other.to_dict())
     assert moved.status == (OK if other.cmake_args == here.cmake_args else WARN)
-    assert flags_check({**other.to_dict(), "choice": "portable"}).status == OK
+    assert flags_check(build_flags(level="portable").to_dict()).status == OK
     assert flags_check(None).status == WARN

@@ -3,13 +3,14 @@
 Standard library only: `scripts/setup.sh` runs this file directly (`python toolchain/edgetune/cpu.py cmake-args`)
 before edgetune is installed, so the llama-cpp-python wheel and the native tools are built with one set of flags.
 
-Why not ggml's own `-march=native`: on x86-64 CPUs with AMX (Sapphire/Granite Rapids, often virtualised) a
-native build compiles ggml's AMX "extra buffer" kernels, which crash (SIGSEGV) the first time they compute
-with Q8_0/Q4_0/K-quant weights (llama.cpp issue 20824, ollama issue 17249). So edgetune builds with
-`GGML_NATIVE=OFF` and turns on, one by one, the instruction sets this CPU reports, except AMX, which stays off.
-The rest of what native gives (AVX2, AVX-512, VNNI, BF16, and the x86 repack kernels for Q4_0/IQ4_NL/Q4_K)
-is kept. `portable` gives the x86-64-v3 baseline (AVX2, FMA, F16C, BMI2) that runs on any recent x86-64 CPU:
-set-up falls back to it when the probe (`edgetune.llama_probe`) still sees a crash.
+Three levels, tried in order by set-up until the probe (`edgetune.llama_probe`) sees no crash:
+- `host`: GGML_NATIVE=OFF with each instruction set this CPU reports turned on, AMX included when present.
+  Where ggml's AMX kernels work they pay: 1.6-3.2x prompt speed on Q8_0/Q4_0/Q4_K_M on a 16-core Xeon
+  (docs/benchmarks.md). Explicit flags instead of `-march=native` so the levels below differ from it only in
+  what they turn off.
+- `host-no-amx`: the same without AMX. On some x86-64 hosts with AMX (virtualised Sapphire/Granite Rapids) the
+  AMX kernels crash (SIGSEGV) the first time they compute with quantized weights (llama.cpp issue 20824).
+- `portable`: the x86-64-v3 baseline (AVX2, FMA, F16C, BMI2), for a wheel that moves to other machines.
 """
 
 from __future__ import annotations
@@ -37,12 +38,22 @@ X86_OPTIONS: dict[str, tuple[str, ...]] = {
     "GGML_AVX512_VNNI": ("avx512_vnni",),
     "GGML_AVX512_BF16": ("avx512_bf16",),
 }
-# Never built, whatever the CPU says: the crashing path.
-X86_DISABLED = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+# ggml's AMX kernels (the path that crashes on some hosts): built at the `host` level only.
+X86_AMX: dict[str, tuple[str, ...]] = {
+    "GGML_AMX_TILE": ("amx_tile",),
+    "GGML_AMX_INT8": ("amx_int8",),
+    "GGML_AMX_BF16": ("amx_bf16",),
+}
+LEVELS = ("host", "host-no-amx", "portable")
 # The x86-64-v3 baseline for a wheel that must run on other machines.
 X86_PORTABLE = ("GGML_SSE42", "GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2")
-AMX_REASON = ("AMX off: ggml's AMX kernels crash (SIGSEGV) on quantized weights on virtualised AMX hosts "
-              "(llama.cpp issue 20824)")
+AMX_OFF = ("AMX off: ggml's AMX kernels crash (SIGSEGV) on quantized weights on some virtualised AMX hosts "
+           "(llama.cpp issue 20824)")
+REASONS = {
+    "host": "this CPU's instruction sets",
+    "host-no-amx": f"this CPU's instruction sets; {AMX_OFF}, and the probe saw a crash with them on",
+    "portable": "portable x86-64-v3 baseline (the probe saw a crash with this CPU's own instruction sets)",
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,7 @@ class BuildFlags:
     """The ggml flags for one build: `cmake_args` go to CMake; `choice` and `reason` are recorded."""
 
     machine: str
-    choice: str  # "host-isa" (this CPU's instruction sets, AMX off), "portable" or "native" (non-x86)
+    choice: str  # a level of LEVELS, or "native" (not x86-64: ggml's own -march/-mcpu)
     cmake_args: tuple[str, ...]
     reason: str
     enabled: tuple[str, ...] = field(default=())
@@ -81,34 +92,57 @@ def has_amx(flags: set[str]) -> bool:
     return any(f.startswith("amx") for f in flags)
 
 
-def build_flags(flags: set[str] | None = None, machine: str | None = None, portable: bool = False) -> BuildFlags:
-    """The ggml flags for a CPU with `flags` (default: this host's). On x86-64: GGML_NATIVE=OFF with each
-    instruction set the CPU has (or the portable baseline) and AMX always off. Elsewhere: ggml's native build
-    (no crash of this kind is known there)."""
+def next_level(level: str, flags: set[str] | None = None) -> str | None:
+    """The level set-up tries after `level` crashed (None: nothing left). `host-no-amx` is skipped on a CPU
+    without AMX, where it would build the same thing again."""
+    flags = cpu_flags() if flags is None else flags
+    rest = LEVELS[LEVELS.index(level) + 1:]
+    if rest and rest[0] == "host-no-amx" and not has_amx(flags):
+        rest = rest[1:]
+    return rest[0] if rest else None
+
+
+def build_flags(flags: set[str] | None = None, machine: str | None = None, level: str = "host") -> BuildFlags:
+    """The ggml flags for a CPU with `flags` (default: this host's) at `level` (see the module docstring). Not
+    x86-64: ggml's native build (no crash of this kind is known there)."""
     machine = machine or platform.machine()
     flags = cpu_flags() if flags is None else flags
+    if level not in LEVELS:
+        raise ValueError(f"unknown build level {level!r}; use one of {', '.join(LEVELS)}")
     if machine not in ("x86_64", "AMD64"):
         return BuildFlags(machine, "native", ("-DGGML_NATIVE=ON",), "not x86-64: ggml's native build")
-    if portable:
+    if level == "portable":
         on = list(X86_PORTABLE)
-        reason = f"portable x86-64-v3 baseline (a crash was seen with this CPU's own instruction sets); {AMX_REASON}"
-        choice = "portable"
     else:
         on = [opt for opt, need in X86_OPTIONS.items() if all(f in flags for f in need)]
-        reason = f"this CPU's instruction sets; {AMX_REASON}"
-        choice = "host-isa"
+        if level == "host":
+            on += [opt for opt, need in X86_AMX.items() if all(f in flags for f in need)]
     args = ["-DGGML_NATIVE=OFF"]
-    args += [f"-D{opt}={'ON' if opt in on else 'OFF'}" for opt in X86_OPTIONS]
-    args += [f"-D{opt}=OFF" for opt in X86_DISABLED]
-    return BuildFlags(machine, choice, tuple(args), reason, tuple(on))
+    args += [f"-D{opt}={'ON' if opt in on else 'OFF'}" for opt in [*X86_OPTIONS, *X86_AMX]]
+    reason = REASONS[level]
+    if level == "host" and not has_amx(flags):
+        reason += " (no AMX on this CPU)"
+    return BuildFlags(machine, level, tuple(args), reason, tuple(on))
 
 
 def main(argv: list[str]) -> int:
-    """`cpu.py cmake-args [--portable]` prints the CMake flags on one line; `cpu.py json [--portable]` the record."""
-    if not argv or argv[0] not in ("cmake-args", "json", "key"):
-        print("usage: cpu.py cmake-args|json|key [--portable]", file=sys.stderr)
+    """`cpu.py cmake-args|json|key [LEVEL]` prints the CMake flags on one line, the record, or its key;
+    `cpu.py next LEVEL` the level to try after LEVEL crashed (nothing, exit 1, when none is left)."""
+    if len(argv) not in (1, 2) or argv[0] not in ("cmake-args", "json", "key", "next"):
+        print("usage: cpu.py cmake-args|json|key [LEVEL] | next LEVEL   (levels: " + ", ".join(LEVELS) + ")",
+              file=sys.stderr)
         return 2
-    flags = build_flags(portable="--portable" in argv[1:])
+    level = argv[1] if len(argv) == 2 else "host"
+    if level not in LEVELS:
+        print(f"error: unknown level {level!r} (levels: {', '.join(LEVELS)})", file=sys.stderr)
+        return 2
+    if argv[0] == "next":
+        after = next_level(level)
+        if after is None:
+            return 1
+        print(after)
+        return 0
+    flags = build_flags(level=level)
     if argv[0] == "cmake-args":
         print(" ".join(flags.cmake_args))
     elif argv[0] == "key":
