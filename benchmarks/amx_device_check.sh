@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce llama.cpp's AMX crash (NOTES.md, issue 13) on an x86 host with AMX, and check edgetune's build flags
-# avoid it: the same llama.cpp source built twice, with ggml's -march=native (what set-up did before) and with
-# toolchain/edgetune/cpu.py's flags (this CPU's instruction sets, AMX off); llama-bench then computes with each
-# quant type of a random-weight Llama (hidden 2048, 2 layers, SmolLM2 tokenizer) under both builds.
-# Meant for the device tool's GPU host (16 cores), whose CPU may have AMX; prints one line per (build, quant).
+# llama.cpp's AMX path on an x86 host with AMX (NOTES.md, issue 13): the same llama.cpp source built with ggml's
+# -march=native (what set-up did before) and at toolchain/edgetune/cpu.py's levels `host` (this CPU's sets, AMX
+# included) and `host-no-amx`; for each build: whether the AMX buffer is used (llama-bench -v), whether each quant
+# type of a random-weight Llama (hidden 2048, 2 layers, SmolLM2 tokenizer) computes or crashes, and tok/s
+# (llama-bench -p 512 -n 64 -r 3 -t 8) for Q8_0, Q4_0 and Q4_K_M. For the device tool's GPU host (16 cores).
 #
 #   needs: build/device/llama-src.tar.gz (vendor/llama.cpp of the llama-cpp-python sdist, no models/docs) and
 #          build/device/tok (SmolLM2's tokenizer folder); both made at set-up time, never committed.
@@ -34,9 +34,10 @@ PYTHONPATH=$W/src/gguf-py NO_LOCAL_GGUF= python3 "$W/src/convert_hf_to_gguf.py" 
 
 COMMON=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
         -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF)
-read -r -a EDGETUNE <<< "$(python3 toolchain/edgetune/cpu.py cmake-args)"
-declare -A FLAGS=([native]="" [edgetune]="${EDGETUNE[*]}")
-for build in native edgetune; do
+BUILDS=(native host host-no-amx)
+declare -A FLAGS=([native]="" [host]="$(python3 toolchain/edgetune/cpu.py cmake-args host)"
+                  [host-no-amx]="$(python3 toolchain/edgetune/cpu.py cmake-args host-no-amx)")
+for build in "${BUILDS[@]}"; do
   read -r -a extra <<< "${FLAGS[$build]}"
   cmake -S "$W/src" -B "$W/b-$build" "${COMMON[@]}" "${extra[@]}" >/dev/null 2>&1 \
     && cmake --build "$W/b-$build" --target llama-bench llama-quantize -j "$(nproc)" >/dev/null 2>&1 \
@@ -44,9 +45,11 @@ for build in native edgetune; do
   echo "$build flags: ${FLAGS[$build]:-ggml default (-march=native)}"
 done
 for q in "${QUANTS[@]}"; do
-  "$W/b-edgetune/bin/llama-quantize" "$W/m-F16.gguf" "$W/m-$q.gguf" "$q" >/dev/null 2>&1 || echo "quantize $q failed"
+  "$W/b-host-no-amx/bin/llama-quantize" "$W/m-F16.gguf" "$W/m-$q.gguf" "$q" >/dev/null 2>&1 || echo "quantize $q failed"
 done
-for build in native edgetune; do
+for build in "${BUILDS[@]}"; do
+  amx=$("$W/b-$build/bin/llama-bench" -m "$W/m-Q8_0.gguf" -p 64 -n 8 -r 1 -t 4 -v 2>&1 | grep -c "amx repack")
+  echo "build=$build Q8_0 tensors in the AMX buffer: $amx"
   for q in F16 "${QUANTS[@]}"; do
     out=$("$W/b-$build/bin/llama-bench" -m "$W/m-$q.gguf" -p 64 -n 8 -r 1 -t 4 -o csv 2>&1)
     rc=$?
@@ -55,5 +58,13 @@ for build in native edgetune; do
     [ $rc -ne 0 ] && printf '%s\n' "$out" | tail -3 | sed 's/^/    /'
   done
 done
-echo "repack 0 under the native build (the workaround upstream names):"
-"$W/b-native/bin/llama-bench" -m "$W/m-Q8_0.gguf" -p 64 -n 8 -r 1 -t 4 --repack 0 -o csv >/dev/null 2>&1; echo "native Q8_0 --repack 0: exit $?"
+echo "tok/s, llama-bench -p 512 -n 64 -r 3 -t 8 (pp: prompt processing, tg: generation)"
+for q in Q8_0 Q4_0 Q4_K_M; do
+  for build in "${BUILDS[@]}"; do
+    printf '%-12s %-7s ' "$build" "$q"
+    "$W/b-$build/bin/llama-bench" -m "$W/m-$q.gguf" -p 512 -n 64 -r 3 -t 8 -o csv 2>/dev/null | python3 -c "
+import csv, sys
+rows = list(csv.DictReader(sys.stdin))
+print(' '.join(f\"{'pp' if int(r['n_prompt']) else 'tg'}={float(r['avg_ts']):.1f}\" for r in rows))"
+  done
+done
