@@ -66,3 +66,13 @@ def test_llamacpp_load_errors_cross_the_process_boundary_with_their_hint(tmp_pat
     with pytest.raises(ModelError, match="llama.cpp could not load") as err:
         LlamaCppRuntime(bad, n_threads=1)
     assert err.value.hint and err.value.exit_code == 4
+
+
+def test_crash_messages_name_the_gguf_type_from_its_header(tmp_path, tiny_gguf):
+    from edgetune.runtimes.llamacpp import describe_gguf
+
+    assert describe_gguf(tiny_gguf) == f"{tiny_gguf} (F16)"
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF\x03\x00")
+    assert describe_gguf(junk) == f"{junk} (type unknown)"
+    assert describe_gguf(tiny_gguf, tmp_path / "a.gguf").endswith(f"with LoRA {tmp_path / 'a.gguf'}")
