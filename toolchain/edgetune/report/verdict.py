@@ -150,3 +150,20 @@ def paired_verdict(reference: Mapping[str, float], other: Mapping[str, float], *
         gap = abs(diff - _threshold(diff, margin, rule))
         needed = None if gap == 0 else min(MAX_N, max(n + 1, math.ceil((Z95 * sd / gap) ** 2)))
     return Verdict(verdict, rule, margin, n, diff, ci, CONTINUOUS, needed, (Z95 + Z80) * sd / math.sqrt(n))
+
+
+def verdict_from_row(row: Mapping[str, Any], gpu: Mapping[str, Any], margin: float) -> dict[str, Any]:
+    """The verdict of a report row that predates verdicts: for 0/1 scores its flip counts, n and the GPU
+    build's accuracy fix the paired table, so this is what `render.build_report` writes today. NO_COMPARISON
+    when the counts do not describe one shared item set."""
+    n = row["n_paired"] if "n_paired" in row else min(row["n"], gpu["n"])
+    lost, gained = len(row["flips_lost"]), len(row["flips_gained"])
+    gpu_right = round(gpu["accuracy"] * gpu["n"])
+    if not n or gpu["n"] != n or gpu_right < lost or n - gpu_right < gained:
+        return Verdict(NO_COMPARISON, "non-inferiority", margin, 0, None, None, None, None, None).to_dict()
+    reference = {k: 1.0 if k < gpu_right else 0.0 for k in range(n)}
+    # the first `lost` right items turn wrong, the first `gained` wrong ones turn right
+    other = {k: (0.0 if k < lost else 1.0) if k < gpu_right else (1.0 if k - gpu_right < gained else 0.0)
+             for k in range(n)}
+    return paired_verdict({str(k): v for k, v in reference.items()}, {str(k): v for k, v in other.items()},
+                          margin=margin).to_dict()
