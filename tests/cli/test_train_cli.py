@@ -14,7 +14,7 @@ from edgetune.cli.main import _register, cli
 from .test_cli import one_error_line
 
 FAST = {"data": {"heldout_size": 10, "train_size": 32},
-        "train": {"method": "lora", "batch_size": 8, "learning_rate": 1e-2, "warmup_ratio": 0.0, "eval_items": 0,
+        "train": {"method": "lora", "batch_size": 8, "learning_rate": 1e-2, "warmup_ratio": 0.0, "eval_items": 0, "min_steps": 0,
                   "save_steps": 0}}
 
 

@@ -167,3 +167,29 @@ def verdict_from_row(row: Mapping[str, Any], gpu: Mapping[str, Any], margin: flo
              for k in range(n)}
     return paired_verdict({str(k): v for k, v in reference.items()}, {str(k): v for k, v in other.items()},
                           margin=margin).to_dict()
+
+
+def heldout_needed(margin: float, *, disagreement: float = 0.05, accuracy: float = 0.5) -> int | None:
+    """Held-out items needed before a build that loses nothing on average, but disagrees with the GPU build on
+    `disagreement` of the items (half lost, half gained), can be shown "not worse" at `margin` (the same
+    Newcombe interval and search as `n_needed`). For the data stage's "held-out too small" warning."""
+    right = accuracy * (1 - disagreement)
+    counts = (right, disagreement / 2, disagreement / 2, 1 - right - disagreement)
+    base = 100
+
+    def decided(m: int) -> bool:
+        return _classify(_proportion_ci(counts, m), margin, "non-inferiority") == NOT_WORSE
+
+    hi = base
+    while not decided(hi):
+        if hi >= MAX_N:
+            return None
+        hi = min(MAX_N, hi * 2)
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if decided(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

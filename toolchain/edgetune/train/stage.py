@@ -38,6 +38,7 @@ from edgetune.train.attempt import Job
 from edgetune.train.base import load_model as _load_model
 from edgetune.train.base import resolve_method
 from edgetune.train.liger import available as liger_available
+from edgetune.train.schedule import resolve_epochs
 from edgetune.train.sharded import save_adapter
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
@@ -114,6 +115,7 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
     examples = read_examples(data.file("train"))
     if not examples:
         raise TrainError("the training split is empty", "lower data.heldout_size or add examples")
+    cfg = resolve_epochs(cfg, len(examples), processes)  # the key above is the config's; this is the schedule
     heldout = read_examples(data.file("heldout")) if "heldout" in data.outputs else []
     src = model_dir(base)
     tok = AutoTokenizer.from_pretrained(src)
