@@ -70,7 +70,8 @@ def test_file_formats(tmp_path, fmt):
         src.write_text(json.dumps({"data": rows}))
     art, train, heldout = run(cfg(src), tmp_path / "store")
     assert (len(train), len(heldout)) == (N_ROWS - HELDOUT, HELDOUT)
-    assert art.metrics == {"n_train": N_ROWS - HELDOUT, "n_heldout": HELDOUT}
+    assert art.metrics == {"n_train": N_ROWS - HELDOUT, "n_heldout": HELDOUT, "n_examples": N_ROWS,
+                           "labels": None, "stratified": False}  # 30 distinct answers: not a label task
     assert pairs(train) | pairs(heldout) == {(r["input"], r["output"]) for r in rows}
     assert not pairs(train) & pairs(heldout)
     ex = train[0]
