@@ -84,6 +84,8 @@ def test_a_failed_fine_tune_leads_the_report_and_ships_nothing(tmp_path):
     page = to_html(report)
     assert page.index('id="finetune"') < page.index('id="recommendation"')
     assert "Likely causes" in page and "The fine-tune is not shown to work" in page
+    section = page.split('id="finetune"')[1].split('id="recommendation"')[0]
+    assert section.count("<img ") == 1  # the training curve, inline
 
 
 def test_a_working_fine_tune_is_followed_by_the_quant_verdicts(tmp_path):

@@ -106,8 +106,8 @@ def finetune_html(report: Mapping[str, Any]) -> str:
                      + "".join(f"<li>{escape(c)}</li>" for c in ft["causes"]) + "</ol>")
     parts += [table_html(t, heading="h3") for t in (finetune.examples_table(ft), finetune.forms_table(ft),
                                                      finetune.curve_table(ft)) if t is not None]
-    if (loss := finetune.loss_line(ft)) is not None:
-        parts.append(f'<p class="note">{escape(loss)}</p>')
+    parts.append(img_html(plots.training_curve(ft), "training loss and held-out exact match by step",
+                          "Training loss by optimizer step; dots: held-out exact match after each epoch."))
     return "".join(parts) + "</section>"
 
 
