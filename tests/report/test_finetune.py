@@ -70,7 +70,10 @@ def test_a_failed_fine_tune_leads_the_report_and_ships_nothing(tmp_path):
     assert ft["ci95"] == pytest.approx([lo, hi], abs=1e-7) and hi > 0.02 and ft["verdict"] == "inconclusive"
     assert ft["n_needed"] > N
     assert ft["worked"] is False and (ft["base_score"], ft["gpu_score"]) == (0.0, 0.0)
-    assert ft["answer_forms"]["gpu"] == {STRICT: 0, STARTS_WITH_LABEL: N, LABEL_ELSEWHERE: 0, NO_LABEL: 0, "n": N}
+    rows = {r["name"]: r for r in report["builds"]}
+    for name in ("base", "gpu", "F16", "Q4_0"):
+        assert rows[name]["answer_forms"] == {STRICT: 0, STARTS_WITH_LABEL: N, LABEL_ELSEWHERE: 0, NO_LABEL: 0,
+                                              "n": N}
     assert len(ft["examples"]) == 3 and ft["examples"][0]["gpu_output"] == outs[0]
     assert ft["causes"][0].startswith("too few steps: 10 optimizer steps on 77 examples")
     assert any(c.startswith("answers not in the expected form: 60 of 60") for c in ft["causes"])
@@ -79,7 +82,7 @@ def test_a_failed_fine_tune_leads_the_report_and_ships_nothing(tmp_path):
     md = to_markdown(report)
     assert md.index("## Did the fine-tune work?") < md.index("**Recommended build: none.**")
     assert "The fine-tune is not shown to work" in md and "Nothing to ship yet." in md
-    assert "| GPU build | 0 / 60 | 60 | 0 | 0 |" in md
+    assert "| gpu | 0 / 60 | 60 | 0 | 0 |" in md and "| Q4_0 | 0 / 60 | 60 | 0 | 0 |" in md
     assert "### Example answers (held-out)" in md and "Training loss by step: 1: 1.990" in md
     page = to_html(report)
     assert page.index('id="finetune"') < page.index('id="recommendation"')
@@ -109,7 +112,7 @@ def test_a_working_fine_tune_is_followed_by_the_quant_verdicts(tmp_path):
     assert wide["recommendation"]["quant"] == "F16" and '"not worse"' in wide["recommendation"]["reason"]
     md = to_markdown(report)
     assert "The fine-tune worked" in md and "verdict vs GPU build (margin 2.0 pts)" in md
-    q4_line = next(line for line in md.splitlines() if line.startswith("| Q4_0 |"))
+    q4_line = next(line for line in md.splitlines() if line.startswith("| Q4_0 | GGUF |"))
     assert "| worse |" in q4_line
 
 

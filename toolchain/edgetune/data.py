@@ -3,8 +3,8 @@
 Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id, or the embedded SST-2 sentiment task.
 Writes `train.jsonl` and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the
 assistant's answer. The held-out part follows the data (`heldout_count`: a share with a floor and a cap) and, for
-label tasks, keeps every label's share (`split`). Rendering to tokens happens later with the model's own chat template, so the same examples
-serve every base model.
+label tasks, keeps every label's share (`split`). Rendering to tokens happens later with the model's own chat
+template, so the same examples serve every base model.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def check(base: Mapping[str, Mapping[str, Any]], gpu: Mapping[str, Mapping[str, 
           item_text: Mapping[str, str], training: Mapping[str, Any] | None = None,
           max_new_tokens: int | None = None) -> dict[str, Any]:
     """`base`/`gpu`: item id → per-item result row. Returns the report's `finetune` section: the superiority
-    verdict of the GPU build over the base (`worked` only for BEATS), answer forms per build for label tasks,
-    the training curve, and when it did not work, the likely causes and three example answers."""
+    verdict of the GPU build over the base (`worked` only for BEATS), the labels of a label task (each build
+    row's `answer_forms` counts against them: render.build_report), the training curve, and when it did not
+    work, the likely causes and three example answers."""
     verdict = paired_verdict(base_scores, gpu_scores, margin=margin, rule="superiority")
     out: dict[str, Any] = {**verdict.to_dict(), "worked": verdict.verdict == BEATS,
                            "base_score": _mean(base_scores), "gpu_score": _mean(gpu_scores)}
@@ -94,7 +95,6 @@ def check(base: Mapping[str, Mapping[str, Any]], gpu: Mapping[str, Mapping[str, 
     if labels is not None:
         out["labels"] = labels
         forms = answer_forms(list(gpu.values()), labels)
-        out["answer_forms"] = {"base": answer_forms(list(base.values()), labels), "gpu": forms}
     if training:
         out["training"] = dict(training)
     if not out["worked"]:
@@ -127,12 +127,15 @@ def headline(ft: Mapping[str, Any]) -> str:
     return f"The fine-tune did not work: the GPU build does not beat the base, {figures}. Nothing to ship yet."
 
 
-def forms_table(ft: Mapping[str, Any]) -> Table | None:
-    forms = ft.get("answer_forms")
-    if not forms:
+def forms_table(report: Mapping[str, Any]) -> Table | None:
+    """Strict score and near misses per build (rows' `answer_forms`, label tasks only)."""
+    ft = report.get("finetune") or {}
+    rows = [(r["name"], r["answer_forms"]) for r in report.get("builds", []) if isinstance(r.get("answer_forms"),
+                                                                                         Mapping)]
+    if not rows:
         return None
     cells = [[name, f"{f[STRICT]} / {f['n']}", str(f[STARTS_WITH_LABEL]), str(f[LABEL_ELSEWHERE]), str(f[NO_LABEL])]
-             for name, f in (("base", forms["base"]), ("GPU build", forms["gpu"]))]
+             for name, f in rows]
     return Table("answer-forms", "Answer forms (labels: " + ", ".join(ft.get("labels") or []) + ")",
                  ["build", "strict (the metric)", "label, then more", "label later on", "no label"], cells,
                  "The score stays strict: only an answer that is exactly a label counts. \"Label, then more\" "

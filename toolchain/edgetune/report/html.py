@@ -104,7 +104,7 @@ def finetune_html(report: Mapping[str, Any]) -> str:
     if ft.get("causes"):
         parts.append("<p>Likely causes (the tutorial's checklist, with this run's evidence):</p><ol>"
                      + "".join(f"<li>{escape(c)}</li>" for c in ft["causes"]) + "</ol>")
-    parts += [table_html(t, heading="h3") for t in (finetune.examples_table(ft), finetune.forms_table(ft),
+    parts += [table_html(t, heading="h3") for t in (finetune.examples_table(ft), finetune.forms_table(report),
                                                      finetune.curve_table(ft)) if t is not None]
     parts.append(img_html(plots.training_curve(ft), "training loss and held-out exact match by step",
                           "Training loss by optimizer step; dots: held-out exact match after each epoch."))

@@ -47,7 +47,7 @@ def finetune_lines(report: Mapping[str, Any]) -> list[str]:
     if ft.get("causes"):
         lines += ["Likely causes (the tutorial's checklist, with this run's evidence):", ""]
         lines += [f"{k}. {cell(c)}" for k, c in enumerate(ft["causes"], 1)] + [""]
-    for t in (finetune.examples_table(ft), finetune.forms_table(ft), finetune.curve_table(ft)):
+    for t in (finetune.examples_table(ft), finetune.forms_table(report), finetune.curve_table(ft)):
         if t is not None:
             lines += table(t, heading="###")
     if (loss := finetune.loss_line(ft)) is not None:

@@ -22,6 +22,7 @@ from edgetune.errors import ConfigError
 from edgetune.evals.stage import read_results
 from edgetune.report.markdown import to_markdown
 from edgetune.report.recommend import COMPUTED, resolve
+from edgetune.report.finetune import answer_forms, label_set
 from edgetune.report.finetune import check as finetune_check
 from edgetune.report.stats import mcnemar_exact_p, paired_bootstrap_diff_ci, paired_flips, wilson_interval
 from edgetune.report.verdict import DEFAULT_MARGIN, item_scores, paired_verdict, verdict_from_row
@@ -137,6 +138,10 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
         rows.append(row)
     report: dict[str, Any] = {"title": title, "context": dict(context), "builds": rows, "margin": margin}
     if BASE_BUILD in results and GPU_BUILD in results:
+        if (labels := label_set([str(r.get("reference", "")) for r in results[GPU_BUILD].values()])) is not None:
+            for row in rows:  # near misses next to the strict score, for every build of a label task
+                if row["name"] in results:
+                    row["answer_forms"] = answer_forms(list(results[row["name"]].values()), labels)
         report["finetune"] = finetune_check(results[BASE_BUILD], results[GPU_BUILD], scores[BASE_BUILD],
                                             scores[GPU_BUILD], margin=margin, item_text=item_text,
                                             training=training, max_new_tokens=max_new_tokens)

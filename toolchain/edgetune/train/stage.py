@@ -164,7 +164,8 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
             b.outputs["chat_template"] = TEMPLATE_FILE
         steps = out.state.global_step
         b.metrics.update(
-            method=method, adapter=cfg.adapter, steps=steps, loss_first=_mean(history[:5]),
+            method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
+            loss_first=_mean(history[:5]),
             loss_last=_mean(history[-5:]), loss_check=check, epochs=evals,
             eval_loss_last=evals[-1]["eval_loss"] if evals else None,
             eval_accuracy_last=evals[-1]["accuracy"] if evals else None,
