@@ -149,3 +149,35 @@ def test_sst2_yes_no_sets_of_three_sizes(tmp_path, n, heldout):
     for label in ("yes", "no"):
         quota = heldout * total[label] / n
         assert math.floor(quota) <= answers(held)[label] <= math.ceil(quota)
+
+
+def test_heldout_too_small_for_the_margin_warns_with_the_n_needed(tmp_path, caplog):
+    from edgetune.pipeline import _check_heldout
+    from edgetune.report.verdict import heldout_needed
+
+    needed = heldout_needed(0.02, disagreement=0.02)
+    art, _, _ = run_split(tmp_path, yes_no_rows(872, 0.5))  # SST-2's size: 174 held out
+    with caplog.at_level(logging.WARNING, logger="edgetune.pipeline"):
+        split = _check_heldout(art, 0.02)
+    assert split["n_heldout"] == 174 < needed == split["heldout_needed_2pct"]
+    assert "174 held-out items are too few for eval.margin=0.02" in caplog.text
+    assert f"about {needed} items" in caplog.text
+    assert split["summary"] == "698 trained, 174 held out of 872, stratified by 2 labels"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgetune.pipeline"):
+        _check_heldout(art, 0.05)  # a 5-point margin needs fewer items than 174
+    assert heldout_needed(0.05, disagreement=0.02) < 174 and "too few" not in caplog.text
+
+
+def test_heldout_needed_is_where_the_independent_interval_first_clears_the_margin():
+    from edgetune.report.verdict import heldout_needed
+
+    from report.test_verdict import independent_newcombe_paired  # tests/ is on sys.path (no __init__.py)
+
+    def clears(n: int, d: float = 0.02, acc: float = 0.5) -> bool:
+        right = acc * (1 - d)
+        lo, _ = independent_newcombe_paired(*(c * n for c in (right, d / 2, d / 2, 1 - right - d)))
+        return lo > -0.02
+
+    n = heldout_needed(0.02, disagreement=0.02)
+    assert clears(n) and not clears(n - 1)
