@@ -152,15 +152,17 @@ def test_messages_format_in_an_hf_folder(tmp_path):
 
 def test_embedded_sst2(tmp_path):
     art, train, heldout = run(DataConfig(), tmp_path / "store")
-    assert art.metrics == {"n_train": 384, "n_heldout": 200}  # 872 rows: 200 held out, train capped at 384
-    assert (len(train), len(heldout)) == (384, 200)
+    # 872 rows: 20% (174) held out since issue 22 (was a fixed 200), stratified by label; train capped at 384
+    assert art.metrics == {"n_train": 384, "n_heldout": 174, "n_examples": 872, "labels": ["negative", "positive"],
+                           "stratified": True}
+    assert (len(train), len(heldout)) == (384, 174)
     ids = [ex["id"] for ex in train + heldout]
     assert len(set(ids)) == len(ids) and all(i.startswith("sst2-") for i in ids)
     assert {ex["messages"][-1]["content"] for ex in heldout} == {"negative", "positive"}
     assert heldout[0]["messages"][0]["content"].startswith(data.SST2_INSTRUCTION)
 
     uncapped = data.run(DataConfig(train_size=None), Store(tmp_path / "store"))
-    assert uncapped.metrics == {"n_train": 872 - 200, "n_heldout": 200}
+    assert (uncapped.metrics["n_train"], uncapped.metrics["n_heldout"]) == (872 - 174, 174)
 
 
 # --- errors ----------------------------------------------------------------------------------------------

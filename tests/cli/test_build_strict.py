@@ -6,7 +6,7 @@ import pytest
 
 from edgetune.errors import NothingToShip
 
-from ..clirun import run_edgetune
+from tests.clirun import run_edgetune
 from .test_cli import one_error_line
 
 
