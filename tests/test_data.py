@@ -70,7 +70,8 @@ def test_file_formats(tmp_path, fmt):
         src.write_text(json.dumps({"data": rows}))
     art, train, heldout = run(cfg(src), tmp_path / "store")
     assert (len(train), len(heldout)) == (N_ROWS - HELDOUT, HELDOUT)
-    assert art.metrics == {"n_train": N_ROWS - HELDOUT, "n_heldout": HELDOUT}
+    assert art.metrics == {"n_train": N_ROWS - HELDOUT, "n_heldout": HELDOUT, "n_examples": N_ROWS,
+                           "labels": None, "stratified": False}  # 30 distinct answers: not a label task
     assert pairs(train) | pairs(heldout) == {(r["input"], r["output"]) for r in rows}
     assert not pairs(train) & pairs(heldout)
     ex = train[0]
@@ -151,15 +152,17 @@ def test_messages_format_in_an_hf_folder(tmp_path):
 
 def test_embedded_sst2(tmp_path):
     art, train, heldout = run(DataConfig(), tmp_path / "store")
-    assert art.metrics == {"n_train": 384, "n_heldout": 200}  # 872 rows: 200 held out, train capped at 384
-    assert (len(train), len(heldout)) == (384, 200)
+    # 872 rows: 20% (174) held out since issue 22 (was a fixed 200), stratified by label; train capped at 384
+    assert art.metrics == {"n_train": 384, "n_heldout": 174, "n_examples": 872, "labels": ["negative", "positive"],
+                           "stratified": True}
+    assert (len(train), len(heldout)) == (384, 174)
     ids = [ex["id"] for ex in train + heldout]
     assert len(set(ids)) == len(ids) and all(i.startswith("sst2-") for i in ids)
     assert {ex["messages"][-1]["content"] for ex in heldout} == {"negative", "positive"}
     assert heldout[0]["messages"][0]["content"].startswith(data.SST2_INSTRUCTION)
 
     uncapped = data.run(DataConfig(train_size=None), Store(tmp_path / "store"))
-    assert uncapped.metrics == {"n_train": 872 - 200, "n_heldout": 200}
+    assert (uncapped.metrics["n_train"], uncapped.metrics["n_heldout"]) == (872 - 174, 174)
 
 
 # --- errors ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from edgetune.bundle import verify_bundle
 from edgetune.config import BuildConfig, DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainConfig
 from edgetune.constants import MANIFEST_FILE, Quant
-from edgetune.errors import ModelError
+from edgetune.errors import ModelError, NothingToShip
 from edgetune.evals.stage import read_results
 from edgetune.home import edgetune_home
 from edgetune.pipeline import BuildResult, build
@@ -186,3 +186,20 @@ def test_dora_build_ships_merged_ggufs_only_and_says_why(copied, caplog):
     assert any("lora_gguf: skipped" in r.getMessage() and "DoRA" in r.getMessage() for r in caplog.records)
     assert not list(result.bundle_dir.rglob("*lora*.gguf"))
     assert len(list((result.bundle_dir / "models").glob("*.gguf"))) == 2
+
+
+def test_strict_build_with_nothing_to_ship_writes_the_report_then_fails(copied):
+    # 10 held-out items cannot show any GGUF "not worse" than the GPU build within 2 points (issue 14), so the
+    # report recommends nothing and --strict turns that into exit 14, after writing the report
+    cfg, out = copied
+    with pytest.raises(NothingToShip) as exc:
+        build(changed(cfg, out, {}), edgetune_home(), strict=True)
+    assert exc.value.exit_code == 14 and "nothing to ship" in str(exc.value)
+    report = json.loads((out / "runs" / "rpi5-8gb" / "report.json").read_text())
+    assert report["recommendation"]["quant"] is None
+    ggufs = [r for r in report["builds"] if r["kind"] == "GGUF"]
+    assert ggufs and all(r["vs_gpu"]["verdict"] != "not worse" and r["vs_gpu"]["n"] == 10 for r in ggufs)
+    assert report["finetune"]["n"] == 10 and report["finetune"]["training"]["steps"] == 8
+    assert report["split"]["n_heldout"] == 10 and report["split"]["heldout_needed_2pct"] > 10
+    markdown = (out / "runs" / "rpi5-8gb" / "report.md").read_text()
+    assert markdown.index("## Did the fine-tune work?") < markdown.index("**Recommended build: none.**")

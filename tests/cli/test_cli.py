@@ -273,6 +273,7 @@ def test_build_bad_config_file(edgetune, isolated):
 def config_for(argv: list[str]) -> BuildConfig:
     """Parse `edgetune build ARGV` with the real click command and map it as the command does."""
     params = dict(commands.build.make_context("build", list(argv)).params)
+    params.pop("strict")  # --strict is how build ends (exit 14), not a setting: tests/cli/test_build_strict.py
     return commands.build_config(params.pop("config_path"), **params)
 
 

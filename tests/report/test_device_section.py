@@ -59,7 +59,8 @@ def test_recommendation_skips_builds_that_do_not_fit():
 
     def row(name, size, status):
         return {"name": name, "kind": "GGUF", "size_bytes": size, "mcnemar_p": 1.0, "delta_vs_gpu": 0.0,
-                "accuracy": 0.9, "plan": {"status": status, "need_bytes": size * 3}}
+                "accuracy": 0.9, "plan": {"status": status, "need_bytes": size * 3},
+                "vs_gpu": {"verdict": "not worse", "diff": 0.0, "ci95": [-0.01, 0.01], "margin": 0.02, "n": 500}}
 
     rec = recommend({"builds": [row("Q4_0", 100, "swap"), row("Q8_0", 200, "fits")]})
     assert rec["quant"] == "Q8_0"

@@ -61,8 +61,9 @@ def test_bootstrap_covers_the_true_difference_about_95_percent_of_the_time():
 
 
 def test_bootstrap_edges_and_invariants():
-    assert paired_bootstrap_diff_ci(200, 0, 0) == (0.0, 0.0)  # identical builds: no uncertainty at all
-    assert paired_bootstrap_diff_ci(0, 0, 0) == (0.0, 0.0)
+    assert paired_bootstrap_diff_ci(200, 0, 0) == (0.0, 0.0)  # identical builds: the bootstrap sees no spread
+    with pytest.raises(ValueError, match="no paired items"):  # no data is an error, never a (0, 0) interval
+        paired_bootstrap_diff_ci(0, 0, 0)
     lo, hi = paired_bootstrap_diff_ci(100, 9, 3)
     assert lo <= (3 - 9) / 100 <= hi
     assert paired_bootstrap_diff_ci(100, 9, 3) == (lo, hi)  # seeded: reports are reproducible
@@ -76,10 +77,7 @@ def test_bootstrap_edges_and_invariants():
 
 @pytest.mark.parametrize(("n", "lost", "gained"), [(10, 6, 5), (10, -1, 0), (-5, 0, 0)])
 def test_bootstrap_rejects_inconsistent_counts(n, lost, gained):
-    if n <= 0:
-        assert paired_bootstrap_diff_ci(n, lost, gained) == (0.0, 0.0)
-        return
-    with pytest.raises(ValueError, match="lost"):
+    with pytest.raises(ValueError, match="no paired items" if n <= 0 else "lost"):
         paired_bootstrap_diff_ci(n, lost, gained)
 
 

@@ -39,9 +39,24 @@ class DataConfig(_Section):
     output_column: str = Field("output", description="Column holding the expected answer.")
     messages_column: str = Field("messages", description="Column of chat messages, used instead of input/output.")
     system_prompt: str | None = Field(None, description="System message added to every example, if set.")
-    heldout_size: int = Field(200, ge=10, description="Examples held out for evaluation (never trained on).")
+    heldout_size: int | None = Field(
+        None, ge=10, description="Examples held out for evaluation (never trained on), a count. None: "
+                                 "heldout_share of the data, at least heldout_min and at most heldout_max, and "
+                                 "never more than half the data.")
+    heldout_share: float = Field(0.2, gt=0, lt=1, description="Share of the examples held out when heldout_size "
+                                                              "is None (0-1).")
+    heldout_min: int = Field(50, ge=10, description="Fewest held-out examples when heldout_size is None, a count.")
+    heldout_max: int = Field(500, ge=10, description="Most held-out examples when heldout_size is None, a count.")
+    stratify: bool = Field(True, description="For label tasks (few distinct short answers), hold out each label "
+                                             "in its share of the data, so both parts see every label.")
     train_size: int | None = Field(384, ge=1, description="Cap on training examples (None: all that remain).")
     seed: int = Field(0, description="Seed of the train/held-out split.")
+
+    @model_validator(mode="after")
+    def _heldout_bounds(self) -> DataConfig:
+        if self.heldout_min > self.heldout_max:
+            raise ValueError(f"heldout_min ({self.heldout_min}) is above heldout_max ({self.heldout_max})")
+        return self
 
 
 # Adapter kinds refused, with the reason: llama.cpp runs none of them and none folds into the weights.
@@ -78,8 +93,14 @@ class TrainConfig(_Section):
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training set.")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over the training set. None: 1, raised (up to 10) until the run makes "
+                                "min_steps optimizer steps (train/schedule.py).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    min_steps: int = Field(
+        60, ge=0, description="Fewest optimizer steps when max_steps is None: a small data set gets more epochs "
+                              "(up to 10) until epochs x steps per epoch reaches this, when epochs is None (0: "
+                              "off). See train/schedule.py.")
     batch_size: int = Field(8, ge=1, description="Per-device batch size, in examples.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     micro_batch_tokens: int | None = Field(
@@ -164,6 +185,10 @@ DEFAULT_FORGETTING = {"mmlu": 100, "arc_easy": 30, "arc_challenge": 30, "hellasw
 
 class EvalConfig(_Section):
     max_new_tokens: int = Field(4, ge=1, description="Greedy tokens generated per held-out item.")
+    margin: float = Field(
+        0.02, gt=0, lt=1, description="Non-inferiority margin, in units of the task metric (0.02 = 2 points of "
+                                      "accuracy): a build is \"not worse\" than the GPU build only when the 95% CI "
+                                      "of the paired difference lies above -margin.")
     judge_items: int = Field(20, ge=0, description="Held-out items judged pairwise, GPU vs each GGUF (0: off).")
     judge_rubric: str = Field("reference-match", description="Rubric under evals/judge/ (name or path).")
     forgetting: dict[str, int] = Field(
@@ -287,7 +312,11 @@ data:
   output_column: output
   messages_column: messages
   system_prompt: null
-  heldout_size: 200        # kept out of training, used for every build's accuracy
+  heldout_size: null       # kept out of training, used for every build's accuracy (null: from the share)
+  heldout_share: 0.2       # held-out share of the data when heldout_size is null...
+  heldout_min: 50          # ...at least this many items...
+  heldout_max: 500         # ...at most this many (and never more than half the data)
+  stratify: true           # label tasks: every label keeps its share in both parts
   train_size: 384          # null: everything not held out
   seed: 0
 
@@ -303,8 +332,9 @@ train:
   learning_rate: 2.0e-4
   lr_scheduler: cosine
   warmup_ratio: 0.03
-  epochs: 1
+  epochs: null             # null: 1, or more for a small data set (see min_steps)
   max_steps: null
+  min_steps: 60            # a small data set gets more epochs (up to 10) until it sees this many steps (0: off)
   batch_size: 8
   grad_accum: 1
   max_length: 256
@@ -330,6 +360,7 @@ export:
 
 eval:
   max_new_tokens: 4
+  margin: 0.02             # a build ships only if shown no worse than the GPU build by more than this (0.02 = 2 pts)
   judge_items: 20          # held-out items judged pairwise, GPU build vs each GGUF (0: off)
   judge_rubric: reference-match   # evals/judge/<name>.yaml
   forgetting:              # forgetting check vs the base: items per log-likelihood multiple-choice set (0: off)

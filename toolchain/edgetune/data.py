@@ -2,8 +2,9 @@
 
 Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id, or the embedded SST-2 sentiment task.
 Writes `train.jsonl` and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the
-assistant's answer. Rendering to tokens happens later with the model's own chat template, so the same examples
-serve every base model.
+assistant's answer. The held-out part follows the data (`heldout_count`: a share with a floor and a cap) and, for
+label tasks, keeps every label's share (`split`). Rendering to tokens happens later with the model's own chat
+template, so the same examples serve every base model.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from edgetune import assets
 from edgetune.artifacts import Artifact, Store, sha256_file, sha256_tree, stage_key
 from edgetune.config import DataConfig
 from edgetune.errors import DataError
+from edgetune.labels import normalise_label
 
 log = logging.getLogger(__name__)
 
 KIND = "data"
 SST2_INSTRUCTION = "Is the sentiment of this movie review positive or negative? Answer with one word.\n\nReview: "
 SST2_LABELS = ("negative", "positive")
+SMALL_TRAIN = 300  # fewer training examples than this: warn (issue 22's 77-row run learned nothing)
+MAX_LABELS = 20  # a label task: at most this many distinct answers...
+MAX_LABEL_WORDS = 3  # ...each at most this many words
 
 
 def _embedded_sst2() -> list[dict[str, Any]]:
@@ -127,24 +132,74 @@ def run(cfg: DataConfig, store: Store) -> Artifact:
     if not rows:
         raise DataError(f"dataset {cfg.source} is empty", "check the file or split")
     examples = [{"id": str(r.get("id", i)), "messages": to_messages(r, cfg)} for i, r in enumerate(rows)]
-    if len(examples) <= cfg.heldout_size:
+    n_heldout = heldout_count(cfg, len(examples))
+    if len(examples) <= n_heldout:
         raise DataError(
-            f"dataset has {len(examples)} examples, not more than heldout_size={cfg.heldout_size}",
+            f"dataset has {len(examples)} examples, not more than heldout_size={n_heldout}",
             "add data or lower data.heldout_size",
         )
-    random.Random(cfg.seed).shuffle(examples)
-    heldout, train = examples[: cfg.heldout_size], examples[cfg.heldout_size :]
+    heldout, train, labels = split(examples, n_heldout, seed=cfg.seed, stratify=cfg.stratify)
     if cfg.train_size is not None:
         train = train[: cfg.train_size]
+    if len(train) < SMALL_TRAIN:
+        log.warning("data: %d training examples (%d held out of %d): a fine-tune on fewer than %d rarely learns "
+                    "a new task; add data%s", len(train), len(heldout), len(examples), SMALL_TRAIN,
+                    " or lower data.heldout_share" if cfg.heldout_size is None else " or lower data.heldout_size")
     with store.build(KIND, key, params, {"source": cfg.source}) as b:
         for name, part in (("train", train), ("heldout", heldout)):
             with (b.path / f"{name}.jsonl").open("w") as fh:
                 for ex in part:
                     fh.write(json.dumps(ex) + "\n")
             b.outputs[name] = f"{name}.jsonl"
-        b.metrics.update(n_train=len(train), n_heldout=len(heldout))
-    log.info("data: %d train, %d held-out examples", len(train), len(heldout))
+        b.metrics.update(n_train=len(train), n_heldout=len(heldout), n_examples=len(examples),
+                         labels=labels or None, stratified=bool(labels))
+    log.info("data: %d train, %d held-out examples%s", len(train), len(heldout),
+             f" (stratified by {len(labels)} labels)" if labels else "")
     return b.artifact
+
+
+def heldout_count(cfg: DataConfig, n_examples: int) -> int:
+    """data.heldout_size when set; else heldout_share of the examples within [heldout_min, heldout_max], and
+    never more than half of them (a small set still trains on half)."""
+    if cfg.heldout_size is not None:
+        return cfg.heldout_size
+    wanted = min(max(round(cfg.heldout_share * n_examples), cfg.heldout_min), cfg.heldout_max)
+    return max(1, min(wanted, n_examples // 2))
+
+
+def answer_labels(examples: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """label → indices of its examples when the answers look like labels (at most MAX_LABELS distinct short
+    answers, and no more than half as many as examples), else {}."""
+    groups: dict[str, list[int]] = {}
+    for k, ex in enumerate(examples):
+        groups.setdefault(normalise_label(ex["messages"][-1]["content"]), []).append(k)
+    short = all(len(label.split()) <= MAX_LABEL_WORDS for label in groups)
+    if "" in groups or not short or len(groups) > MAX_LABELS or len(groups) > max(2, len(examples) // 2):
+        return {}
+    return groups
+
+
+def split(examples: list[dict[str, Any]], n_heldout: int, *, seed: int, stratify: bool = True
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """(held-out, train, labels) after a seeded shuffle. For a label task with `stratify`, each label is held
+    out in its share of the data (largest remainders fill the rounding), so a rare label is in both parts."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    groups = answer_labels(examples) if stratify else {}
+    if not groups:
+        return [examples[k] for k in order[:n_heldout]], [examples[k] for k in order[n_heldout:]], []
+    position = {k: p for p, k in enumerate(order)}
+    quota = {label: n_heldout * len(ids) / len(examples) for label, ids in groups.items()}
+    take = {label: int(q) for label, q in quota.items()}
+    for label in sorted(quota, key=lambda lb: (take[lb] - quota[lb], lb))[: n_heldout - sum(take.values())]:
+        take[label] += 1
+    held = set()
+    for label, ids in groups.items():
+        held.update(sorted(ids, key=position.__getitem__)[: take[label]])
+    heldout = [examples[k] for k in order if k in held]
+    train = [examples[k] for k in order if k not in held]
+    return heldout, train, sorted(groups)
 
 
 def read_examples(path: Path) -> list[dict[str, Any]]:

@@ -104,6 +104,14 @@ class GateError(EdgetuneError):
     exit_code = 10
 
 
+class NothingToShip(EdgetuneError):
+    """`edgetune build --strict` ends with no build to recommend: the fine-tune did not beat the base on the
+    held-out task, or no GGUF build is shown "not worse" than the GPU build. The report is written, the bundle
+    is not. Exit code 14 (a quality verdict, like GateError's 10, but about the fine-tune and the evidence)."""
+
+    exit_code = 14
+
+
 class PlanError(ConfigError):
     """No quant of the model fits the target's usable RAM (the planner's refusal). A config problem: pick another
     board, model or context length. Shares ConfigError's exit code 2."""

@@ -6,7 +6,9 @@ same way without train importing a later stage.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Iterable
 
 
 def normalise_label(text: str) -> str:
@@ -36,3 +38,25 @@ def label_matches(output: str, reference: str) -> bool:
     """Whether a model's output gives the reference label: the normalised forms are equal. An answer that adds
     words on the same line (`positive review`) is wrong: a prefix rule would let `no` match `not sure`."""
     return normalise_label(output) == normalise_label(reference)
+
+
+STRICT, STARTS_WITH_LABEL, LABEL_ELSEWHERE, NO_LABEL = "strict", "starts_with_label", "label_elsewhere", "no_label"
+
+
+def answer_form(output: str, labels: Iterable[str]) -> str:
+    """How an answer relates to a label set, for the near-miss counts next to the strict score (which stays
+    `label_matches`): STRICT (it is a label), STARTS_WITH_LABEL (a label, then more: "No, the premise ..."),
+    LABEL_ELSEWHERE (a label as a word later on) or NO_LABEL. Labels are compared normalised, whole words only,
+    so `no` does not count in `not sure`."""
+    answer = normalise_label(output)
+    forms = sorted({normalise_label(label) for label in labels} - {""}, key=len, reverse=True)
+    if answer in forms:
+        return STRICT
+    for label in forms:
+        if answer.startswith(label) and not answer[len(label)].isalnum():
+            return STARTS_WITH_LABEL
+    text = " ".join(output.lower().split())
+    for label in forms:
+        if re.search(rf"(?<![\w]){re.escape(label)}(?![\w])", text):
+            return LABEL_ELSEWHERE
+    return NO_LABEL

@@ -18,7 +18,7 @@ from edgetune.artifacts import Artifact, Store, write_json
 from edgetune.assets import EMBEDDED_MODEL
 from edgetune.config import BuildConfig
 from edgetune.constants import Quant
-from edgetune.errors import GateError
+from edgetune.errors import GateError, NothingToShip
 from edgetune.evals import stage as evals
 from edgetune.export import gates
 from edgetune.export import stage as export
@@ -28,7 +28,9 @@ from edgetune.export.lora import lora_gguf_supported
 from edgetune.llamacpp import load_tools
 from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
-from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report
+from edgetune.report.finetune import training_curve
+from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report_files
+from edgetune.report.verdict import heldout_needed
 from edgetune.targets import get_target
 from edgetune.train.registry import Registry, default_root, register_trained
 
@@ -75,9 +77,10 @@ def resolve_gate_mode(cfg: BuildConfig) -> str:
     return "block"
 
 
-def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> BuildResult:
+def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, strict: bool = False) -> BuildResult:
     """Run the whole pipeline for `cfg`. Raises the stage's EdgetuneError subclass on bad input or failure,
-    GateError (after writing the report, without a bundle) when a fidelity gate fails in block mode."""
+    GateError (after writing the report, without a bundle) when a fidelity gate fails in block mode, and with
+    `strict`, NothingToShip (report written, no bundle) when the report recommends no build."""
     progress = progress or NullProgress()
     target = get_target(cfg.target)
     quants = list(dict.fromkeys(cfg.export.quants or target.quants))
@@ -86,6 +89,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     stages: dict[str, Artifact] = {}
 
     stages["data"] = data_art = data.run(cfg.data, store)
+    split = _check_heldout(data_art, cfg.eval.margin)
     stages["base"] = base = basemodel.run(cfg.model, store)
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=basemodel.model_dir(base) / "config.json", quants=quants).require_pick()
@@ -111,9 +115,16 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
         "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
         "method": trained.metrics.get("method"), "llama.cpp": tools.revision[:12], "edgetune": __version__,
         "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}",
-        "gate_mode": gate_mode})
+        "gate_mode": gate_mode, "split": split["summary"]}, training=_training(trained, cfg))
+    report["split"] = split
     run_dir = cfg.out_dir / "runs" / target.name
-    report_json, report_md = write_report(report, run_dir)
+    written = write_report_files(report, run_dir)
+    report_json, report_md = written.json_path, written.md_path
+    rec = written.report.get("recommendation") or {}
+    if strict and not rec.get("quant"):
+        _write_run(cfg, run_dir, stages)
+        raise NothingToShip(f"nothing to ship: {rec.get('reason', 'no recommendation')} (report: {report_md})",
+                            "see the report's first section; build without --strict to bundle anyway")
     failed = {q: v for q, v in verdicts.items() if not v.passed and q in shipped}
     if failed and gate_mode == "block":
         _write_run(cfg, run_dir, stages)
@@ -139,6 +150,31 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     bundle_dir = bundled.path / bundled.outputs["bundle"]
     return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,
                        report, stages)
+
+
+def _check_heldout(data_art: Artifact, margin: float) -> dict[str, Any]:
+    """The split's numbers for the report, with a WARNING when the held-out part is too small for the verdict
+    margin: fewer items than a build that disagrees with the GPU build on 2% of them (a near-lossless quant)
+    needs to be shown "not worse" (report.verdict.heldout_needed)."""
+    m = data_art.metrics
+    n_heldout, n_train = m["n_heldout"], m["n_train"]
+    needed = heldout_needed(margin, disagreement=0.02)
+    if needed is not None and n_heldout < needed:
+        log.warning("data: %d held-out items are too few for eval.margin=%g: a build that disagrees with the GPU "
+                    "build on 2%% of items is shown \"not worse\" only from about %d items, so verdicts will "
+                    "mostly be inconclusive; add data, raise data.heldout_share/heldout_max, or widen eval.margin",
+                    n_heldout, margin, needed)
+    labels = m.get("labels") or []
+    summary = (f"{n_train} trained, {n_heldout} held out" + (f" of {m['n_examples']}" if m.get("n_examples") else "")
+               + (f", stratified by {len(labels)} labels" if labels else ""))
+    return {"n_train": n_train, "n_heldout": n_heldout, "n_examples": m.get("n_examples"), "labels": labels or None,
+            "heldout_needed_2pct": needed, "margin": margin, "summary": summary}
+
+
+def _training(trained: Artifact, cfg: BuildConfig) -> dict[str, Any]:
+    """The train stage's curve for the report's fine-tune section (report.finetune.training_curve)."""
+    history = data.read_examples(trained.file("log")) if "log" in trained.outputs else []
+    return training_curve(trained.metrics, history, cfg.train.learning_rate)
 
 
 def _provenance(cfg: BuildConfig, base: Artifact, data_art: Artifact, trained: Artifact, registry_id: str) -> dict:
@@ -247,7 +283,7 @@ class _Evaluator:
         return verdicts
 
     def report(self, ggufs: dict[Quant, Artifact], verdicts: dict[Quant, GateVerdict], plan,
-               context: dict[str, Any]) -> dict[str, Any]:
+               context: dict[str, Any], training: dict[str, Any] | None = None) -> dict[str, Any]:
         from edgetune.evals.mc_sets import forgetting_items
 
         cfg = self.cfg
@@ -283,7 +319,8 @@ class _Evaluator:
             builds.append(row)
         return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                             task=task_arts, forgetting=mc_arts, context=context,
-                            item_text=self.texts)
+                            item_text=self.texts, margin=cfg.eval.margin, training=training,
+                            max_new_tokens=cfg.eval.max_new_tokens)
 
 
     def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:

@@ -54,8 +54,10 @@ def build_config(config_path: Path | None, *, target=None, model=None, data=None
 @click.option("--max-steps", type=int, help="Stop training after this many steps.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--strict", is_flag=True, help="Exit 14 without a bundle when the report recommends no build (the "
+              "fine-tune did not beat the base, or no GGUF is shown not worse than the GPU build).")
 @pass_state
-def build(state: State, config_path: Path | None, **flags) -> None:
+def build(state: State, config_path: Path | None, strict: bool, **flags) -> None:
     """Train, merge, export, quantize, bundle, evaluate and report, reusing every unchanged stage.
 
     \b
@@ -63,13 +65,14 @@ def build(state: State, config_path: Path | None, **flags) -> None:
       edgetune build --target rpi5
       edgetune build -c edgetune.yaml --quant Q4_0 --quant Q8_0
       edgetune --json build --target rpi4-4gb --rank 8
+      edgetune build --data mine.jsonl --strict   # exit 14 when there is nothing to ship
     """
     from edgetune.cli.progress import RichProgress
     from edgetune.pipeline import build as run_build
 
     cfg = build_config(config_path, **flags)
     _quiet_hf_libraries()
-    result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json))
+    result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json), strict=strict)
     rows = [(r["name"], r.get("accuracy")) for r in result.report["builds"]]
     state.emit(
         {"bundle": result.bundle_dir, "tarball": result.tarball, "report": result.report_md,

@@ -4,7 +4,8 @@ Exit codes: 0 success; 1 unexpected error; 2 bad config or usage; 3 data; 4 mode
 7 bundle; 8 evaluation; 9 external tool missing, failed or crashed (llama.cpp died on a signal: the message
 names the file, its type and the stage; `edgetune doctor` explains the build); 10 a quality gate failed; 11 a device needs a fix
 (auth, host key, no space, no python3, remote failure); 12 device unreachable; 13 connection to a device lost or
-its job timed out (re-run to resume or collect).
+its job timed out (re-run to resume or collect); 14 `build --strict` found nothing to ship (the fine-tune did not
+beat the base, or no GGUF is shown "not worse" than the GPU build).
 """
 
 from __future__ import annotations

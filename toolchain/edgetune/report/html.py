@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
-from edgetune.report import plots, sections
+from edgetune.report import finetune, plots, sections
 from edgetune.report.recommend import COMPUTED, resolve
 from edgetune.report.sections import Table
 
@@ -93,9 +93,27 @@ def recommendation_html(rec: Mapping[str, Any] | None) -> str:
     return "".join(parts) + "</div>"
 
 
+def finetune_html(report: Mapping[str, Any]) -> str:
+    """The page's first section: did the fine-tune work (report.finetune)."""
+    ft = report.get("finetune")
+    if not isinstance(ft, Mapping):
+        return ""
+    cls = "rec" if ft.get("worked") else "rec none"
+    parts = [f'<section id="finetune"><h2>Did the fine-tune work?</h2><div class="{cls}">'
+             f"<strong>{escape(finetune.headline(ft))}</strong></div>"]
+    if ft.get("causes"):
+        parts.append("<p>Likely causes (the tutorial's checklist, with this run's evidence):</p><ol>"
+                     + "".join(f"<li>{escape(c)}</li>" for c in ft["causes"]) + "</ol>")
+    parts += [table_html(t, heading="h3") for t in (finetune.examples_table(ft), finetune.forms_table(report),
+                                                     finetune.curve_table(ft)) if t is not None]
+    parts.append(img_html(plots.training_curve(ft), "training loss and held-out exact match by step",
+                          "Training loss by optimizer step; dots: held-out exact match after each epoch."))
+    return "".join(parts) + "</section>"
+
+
 def to_html(report: Mapping[str, Any]) -> str:
     """The whole report page for a report dict (as `render.complete` returns it)."""
-    parts = [f"<h1>{escape(report['title'])}</h1>", context_html(report.get("context", {})),
+    parts = [f"<h1>{escape(report['title'])}</h1>", finetune_html(report), context_html(report.get("context", {})),
              recommendation_html(resolve(report))]
     parts += [f"<p><strong>{escape(label)}:</strong> {escape(text)}</p>"
               for label, text in sections.summary(report)]

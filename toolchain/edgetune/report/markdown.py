@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgetune.report import sections
+from edgetune.report import finetune, sections
 from edgetune.report.recommend import COMPUTED, resolve
 from edgetune.report.sections import Table
 
@@ -38,8 +38,26 @@ def recommendation_lines(rec: Mapping[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
+def finetune_lines(report: Mapping[str, Any]) -> list[str]:
+    """The report's first section: did the fine-tune work (report.finetune)."""
+    ft = report.get("finetune")
+    if not isinstance(ft, Mapping):
+        return []
+    lines = ["## Did the fine-tune work?", "", f"**{finetune.headline(ft)}**", ""]
+    if ft.get("causes"):
+        lines += ["Likely causes (the tutorial's checklist, with this run's evidence):", ""]
+        lines += [f"{k}. {cell(c)}" for k, c in enumerate(ft["causes"], 1)] + [""]
+    for t in (finetune.examples_table(ft), finetune.forms_table(report), finetune.curve_table(ft)):
+        if t is not None:
+            lines += table(t, heading="###")
+    if (loss := finetune.loss_line(ft)) is not None:
+        lines += [loss, ""]
+    return lines
+
+
 def to_markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# {report['title']}", ""]
+    lines += finetune_lines(report)
     lines += [f"- **{k}**: {v}" for k, v in report.get("context", {}).items()
               if not isinstance(v, (dict, list))]
     lines.append("")

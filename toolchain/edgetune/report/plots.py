@@ -144,3 +144,25 @@ def compare_accuracy(rows: Sequence[Mapping[str, Any]], label_a: str, label_b: s
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def training_curve(ft: Mapping[str, Any]) -> bytes | None:
+    """The fine-tune's training loss by step, and each epoch's held-out exact match (right axis) where the
+    train stage measured it; None without a logged loss (report.finetune's `training`)."""
+    training = ft.get("training") or {}
+    loss = training.get("loss") or []
+    if not loss:
+        return None
+    fig = _figure(6.4, 3.2)
+    ax = fig.add_subplot()
+    ax.plot([s for s, _ in loss], [v for _, v in loss], color=GPU_COLOR, label="training loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    epochs = [e for e in training.get("epochs") or [] if e.get("accuracy") is not None]
+    if epochs:
+        right = ax.twinx()
+        right.plot([e["step"] for e in epochs], [100 * e["accuracy"] for e in epochs], "o--", color=GGUF_COLOR,
+                   label="held-out exact match")
+        right.set_ylabel("held-out exact match (%)")
+        right.set_ylim(0, 100)
+    return _png(fig)

@@ -23,6 +23,7 @@ from edgetune.evals.stage import forgetting_stage, read_results
 from edgetune.report import compare
 from edgetune.report.device import device_sections
 from edgetune.report.render import build_report, item_texts, load_report, write_report_files
+from edgetune.report.verdict import DEFAULT_MARGIN
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ def refresh(report: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         with arts[DATA_STAGE].file("heldout").open() as fh:
             texts = item_texts([json.loads(line) for line in fh if line.strip()])
     core = [{k: r[k] for k in ("name", "kind", "size_bytes") if k in r} for r in report["builds"]]
+    finetune = report.get("finetune") if isinstance(report.get("finetune"), dict) else {}
     rebuilt = build_report(title=report["title"], builds=core, task=task, forgetting=forgetting,
-                           context=report.get("context", {}), item_text=texts)
+                           context=report.get("context", {}), item_text=texts,
+                           margin=report.get("margin", DEFAULT_MARGIN), training=finetune.get("training"))
     for old, new in zip(report["builds"], rebuilt["builds"]):
         if (old.get("accuracy"), old.get("n")) != (new.get("accuracy"), new.get("n")):
             log.warning("%s: the eval artifacts in %s give %s accuracy %s (n=%s), the report says %s "

@@ -22,7 +22,10 @@ from edgetune.errors import ConfigError
 from edgetune.evals.stage import read_results
 from edgetune.report.markdown import to_markdown
 from edgetune.report.recommend import COMPUTED, resolve
+from edgetune.report.finetune import answer_forms, label_set
+from edgetune.report.finetune import check as finetune_check
 from edgetune.report.stats import mcnemar_exact_p, paired_bootstrap_diff_ci, paired_flips, wilson_interval
+from edgetune.report.verdict import DEFAULT_MARGIN, item_scores, paired_verdict, verdict_from_row
 
 __all__ = ["BASE_BUILD", "GPU_BUILD", "build_report", "complete", "item_texts", "load_report", "to_markdown",
            "write_report", "write_report_files"]
@@ -75,8 +78,9 @@ def _forgetting(name: str, arts: Mapping[str, Artifact], results: Mapping[str, M
         lost, gained = paired_flips(gpu, right)
         n_paired = len(set(gpu) & set(right))
         out.update(delta_vs_gpu=m["acc"] - arts[GPU_BUILD].metrics["acc"], n_paired=n_paired,
-                   flips_lost=lost, flips_gained=gained, mcnemar_p=mcnemar_exact_p(len(lost), len(gained)),
-                   delta_vs_gpu_ci95=list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained))))
+                   flips_lost=lost, flips_gained=gained, mcnemar_p=mcnemar_exact_p(len(lost), len(gained)))
+        if n_paired:  # no shared items: no interval at all, never a zero-width one
+            out["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained)))
     if "per_subject" in m and len(m["per_subject"]) > 1:
         out["per_subject"] = {
             subject: {"acc": s["acc"], "n": s["n"],
@@ -89,14 +93,18 @@ def _forgetting(name: str, arts: Mapping[str, Artifact], results: Mapping[str, M
 
 def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mapping[str, Artifact],
                  forgetting: Mapping[str, Mapping[str, Artifact]], context: Mapping[str, Any],
-                 item_text: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 item_text: Mapping[str, str] | None = None, margin: float = DEFAULT_MARGIN,
+                 training: Mapping[str, Any] | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
     """`builds`: [{"name", "kind", "size_bytes", ...}] in display order; `task`: build name → eval artifact;
     `forgetting`: set name (mmlu, arc_easy, ...) → build name → eval artifact, each row then gets
     `row["forgetting"][set]` (see `_forgetting`); `item_text`: item id → prompt text shown next to flipped
-    items (see `item_texts`)."""
+    items (see `item_texts`). `margin`: the non-inferiority margin (eval.margin, a share of the metric): every
+    build but the base gets `row["vs_gpu"]` (report.verdict), and the report gets `finetune` (report.finetune:
+    the GPU build vs the base, with `training`, the train stage's curve, see finetune.training_curve)."""
     item_text = item_text or {}
     results = {name: {r["id"]: r for r in read_results(a)} for name, a in task.items()}
     correct = {name: {i: bool(r["correct"]) for i, r in rs.items()} for name, rs in results.items()}
+    scores = {name: item_scores(rs.values()) for name, rs in results.items()}
     mc = {set_name: {name: {r["id"]: r for r in read_results(a)} for name, a in arts.items()}
           for set_name, arts in forgetting.items()}
     rows = []
@@ -107,23 +115,37 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
             hits, n = sum(correct[name].values()), len(correct[name])
             lo, hi = wilson_interval(hits, n)
             row.update(accuracy=hits / n, n=n, ci95=[lo, hi])
+            if any("score" in r for r in results[name].values()):
+                row["score"] = sum(scores[name].values()) / n
             if GPU_BUILD in correct and name != GPU_BUILD:
                 lost, gained = paired_flips(correct[GPU_BUILD], correct[name])
                 n_paired = len(set(correct[GPU_BUILD]) & set(correct[name]))
                 row.update(
                     delta_vs_gpu=row["accuracy"] - sum(correct[GPU_BUILD].values()) / len(correct[GPU_BUILD]),
-                    delta_vs_gpu_ci95=list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained))),
                     n_paired=n_paired, flips_lost=lost, flips_gained=gained,
                     mcnemar_p=mcnemar_exact_p(len(lost), len(gained)),
                     flipped_items={side: _flip_details(ids, results[GPU_BUILD], results[name], item_text)
                                    for side, ids in (("lost", lost), ("gained", gained))},
                 )
+                if n_paired:
+                    row["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained)))
+                if name != BASE_BUILD:
+                    row["vs_gpu"] = paired_verdict(scores[GPU_BUILD], scores[name], margin=margin).to_dict()
         sets = {set_name: _forgetting(name, arts, mc[set_name]) for set_name, arts in forgetting.items()
                 if name in arts}
         if sets:
             row["forgetting"] = sets
         rows.append(row)
-    return {"title": title, "context": dict(context), "builds": rows}
+    report: dict[str, Any] = {"title": title, "context": dict(context), "builds": rows, "margin": margin}
+    if BASE_BUILD in results and GPU_BUILD in results:
+        if (labels := label_set([str(r.get("reference", "")) for r in results[GPU_BUILD].values()])) is not None:
+            for row in rows:  # near misses next to the strict score, for every build of a label task
+                if row["name"] in results:
+                    row["answer_forms"] = answer_forms(list(results[row["name"]].values()), labels)
+        report["finetune"] = finetune_check(results[BASE_BUILD], results[GPU_BUILD], scores[BASE_BUILD],
+                                            scores[GPU_BUILD], margin=margin, item_text=item_text,
+                                            training=training, max_new_tokens=max_new_tokens)
+    return report
 
 
 def complete(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,9 +156,14 @@ def complete(report: Mapping[str, Any]) -> dict[str, Any]:
     gpu = next((r for r in out.get("builds", []) if r["name"] == GPU_BUILD and "n" in r), None)
     for row in out.get("builds", []):
         if "flips_lost" in row and "delta_vs_gpu_ci95" not in row and gpu is not None:
-            n_paired = row.get("n_paired") or min(row["n"], gpu["n"])
-            row["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(row["flips_lost"]),
-                                                                     len(row["flips_gained"])))
+            n_paired = row["n_paired"] if "n_paired" in row else min(row["n"], gpu["n"])
+            if n_paired:  # no shared items: no interval, never a zero-width one
+                row["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(row["flips_lost"]),
+                                                                         len(row["flips_gained"])))
+    margin = out.get("margin", DEFAULT_MARGIN)
+    for row in out.get("builds", []):
+        if "vs_gpu" not in row and row["name"] != BASE_BUILD and "flips_lost" in row and gpu is not None:
+            row["vs_gpu"] = verdict_from_row(row, gpu, margin)
     rec = out.get("recommendation")
     if not isinstance(rec, Mapping) or rec.get("source") == COMPUTED:
         out["recommendation"] = resolve(out)

@@ -80,6 +80,9 @@ def per_build(report: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
 
 
 def row_class(row: Mapping[str, Any]) -> str:
+    verdict = (row.get("vs_gpu") or {}).get("verdict")
+    if verdict is not None:  # the task rows: shaded by the non-inferiority verdict
+        return {"worse": "worse", "not worse": "better"}.get(verdict, "")
     p, delta = row.get("mcnemar_p"), row.get("delta_vs_gpu")
     if p is None or delta is None or p >= 0.05:
         return ""
@@ -91,7 +94,9 @@ def row_class(row: Mapping[str, Any]) -> str:
 def summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     by_name = {r["name"]: r for r in builds(report)}
     out = []
-    if "accuracy" in by_name.get(BASE_BUILD, {}) and "accuracy" in by_name.get(GPU_BUILD, {}):
+    if isinstance(report.get("finetune"), Mapping):
+        pass  # the fine-tune section leads the report (report.finetune.headline)
+    elif "accuracy" in by_name.get(BASE_BUILD, {}) and "accuracy" in by_name.get(GPU_BUILD, {}):
         b, g = by_name[BASE_BUILD], by_name[GPU_BUILD]
         verdict = "beats" if g["ci95"][0] > b["ci95"][1] else "does not clearly beat"
         diff = signed_pts(g["accuracy"] - b["accuracy"])
@@ -116,18 +121,29 @@ def accuracy_table(report: Mapping[str, Any]) -> Table | None:
     for r in rows:
         flips = f"{len(r['flips_lost'])} / {len(r['flips_gained'])}" if "flips_lost" in r else "–"
         p = f"{r['mcnemar_p']:.3f}" if "mcnemar_p" in r else "–"
+        v = r.get("vs_gpu") or {}
         cells.append([r["name"], str(r.get("kind", "–")), mb(r.get("size_bytes")), pct(r["accuracy"]),
                       pct_range(r.get("ci95")), signed_pts(r.get("delta_vs_gpu")),
-                      pts_range(r.get("delta_vs_gpu_ci95")), flips, p])
+                      pts_range(r.get("delta_vs_gpu_ci95")), flips, p, v.get("verdict", "–"),
+                      pts_range(v.get("ci95")), "–" if v.get("mdd") is None else f"{100 * v['mdd']:.1f} pts",
+                      "–" if v.get("n_needed") is None else f"{v['n_needed']:,}"])
+    margin = report.get("margin")
     return Table("accuracy", "Task accuracy (held-out)",
                  ["build", "kind", "size", "accuracy", "95% CI", "vs GPU build", "95% CI of the change",
-                  "lost / gained", "McNemar p"], cells,
+                  "lost / gained", "McNemar p", "verdict vs GPU build"
+                  + (f" (margin {100 * margin:.1f} pts)" if margin is not None else ""),
+                  "verdict CI", "min. detectable", "n needed"], cells,
                  "Accuracy lost to conversion and quantization is the change against the GPU build (the "
                  "merged model in transformers), paired item by item on the same token ids. \"Lost\" counts "
                  "items the GPU build got right and this build got wrong; McNemar's exact test asks "
                  "whether the flips could be chance (p ≥ 0.05: no evidence of a loss). Accuracy CIs are "
                  "Wilson score intervals; the CI of the change is a paired bootstrap over items "
-                 "(10,000 resamples, percentile).",
+                 "(10,000 resamples, percentile). The verdict asks whether a build is no worse than the GPU "
+                 "build by more than the margin (eval.margin): \"not worse\" when the verdict CI (Newcombe's "
+                 "paired interval for 0/1 scores, a paired bootstrap for graded ones) lies above −margin, "
+                 "\"worse\" when it lies below, \"inconclusive\" otherwise, with the held-out items that "
+                 "would decide it at the rates seen. \"Min. detectable\" is the smallest true change this n "
+                 "finds 80% of the time (5% two-sided).",
                  [row_class(r) for r in rows])
 
 

@@ -57,7 +57,7 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
         "learning_rate": cfg.learning_rate,
         "lr_scheduler_type": cfg.lr_scheduler,
         "warmup_steps": cfg.warmup_ratio,  # a float in [0, 1) is a ratio (transformers 5 dropped warmup_ratio)
-        "num_train_epochs": cfg.epochs,
+        "num_train_epochs": cfg.epochs if cfg.epochs is not None else 1.0,  # the stage resolves None first
         "max_steps": cfg.max_steps or -1,
         "seed": cfg.seed,
         "data_seed": cfg.seed,

@@ -87,7 +87,7 @@ class Job:
                           **({"eval_strategy": "epoch"} if self.eval_ds else {}))
         loss_cb = LossCheck(c.learning_rate, self.tok.pad_token)
         # packed, the step count depends on how the examples pack (known only inside TRL): an open-ended bar
-        steps_total = c.max_steps or (None if c.packing else max(1, math.ceil(per_epoch * c.epochs)))
+        steps_total = c.max_steps or (None if c.packing else max(1, math.ceil(per_epoch * (c.epochs or 1.0))))
         with self.progress.task("train", steps_total) as bar, \
                 restored_modeling_module(model.config.model_type if liger else None):
             report = ProgressReport(bar)

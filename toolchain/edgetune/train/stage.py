@@ -38,6 +38,7 @@ from edgetune.train.attempt import Job
 from edgetune.train.base import load_model as _load_model
 from edgetune.train.base import resolve_method
 from edgetune.train.liger import available as liger_available
+from edgetune.train.schedule import resolve_epochs
 from edgetune.train.sharded import save_adapter
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
@@ -114,6 +115,7 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
     examples = read_examples(data.file("train"))
     if not examples:
         raise TrainError("the training split is empty", "lower data.heldout_size or add examples")
+    cfg = resolve_epochs(cfg, len(examples), processes)  # the key above is the config's; this is the schedule
     heldout = read_examples(data.file("heldout")) if "heldout" in data.outputs else []
     src = model_dir(base)
     tok = AutoTokenizer.from_pretrained(src)
@@ -162,7 +164,8 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
             b.outputs["chat_template"] = TEMPLATE_FILE
         steps = out.state.global_step
         b.metrics.update(
-            method=method, adapter=cfg.adapter, steps=steps, loss_first=_mean(history[:5]),
+            method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
+            loss_first=_mean(history[:5]),
             loss_last=_mean(history[-5:]), loss_check=check, epochs=evals,
             eval_loss_last=evals[-1]["eval_loss"] if evals else None,
             eval_accuracy_last=evals[-1]["accuracy"] if evals else None,
