@@ -50,6 +50,16 @@ def test_heldout_count_is_a_share_with_a_floor_a_cap_and_at_most_half(n, expecte
     assert data.heldout_count(DataConfig(heldout_size=200), n) == 200  # an explicit size wins
 
 
+@pytest.mark.parametrize(("n", "expected"), [(100, 50), (277, 83), (872, 230), (1000, 230), (3000, 500),
+                                              (40, 20)])
+def test_heldout_is_raised_toward_what_the_verdict_needs_but_to_at_most_30_percent(n, expected):
+    share = round(0.2 * n)
+    raised = max(share, min(230, int(0.3 * n)))
+    assert expected == min(max(raised, 50), 500, n // 2)  # the rule, written out independently
+    assert data.heldout_count(DataConfig(), n, verdict_items=230) == expected
+    assert data.heldout_count(DataConfig(heldout_size=120), n, verdict_items=230) == 120  # an explicit size wins
+
+
 def test_issue_22_few_hundred_rows_train_on_most_of_the_data(tmp_path):
     # the issue's 277-row yes/no set: the fixed 200 held out 72%; now 55 are held out and 222 train
     art, train, heldout = run_split(tmp_path, yes_no_rows(277, 0.3))

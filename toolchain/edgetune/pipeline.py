@@ -33,6 +33,7 @@ from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_tex
 from edgetune.report.verdict import heldout_needed
 from edgetune.targets import get_target
 from edgetune.train.registry import Registry, default_root, register_trained
+from edgetune.train.workflow import inputs as train_inputs
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,11 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     target = get_target(cfg.target)
     quants = list(dict.fromkeys(cfg.export.quants or target.quants))
     tools = load_tools(home)
-    store = Store(cfg.out_dir / "store")
     stages: dict[str, Artifact] = {}
 
-    stages["data"] = data_art = data.run(cfg.data, store)
+    store, data_art, base = train_inputs(cfg)  # data and base exactly as `edgetune train` makes them
+    stages["data"], stages["base"] = data_art, base
     split = _check_heldout(data_art, cfg.eval.margin)
-    stages["base"] = base = basemodel.run(cfg.model, store)
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=basemodel.model_dir(base) / "config.json", quants=quants).require_pick()
     stages["train"] = trained = train.run(cfg.train, base, data_art, store, threads=cfg.threads, progress=progress)

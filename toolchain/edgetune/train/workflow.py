@@ -42,9 +42,14 @@ class TrainRun:
 
 
 def inputs(cfg: BuildConfig) -> tuple[Store, Artifact, Artifact]:
-    """The store and the data and base artifacts, exactly as `edgetune build` makes them."""
+    """The store and the data and base artifacts; `edgetune build` makes them here too. The held-out part is
+    sized for the report's verdict: enough items for a near-lossless quant (2% of items flipped) to be shown
+    "not worse" at eval.margin (report.verdict.heldout_needed), within data's share limits."""
+    from edgetune.report.verdict import heldout_needed
+
     store = Store(cfg.out_dir / "store")
-    return store, data.run(cfg.data, store), basemodel.run(cfg.model, store)
+    verdict_items = heldout_needed(cfg.eval.margin, disagreement=0.02)
+    return store, data.run(cfg.data, store, verdict_items=verdict_items), basemodel.run(cfg.model, store)
 
 
 def train_only(cfg: BuildConfig, *, gpus: int = 1, fsdp: bool | None = None, tracking_uri: str | None = None,
