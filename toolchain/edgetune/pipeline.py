@@ -111,7 +111,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
         "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
         "method": trained.metrics.get("method"), "llama.cpp": tools.revision[:12], "edgetune": __version__,
         "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}",
-        "gate_mode": gate_mode})
+        "gate_mode": gate_mode, "task_metric": ev.plan.to_dict()})
     run_dir = cfg.out_dir / "runs" / target.name
     report_json, report_md = write_report(report, run_dir)
     failed = {q: v for q, v in verdicts.items() if not v.passed and q in shipped}
@@ -129,7 +129,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None) -> Bui
     if lora is not None:
         stages["lora-gguf"] = lora
     # the device side: cross-built llama.cpp + the stdlib runner + the held-out suite on the same token ids
-    suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": cfg.eval.max_new_tokens,
+    suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": ev.plan.max_new_tokens,
                    "reference": i.reference} for i in ev.items]
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
@@ -216,6 +216,7 @@ class _Evaluator:
         self.examples = data.read_examples(data_art.file("heldout"))
         self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
+        self.plan = evals.plan_task(self.items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
         if cfg.threads:
             import torch
 
@@ -263,7 +264,7 @@ class _Evaluator:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
                 task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
                     build_name, art.key, lease, self.items, self.tokenizer, self.store,
-                    max_new_tokens=cfg.eval.max_new_tokens, progress=self.progress)
+                    max_new_tokens=self.plan.max_new_tokens, metric=self.plan.metric, progress=self.progress)
                 for set_name, mc in mc_sets.items():
                     mc_arts[set_name][build_name] = self.stages[evals.forgetting_stage(set_name, build_name)] = \
                         evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,

@@ -131,6 +131,32 @@ def accuracy_table(report: Mapping[str, Any]) -> Table | None:
                  [row_class(r) for r in rows])
 
 
+METRIC_SCORES = {"label": "label match", "exact": "exact match", "contains": "contains the reference",
+                 "regex": "regex capture matches", "json": "JSON fields matching", "number": "final number matches",
+                 "text": "chrF"}
+
+
+def task_metric_table(report: Mapping[str, Any]) -> Table | None:
+    """Per build: the task metric's mean score, the strict accuracy and the answers cut off at the token budget
+    (a truncated answer is a budget problem, not a model problem: raise eval.max_new_tokens)."""
+    rows = [r for r in builds(report) if "score" in r and "metric" in r]
+    if not rows:
+        return None
+    plan = report.get("context", {}).get("task_metric") or {}
+    metric = rows[0]["metric"]
+    cells = [[r["name"], r["metric"], f"{r['score']:.3f}", pct(r.get("accuracy")),
+              f"{r.get('truncated', 0)} / {r.get('n', '–')}"] for r in rows]
+    how = f"Metric {metric} ({plan['why']}); " if plan.get("why") else f"Metric {metric}; "
+    budget = (f"max_new_tokens {plan['max_new_tokens']}"
+              + (" (derived from the references' token lengths)" if plan.get("max_new_tokens_derived") else "")
+              + ". ") if plan.get("max_new_tokens") else ""
+    return Table("task-metric", "Task metric (held-out)",
+                 ["build", "metric", f"score ({METRIC_SCORES.get(metric, metric)})", "accuracy (all correct)",
+                  "truncated"], cells,
+                 how + budget + "The score is the mean per-item value in [0, 1]; accuracy counts items fully "
+                 "correct. Truncated answers stopped at the token budget without a stop token.")
+
+
 SET_TITLES = {"mmlu": "MMLU", "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag",
               "piqa": "PIQA", "winogrande": "WinoGrande"}
 FORGETTING_NOTE = ("Log-likelihood multiple choice on fixed, seeded subsets, every build on the same items and "
