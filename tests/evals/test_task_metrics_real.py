@@ -1,0 +1,124 @@
+"""Every task metric on real answers: the embedded SmolLM2-135M-Instruct GGUF in llama.cpp, prompted through
+its own ChatML template, generating until its stop token or the budget derived from the references. Each
+record must hold the answer the model really gives, the metric's verdict on that answer, and a truncation
+flag that says whether the budget (not a stop token) ended it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgetune.evals.metrics import MetricSpec, make_metric
+from edgetune.evals.stage import plan_task, stop_ids
+from edgetune.evals.task import TaskItem, run_task_metric
+
+PERSON = ("Extract the person's name, age and city from the text. Answer with JSON only, with keys \"name\", "
+          "\"age\" and \"city\".\n\nText: ")
+CASES = {
+    "json": [
+        (PERSON + "Maria Silva is 34 years old and lives in Lisbon.",
+         json.dumps({"name": "Maria Silva", "age": 34, "city": "Lisbon"})),
+        (PERSON + "Meet Jonas Berg: 51, a baker, based in Oslo.",
+         json.dumps({"name": "Jonas Berg", "age": 51, "city": "Oslo"})),
+        (PERSON + "In Kyoto you may run into Aiko Tanaka, a pilot aged 29.",
+         json.dumps({"name": "Aiko Tanaka", "age": 29, "city": "Kyoto"})),
+    ],
+    "number": [
+        ("What is 2 + 2? Answer with the number only.", "4"),
+        ("Sam has 5 apples and buys 3 more. How many apples does Sam have? Answer with the number only.", "8"),
+        ("What is 17 * 23? Answer with the number only.", "391"),
+        ("How many legs does a spider have?", "#### 8"),
+    ],
+    "text": [
+        ("Rewrite this sentence in the past tense: Maria walks to the market every day.",
+         "Maria walked to the market every day."),
+        ("Describe the fox in one sentence.", "The fox is a small mammal that lives in forests and eats mice."),
+        ("Write a one-sentence polite reply declining an invitation to dinner on Friday.",
+         "Thank you for inviting me to dinner, but I am sorry I cannot come on Friday."),
+    ],
+    "exact": [("What is the capital of France? Answer with one word.", "Paris"),
+              ("What is the capital of Japan? Answer with one word.", "Tokyo"),
+              ("What color is the sky on a clear day? Answer with one word.", "blue")],
+}
+CASES["contains"] = CASES["exact"]
+CASES["label"] = CASES["exact"]
+CASES["regex"] = [(q + " Write 'Answer:' then the word.", ref) for q, ref in CASES["exact"]]
+OPTIONS = {"regex": {"pattern": r"(?i)answer:\s*\**\s*(\w+)"}}
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2_gguf):
+    from edgetune.runtimes import LlamaCppRuntime
+
+    with LlamaCppRuntime(smollm2_gguf, n_ctx=1024, n_threads=1) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module")
+def smol_tok(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+def items_for(name, tok):
+    out = []
+    for k, (question, reference) in enumerate(CASES[name]):
+        text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                       add_generation_prompt=True)
+        out.append(TaskItem(f"{name}-{k}", tok(text, add_special_tokens=False)["input_ids"], reference))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(smol, smol_tok):
+    """metric name -> (plan, result, the ids each item generated when asked again)."""
+    out = {}
+    decode = lambda ids: smol_tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    for name in CASES:
+        items = items_for(name, smol_tok)
+        plan = plan_task(items, smol_tok, MetricSpec(name=name, **OPTIONS.get(name, {})), None)
+        result = run_task_metric(smol, items, make_metric(plan.metric), decode=decode,
+                                 max_new_tokens=plan.max_new_tokens, stop_ids=stop_ids(smol_tok))
+        again = [smol.generate(i.prompt_ids, plan.max_new_tokens, stop_ids(smol_tok)) for i in items]
+        out[name] = (plan, result, again)
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_records_hold_the_real_answer_and_its_score(runs, smol_tok, name):
+    plan, result, again = runs[name]
+    metric = make_metric(plan.metric)
+    assert result.metric == name and result.n == len(CASES[name])
+    for record, ids in zip(result.items, again, strict=True):
+        assert record.output == smol_tok.decode(ids, skip_special_tokens=True)  # greedy: the same answer
+        assert record.truncated == (len(ids) == plan.max_new_tokens)
+        scored = metric.score(record.output, record.reference)
+        assert (record.score, record.correct, record.detail) == (scored.score, scored.correct, scored.detail)
+        if metric.binary:
+            assert record.correct == (record.score == 1.0)
+    assert result.score == pytest.approx(sum(r.score for r in result.items) / result.n)
+    assert result.truncated == sum(r.truncated for r in result.items)
+    print(name, [(r.output, r.score, r.truncated) for r in result.items])  # shown with -s
+
+
+def test_budgets_are_derived_per_metric(runs, smol_tok):
+    assert runs["label"][0].max_new_tokens == 4  # one-word labels: the budget label scoring always used
+    longest_json = max(len(smol_tok(ref)["input_ids"]) for _, ref in CASES["json"])
+    assert runs["json"][0].max_new_tokens > longest_json  # room for the whole object and its stop token
+
+
+def test_the_model_stops_on_its_chat_stop_token(runs):
+    # SmolLM2 ends a ChatML turn with <|im_end|>; with a budget above the references', most answers end there
+    stopped = [r for name in ("json", "text") for r in runs[name][1].items if not r.truncated]
+    assert stopped, "every answer ran to the budget: stop ids are not honoured"
+
+
+def test_a_short_budget_truncates_real_answers(smol, smol_tok):
+    items = items_for("text", smol_tok)
+    result = run_task_metric(smol, items, make_metric(MetricSpec(name="text")),
+                             decode=lambda ids: smol_tok.decode(ids, skip_special_tokens=True),
+                             max_new_tokens=3, stop_ids=stop_ids(smol_tok))
+    assert result.truncated == len(items) and all(r.truncated for r in result.items)
+    assert all(len(smol_tok(r.output, add_special_tokens=False)["input_ids"]) <= 4 for r in result.items)
