@@ -290,6 +290,7 @@ class _Evaluator:
     def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:
         from edgetune.assets import smollm2_gguf
         from edgetune.evals.judge import JudgeItem
+        from edgetune.evals.judge_reliability import is_embedded_judge, metric_agreement
 
         items = [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
                  for i in self.items[: self.cfg.eval.judge_items]]
@@ -297,9 +298,15 @@ class _Evaluator:
             build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
         m = art.metrics
+        scores = [{r["id"]: float(r.get("score", r["correct"])) for r in evals.read_results(t)}
+                  for t in (gpu_task, edge_task)]
+        judged = evals.read_results(art) if "results" in art.outputs else []
         return {"pairwise": {"win": m["wins_edge"], "tie": m["ties"], "loss": m["wins_gpu"],
                              "invalid": m["invalid"], "position_flip_rate": m["flip_rate"], "n": m["n"],
-                             "calls": m["calls"]}, "judge": m["judge"]}
+                             "calls": m["calls"]}, "judge": m["judge"],
+                "reliability": {"metric": self.plan.metric.name,
+                                "metric_agreement": metric_agreement(judged, *scores),
+                                "embedded_judge": is_embedded_judge(m["judge"] or {})}}
 
 
 def _weights_bytes(model_dir: Path) -> int:

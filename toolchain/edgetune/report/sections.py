@@ -279,14 +279,22 @@ def judge_table(report: Mapping[str, Any]) -> Table | None:
     cells = []
     for name, j in judge.items():
         pw = j.get("pairwise") or {}
+        agree = (j.get("reliability") or {}).get("metric_agreement") or {}
         cells.append([name, num(j.get("mean_score")), "–" if not j.get("ci95") else
                       f"{num(j['ci95'][0])} – {num(j['ci95'][1])}", share_or_count(pw.get("win")),
                       share_or_count(pw.get("tie")), share_or_count(pw.get("loss")),
-                      pct(pw.get("position_flip_rate"))])
+                      pct(pw.get("position_flip_rate")),
+                      f"{pct(agree['agreement_decisive'])} (n={agree['n_decisive']})"
+                      if agree.get("agreement_decisive") is not None else "–"])
+    note = ("Pairwise outcomes are against the GPU build; the position flip rate is how often the judge "
+            "changed its verdict when the two answers swapped places (high: the verdicts are noise). \"Agrees "
+            "with the metric\" is the share of items where the task metric prefers one build and the judge "
+            "picks the same one (chance is about a third).")
+    if any((j.get("reliability") or {}).get("embedded_judge") for j in judge.values()):
+        note = ("Warning: the judge is the embedded SmolLM2-135M (no `judge:` endpoint configured), a smoke "
+                "test, not evidence; set judge.base_url / judge.model to a capable model. ") + note
     return Table("judge", "LLM judge", ["build", "mean score", "95% CI", "win", "tie", "loss",
-                                        "position flip rate"], cells,
-                 "Pairwise outcomes are against the GPU build; the position flip rate is how often the judge "
-                 "changed its verdict when the two answers swapped places (high: the verdicts are noise).")
+                                        "position flip rate", "agrees with the metric"], cells, note)
 
 
 def device_table(report: Mapping[str, Any]) -> Table | None:
