@@ -6,6 +6,7 @@ flag that says whether the budget (not a stop token) ended it."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -43,8 +44,12 @@ CASES = {
 }
 CASES["contains"] = CASES["exact"]
 CASES["label"] = CASES["exact"]
-CASES["regex"] = [(q + " Write 'Answer:' then the word.", ref) for q, ref in CASES["exact"]]
-OPTIONS = {"regex": {"pattern": r"(?i)answer:\s*\**\s*(\w+)"}}
+CASES["regex"] = CASES["exact"]
+# SmolLM2 answers "The capital of France is Paris.": the word before the closing full stop
+OPTIONS = {"regex": {"pattern": r"\bis (\w+)\.\s*$"}}
+# one worked example as a previous chat turn: with it, the 135M model answers in JSON
+SHOTS = {"json": [{"role": "user", "content": PERSON + "Lena Novak is 40 years old and lives in Prague."},
+                  {"role": "assistant", "content": '{"name": "Lena Novak", "age": 40, "city": "Prague"}'}]}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +70,8 @@ def smol_tok(tokenizer_dir):
 def items_for(name, tok):
     out = []
     for k, (question, reference) in enumerate(CASES[name]):
-        text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                       add_generation_prompt=True)
+        text = tok.apply_chat_template(SHOTS.get(name, []) + [{"role": "user", "content": question}],
+                                       tokenize=False, add_generation_prompt=True)
         out.append(TaskItem(f"{name}-{k}", tok(text, add_special_tokens=False)["input_ids"], reference))
     return out
 
@@ -122,3 +127,53 @@ def test_a_short_budget_truncates_real_answers(smol, smol_tok):
                              max_new_tokens=3, stop_ids=stop_ids(smol_tok))
     assert result.truncated == len(items) and all(r.truncated for r in result.items)
     assert all(len(smol_tok(r.output, add_special_tokens=False)["input_ids"]) <= 4 for r in result.items)
+
+
+def outcomes(runs, name):
+    return [r.score for r in runs[name][1].items]
+
+
+def test_json_fields_on_real_answers(runs):
+    records = runs["json"][1].items
+    for r in records:
+        got, want = json.loads(r.output), json.loads(r.reference)  # every answer is JSON with the worked example
+        by_hand = {k: str(got.get(k)).strip().lower() == str(v).strip().lower() for k, v in want.items()}
+        assert r.detail["parsed"] and r.detail["fields"] == by_hand
+        assert r.score == pytest.approx(sum(by_hand.values()) / 3)
+    scores = outcomes(runs, "json")
+    assert 1.0 in scores and any(0 < s < 1 for s in scores)  # whole objects and partial credit both occur
+
+
+def test_number_on_real_answers(runs):
+    for r in runs["number"][1].items:
+        ints = re.findall(r"-?\d+", r.output.split("####")[-1])
+        assert r.detail["extracted"] == (float(ints[-1]) if ints else None)
+        assert r.correct == (r.detail["extracted"] == r.detail["expected"])
+    assert set(outcomes(runs, "number")) == {0.0, 1.0}
+
+
+def lcs_f1(reference: str, answer: str) -> float:
+    """ROUGE-L F1 written out independently: lowercase alphanumeric tokens, longest common subsequence."""
+    a, b = re.findall(r"[a-z0-9]+", reference.lower()), re.findall(r"[a-z0-9]+", answer.lower())
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+    lcs = table[-1][-1]
+    return 0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b))
+
+
+def test_text_on_real_answers(runs):
+    records = runs["text"][1].items
+    for r in records:
+        assert r.detail["rouge_l"] == pytest.approx(lcs_f1(r.reference, r.output), abs=1e-6)
+        assert r.correct == (r.output.strip() == r.reference.strip())
+    scores = outcomes(runs, "text")
+    assert 1.0 in scores and any(0 < s < 1 for s in scores)  # a verbatim answer and partial overlaps
+
+
+def test_string_metrics_order_on_real_answers(runs):
+    exact, contains, regex = (outcomes(runs, n) for n in ("exact", "contains", "regex"))
+    assert all(c >= e for e, c in zip(exact, contains, strict=True))  # contains never stricter than exact
+    assert sum(contains) > sum(exact)  # full-sentence answers: contains finds the word, exact does not
+    assert set(regex) == {0.0, 1.0}  # the pattern captures "Paris" but not "... deep, deep blue."
