@@ -177,3 +177,15 @@ def test_string_metrics_order_on_real_answers(runs):
     assert all(c >= e for e, c in zip(exact, contains, strict=True))  # contains never stricter than exact
     assert sum(contains) > sum(exact)  # full-sentence answers: contains finds the word, exact does not
     assert set(regex) == {0.0, 1.0}  # the pattern captures "Paris" but not "... deep, deep blue."
+
+
+def test_the_sst2_default_still_scores_labels_with_four_tokens(smol_tok):
+    """The embedded default (SST-2 on SmolLM2) must score exactly as before task metrics: label rule, 4 tokens."""
+    from edgetune.data import SST2_LABELS
+    from edgetune.evals.metrics import detect_metric
+    from edgetune.evals.metrics.detect import derive_max_new_tokens
+
+    references = list(SST2_LABELS) * 100
+    assert detect_metric(references)[0] == "label"
+    lengths = [len(smol_tok(r, add_special_tokens=False)["input_ids"]) for r in references]
+    assert derive_max_new_tokens("label", lengths) == 4
