@@ -303,6 +303,7 @@ ARGV_TABLE = [
     (["--max-steps", "10"], {"train.max_steps": 10}),
     (["--out", "runs/x"], {"out_dir": Path("runs/x")}),
     (["--threads", "2"], {"threads": 2}),
+    (["--metric", "json"], {"eval.metric": {"name": "json", "pattern": None, "json_schema": None, "tolerance": 1e-6}}),
     (["--target", "rpi4", "--rank", "4", "--lr", "5e-5", "--max-steps", "3", "--threads", "1", "--quant", "Q4_0"],
      {"target": "rpi4", "train.r": 4, "train.learning_rate": 5e-5, "train.max_steps": 3, "threads": 1,
       "export.quants": ["Q4_0"]}),

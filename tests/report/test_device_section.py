@@ -50,6 +50,23 @@ def test_device_entry_pairs_with_the_gpu_build(run):
     assert d["predicted_prompt_tps"] == 60.0 and d["predicted_gen_tps"] == 12.0
 
 
+def test_device_answers_are_scored_with_the_builds_metric(tmp_path):
+    """A json run: device answers get the json metric's per-field score, not the label rule."""
+    job = tmp_path / "devices" / "pi" / "job"
+    job.mkdir(parents=True)
+    ref = json.dumps({"name": "Ana", "age": 3})
+    rows = [{"id": "a", "reference": ref, "output": '{"name": "ana", "age": 3}'},  # whole object: 1.0
+            {"id": "b", "reference": ref, "output": '{"name": "Ana", "age": 4}'},  # one of two fields: 0.5
+            {"id": "c", "reference": ref, "output": "Ana, 3"}]  # not JSON: 0.0
+    (job / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (job / "summary.json").write_text(json.dumps({"job": {"model": "m-Q8_0.gguf"}}))
+    (job / "device_run.json").write_text(json.dumps({"device": "pi"}))
+    report = {"builds": [], "context": {"task_metric": {"metric": "json", "metric_options": {}}}}
+    [d] = device_sections(tmp_path, report, {"a": True, "b": True, "c": False}).values()
+    assert (d["metric"], d["score"], d["accuracy"]) == ("json", pytest.approx(1.5 / 3), pytest.approx(1 / 3))
+    assert (d["flips_lost"], d["flips_gained"]) == (1, 0)  # b: right on the GPU build, not on the device
+
+
 def test_no_devices_folder_means_no_section(tmp_path):
     assert device_sections(tmp_path, {"builds": []}, {}) == {}
 

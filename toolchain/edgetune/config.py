@@ -17,6 +17,7 @@ from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.constants import Quant
 from edgetune.errors import ConfigError
 from edgetune.evals.judge_config import JudgeConfig
+from edgetune.evals.metrics.spec import MetricSpec
 
 
 class _Section(BaseModel):
@@ -184,7 +185,13 @@ DEFAULT_FORGETTING = {"mmlu": 100, "arc_easy": 30, "arc_challenge": 30, "hellasw
 
 
 class EvalConfig(_Section):
-    max_new_tokens: int = Field(4, ge=1, description="Greedy tokens generated per held-out item.")
+    metric: MetricSpec = Field(MetricSpec(), description="How held-out answers are scored: a name (auto, label, "
+                               "exact, contains, regex, json, number, text) or {name, pattern, json_schema, "
+                               "tolerance}. auto: json when every reference is a JSON object, number when each "
+                               "ends with a number, label for a small set of short labels, else text.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Greedy tokens generated per held-out item; None: "
+                                       "4 for labels, else the references' 99th-percentile token length x 1.25 "
+                                       "+ 16 (at most 512).")
     margin: float = Field(
         0.02, gt=0, lt=1, description="Non-inferiority margin, in units of the task metric (0.02 = 2 points of "
                                       "accuracy): a build is \"not worse\" than the GPU build only when the 95% CI "
@@ -288,6 +295,10 @@ def load_config(path: Path | None) -> BuildConfig:
         src = (data.get(section) or {}).get("source") if isinstance(data.get(section), dict) else None
         if isinstance(src, str) and not Path(src).is_absolute() and (base / src).exists():
             data[section]["source"] = str(base / src)
+    metric = data["eval"].get("metric") if isinstance(data.get("eval"), dict) else None
+    if isinstance(metric, dict) and isinstance(metric.get("json_schema"), str) \
+            and not Path(metric["json_schema"]).expanduser().is_absolute():
+        metric["json_schema"] = str(base / metric["json_schema"])
     return _validate(data, str(path))
 
 
@@ -359,7 +370,10 @@ export:
     greedy_min: 0.0
 
 eval:
-  max_new_tokens: 4
+  metric: auto             # auto | label | exact | contains | regex | json | number | text, or a mapping:
+                           # {name: regex, pattern: "Answer: (.+)"}, {name: json, json_schema: schema.json},
+                           # {name: number, tolerance: 0.01}
+  max_new_tokens: null     # null: 4 for labels, else from the references' token lengths
   margin: 0.02             # a build ships only if shown no worse than the GPU build by more than this (0.02 = 2 pts)
   judge_items: 20          # held-out items judged pairwise, GPU build vs each GGUF (0: off)
   judge_rubric: reference-match   # evals/judge/<name>.yaml

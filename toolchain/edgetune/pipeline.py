@@ -115,7 +115,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
         "method": trained.metrics.get("method"), "llama.cpp": tools.revision[:12], "edgetune": __version__,
         "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}",
-        "gate_mode": gate_mode, "split": split["summary"]}, training=_training(trained, cfg))
+        "gate_mode": gate_mode, "split": split["summary"], "task_metric": ev.plan.to_dict()},
+        training=_training(trained, cfg))
     report["split"] = split
     run_dir = cfg.out_dir / "runs" / target.name
     written = write_report_files(report, run_dir)
@@ -140,7 +141,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     if lora is not None:
         stages["lora-gguf"] = lora
     # the device side: cross-built llama.cpp + the stdlib runner + the held-out suite on the same token ids
-    suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": cfg.eval.max_new_tokens,
+    suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": ev.plan.max_new_tokens,
                    "reference": i.reference} for i in ev.items]
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
@@ -252,6 +253,7 @@ class _Evaluator:
         self.examples = data.read_examples(data_art.file("heldout"))
         self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
+        self.plan = evals.plan_task(self.items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
         if cfg.threads:
             import torch
 
@@ -299,7 +301,7 @@ class _Evaluator:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
                 task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
                     build_name, art.key, lease, self.items, self.tokenizer, self.store,
-                    max_new_tokens=cfg.eval.max_new_tokens, progress=self.progress)
+                    max_new_tokens=self.plan.max_new_tokens, metric=self.plan.metric, progress=self.progress)
                 for set_name, mc in mc_sets.items():
                     mc_arts[set_name][build_name] = self.stages[evals.forgetting_stage(set_name, build_name)] = \
                         evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,
@@ -320,12 +322,13 @@ class _Evaluator:
         return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                             task=task_arts, forgetting=mc_arts, context=context,
                             item_text=self.texts, margin=cfg.eval.margin, training=training,
-                            max_new_tokens=cfg.eval.max_new_tokens)
+                            max_new_tokens=self.plan.max_new_tokens)
 
 
     def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:
         from edgetune.assets import smollm2_gguf
         from edgetune.evals.judge import JudgeItem
+        from edgetune.evals.judge_reliability import is_embedded_judge, metric_agreement
 
         items = [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
                  for i in self.items[: self.cfg.eval.judge_items]]
@@ -333,9 +336,15 @@ class _Evaluator:
             build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
         m = art.metrics
+        scores = [{r["id"]: float(r.get("score", r["correct"])) for r in evals.read_results(t)}
+                  for t in (gpu_task, edge_task)]
+        judged = evals.read_results(art) if "results" in art.outputs else []
         return {"pairwise": {"win": m["wins_edge"], "tie": m["ties"], "loss": m["wins_gpu"],
                              "invalid": m["invalid"], "position_flip_rate": m["flip_rate"], "n": m["n"],
-                             "calls": m["calls"]}, "judge": m["judge"]}
+                             "calls": m["calls"]}, "judge": m["judge"],
+                "reliability": {"metric": self.plan.metric.name,
+                                "metric_agreement": metric_agreement(judged, *scores),
+                                "embedded_judge": is_embedded_judge(m["judge"] or {})}}
 
 
 def _weights_bytes(model_dir: Path) -> int:

@@ -26,7 +26,7 @@ def _quiet_hf_libraries() -> None:
 
 
 def build_config(config_path: Path | None, *, target=None, model=None, data=None, quants=(), rank=None, lr=None,
-                 epochs=None, max_steps=None, out_dir=None, threads=None) -> BuildConfig:
+                 epochs=None, max_steps=None, out_dir=None, threads=None, metric=None) -> BuildConfig:
     """The BuildConfig `build` runs: the config file (./edgetune.yaml if present, else the embedded default)
     with the given flags on top. Raises ConfigError."""
     from edgetune.config import load_config
@@ -37,6 +37,7 @@ def build_config(config_path: Path | None, *, target=None, model=None, data=None
         "target": target, "model.source": model, "data.source": data,
         "export.quants": list(quants) or None, "train.r": rank, "train.learning_rate": lr,
         "train.epochs": epochs, "train.max_steps": max_steps, "out_dir": out_dir, "threads": threads,
+        "eval.metric": metric,
     })
 
 
@@ -56,6 +57,9 @@ def build_config(config_path: Path | None, *, target=None, model=None, data=None
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--strict", is_flag=True, help="Exit 14 without a bundle when the report recommends no build (the "
               "fine-tune did not beat the base, or no GGUF is shown not worse than the GPU build).")
+@click.option("--metric", type=click.Choice(["auto", "label", "exact", "contains", "json", "number", "text"]),
+              help="Held-out task metric (default: eval.metric, auto: detected from the answers; regex needs "
+                   "a pattern, so set it in edgetune.yaml).")
 @pass_state
 def build(state: State, config_path: Path | None, strict: bool, **flags) -> None:
     """Train, merge, export, quantize, bundle, evaluate and report, reusing every unchanged stage.
@@ -66,6 +70,7 @@ def build(state: State, config_path: Path | None, strict: bool, **flags) -> None
       edgetune build -c edgetune.yaml --quant Q4_0 --quant Q8_0
       edgetune --json build --target rpi4-4gb --rank 8
       edgetune build --data mine.jsonl --strict   # exit 14 when there is nothing to ship
+      edgetune build --data evals/tasks/extract-json.jsonl   # metric picked from the answers: json
     """
     from edgetune.cli.progress import RichProgress
     from edgetune.pipeline import build as run_build

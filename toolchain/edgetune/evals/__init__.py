@@ -1,4 +1,5 @@
-"""Evaluations over any `edgetune.runtimes.Runtime`: task accuracy (`task`), forgetting (`forgetting`: MMLU;
+"""Evaluations over any `edgetune.runtimes.Runtime`: the held-out task scored by a task metric (`task`,
+`metrics`), forgetting (`forgetting`: MMLU;
 `mc_sets`: ARC, HellaSwag, PIQA, WinoGrande) and the LLM judge (`judge`, `judge_server`, `suites`)."""
 
 from edgetune.evals.forgetting import (
@@ -19,6 +20,7 @@ from edgetune.evals.task import (
     normalise_label,
     prompt_sha256,
     run_label_accuracy,
+    run_task_metric,
 )
 
 __all__ = [
@@ -39,4 +41,5 @@ __all__ = [
     "prompt_sha256",
     "run_label_accuracy",
     "run_multiple_choice",
+    "run_task_metric",
 ]

@@ -11,12 +11,15 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from edgetune.artifacts import Artifact, Store, stage_key
 from edgetune.evals.forgetting import MCItem, run_multiple_choice
-from edgetune.evals.task import TaskItem, run_label_accuracy
+from edgetune.errors import EvalError
+from edgetune.evals.metrics import MetricSpec, derive_max_new_tokens, make_metric, resolve_spec
+from edgetune.evals.task import TaskItem, run_task_metric
 from edgetune.progress import NullProgress, Progress
 from edgetune.runtimes.base import Runtime
 
@@ -76,6 +79,37 @@ def task_items(examples: Sequence[dict[str, Any]], tokenizer) -> list[TaskItem]:
     return items
 
 
+@dataclass(frozen=True)
+class TaskPlan:
+    """How the held-out task is scored: the resolved metric, why it was chosen, and the token budget."""
+
+    metric: MetricSpec
+    why: str
+    max_new_tokens: int
+    derived_tokens: bool  # True when max_new_tokens came from the references, not the config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric.name, "metric_options": self.metric.model_dump(exclude_defaults=True,
+                                                                                      exclude={"name"}),
+                "why": self.why, "max_new_tokens": self.max_new_tokens, "max_new_tokens_derived": self.derived_tokens}
+
+
+def plan_task(items: Sequence[TaskItem], tokenizer, spec: MetricSpec, max_new_tokens: int | None) -> TaskPlan:
+    """Resolve `auto` against the items' references and size the budget from their token lengths (the same
+    tokenizer the prompts use) unless `max_new_tokens` is set. Raises EvalError when there are no items."""
+    if not items:
+        raise EvalError("the held-out task has no items", "check data.heldout_size and the data file")
+    resolved, why = resolve_spec(spec, [i.reference for i in items])
+    if max_new_tokens is not None:
+        plan = TaskPlan(resolved, why, max_new_tokens, False)
+    else:
+        lengths = [len(tokenizer(i.reference, add_special_tokens=False)["input_ids"]) for i in items]
+        plan = TaskPlan(resolved, why, derive_max_new_tokens(resolved.name, lengths), True)
+    log.info("task metric %s (%s); max_new_tokens %d%s", resolved.name, why, plan.max_new_tokens,
+             " (derived from the references)" if plan.derived_tokens else "")
+    return plan
+
+
 def stop_ids(tokenizer) -> list[int]:
     ids = {tokenizer.eos_token_id}
     gen = getattr(tokenizer, "added_tokens_encoder", {})
@@ -99,8 +133,15 @@ def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[TaskItem],
-             tokenizer, store: Store, *, max_new_tokens: int, progress: Progress | None = None) -> Artifact:
-    params = {"max_new_tokens": max_new_tokens, "metric": "label_accuracy"}
+             tokenizer, store: Store, *, max_new_tokens: int, metric: MetricSpec | None = None,
+             progress: Progress | None = None) -> Artifact:
+    """Score `items` on one build with `metric` (resolved, not `auto`; None: label). results.jsonl holds one
+    row per item (id, prompt_sha256, output, reference, correct, latency_s, score, truncated, detail); the
+    record's metrics hold metric, score, accuracy, n, correct, truncated and the median latency."""
+    spec = metric or MetricSpec(name="label")
+    scorer = make_metric(spec)
+    # "results": 2 marks the per-item score/truncated fields, so artifacts cached before them are not reused
+    params = {"max_new_tokens": max_new_tokens, "metric": spec.model_dump(exclude_defaults=True), "results": 2}
     inputs = {"build": build_key, "items": _items_hash(items)}
     key = stage_key(KIND_TASK, params, inputs)
     if hit := store.lookup(KIND_TASK, key):
@@ -108,16 +149,17 @@ def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], it
     stops = stop_ids(tokenizer)
     with store.build(KIND_TASK, key, {**params, "build": build}, inputs) as b, \
             (progress or NullProgress()).task(f"task eval: {build}", len(items)) as bar, open_runtime() as rt:
-        result = run_label_accuracy(rt, items, decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                                    max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
+        result = run_task_metric(rt, items, scorer, decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                                 max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
         data = result.to_dict()
         _write_results(b.path / "results.jsonl", data["items"])
         b.outputs["results"] = "results.jsonl"
         latencies = sorted(i["latency_s"] for i in data["items"])
-        b.metrics.update(build=build, accuracy=result.accuracy, n=result.n,
-                         correct=sum(i["correct"] for i in data["items"]),
-                         latency_p50_s=latencies[len(latencies) // 2])
-    log.info("task eval %s: accuracy %.3f on %d items", build, result.accuracy, result.n)
+        b.metrics.update(build=build, metric=result.metric, score=result.score, accuracy=result.accuracy,
+                         n=result.n, correct=sum(i["correct"] for i in data["items"]), truncated=result.truncated,
+                         max_new_tokens=max_new_tokens, latency_p50_s=latencies[len(latencies) // 2])
+    log.info("task eval %s: %s %.3f, accuracy %.3f on %d items (%d truncated)", build, result.metric, result.score,
+             result.accuracy, result.n, result.truncated)
     return b.artifact
 
 

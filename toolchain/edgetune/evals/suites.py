@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetune.errors import ConfigError, JudgeError
+from edgetune.evals.metrics.spec import MetricSpec
 
 # Repo checkouts (the supported install is editable) keep suites beside toolchain/, as targets/ is.
 EVALS_DIR = Path(__file__).resolve().parents[3] / "evals"
@@ -107,8 +108,11 @@ class Rubric(_Strict):
 
 class TaskSpec(_Strict):
     data: str = Field(description="Task data source, as in edgetune.yaml's data.source.")
-    metric: Literal["label_accuracy"] = "label_accuracy"
-    max_new_tokens: int = Field(4, ge=1, description="Greedy tokens generated per item.")
+    metric: MetricSpec = Field(MetricSpec(), description="How answers are scored: a name (auto, label, exact, "
+                               "contains, regex, json, number, text) or {name, pattern, json_schema, tolerance}; "
+                               "auto detects it from the references.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Greedy tokens generated per item; None: derived "
+                                       "from the references' token lengths (edgetune.evals.metrics.detect).")
 
 
 class JudgeSpec(_Strict):
@@ -158,6 +162,8 @@ def load_suite(name_or_path: str | Path, root: Path = EVALS_DIR) -> Suite:
     """A suite by name (`evals/suites/<name>.yaml`) or path; its rubric must exist under `root` and
     support the suite's judge mode. Raises ConfigError."""
     data = _load(name_or_path, root / SUITES, "suite")
+    path = Path(name_or_path)
+    _schema_beside(data, path.parent if path.suffix in (".yaml", ".yml") else root / SUITES)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
@@ -172,6 +178,15 @@ def load_suite(name_or_path: str | Path, root: Path = EVALS_DIR) -> Suite:
                     f"add `{mode}:` to the rubric or change judge.mode",
                 )
     return suite
+
+
+def _schema_beside(data: dict, folder: Path) -> None:
+    """A relative `task.metric.json_schema` path means relative to the suite file, wherever edgetune runs."""
+    metric = (data.get("task") or {}).get("metric") if isinstance(data.get("task"), dict) else None
+    if isinstance(metric, dict) and isinstance(metric.get("json_schema"), str):
+        schema = Path(metric["json_schema"]).expanduser()
+        if not schema.is_absolute():
+            metric["json_schema"] = str(folder / schema)
 
 
 def available(kind: Literal["judge", "suites"], root: Path = EVALS_DIR) -> list[str]:

@@ -1,6 +1,10 @@
-"""Task accuracy: greedy answers to labelled prompts, compared with the reference label after normalisation.
+"""The held-out task eval: greedy answers to the prompts, each scored against its reference by a task metric
+(`edgetune.evals.metrics`: label, exact, contains, regex, json, number, text).
 
-Works on any `Runtime`; reads nothing from disk and writes nothing (callers store `TaskResult.to_dict()`).
+Every item keeps its answer, its `score` in [0, 1] and `correct`, and whether the answer was cut off at
+`max_new_tokens` (`truncated`): a truncated JSON object or a reasoning chain cut before its final number is a
+budget problem, not a model problem, and the report counts them. Works on any `Runtime`; reads nothing from
+disk and writes nothing (callers store `TaskResult.to_dict()`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgetune.errors import EvalError
-from edgetune.labels import label_matches, normalise_label
+from edgetune.evals.metrics import Metric, MetricSpec, make_metric
+from edgetune.labels import label_matches, normalise_label  # noqa: F401  (re-exported by edgetune.evals)
 from edgetune.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,15 @@ class ItemResult:
     reference: str
     correct: bool
     latency_s: float
+    score: float = 0.0  # the metric's value for this item, in [0, 1]
+    truncated: bool = False  # generation hit max_new_tokens before any stop id
+    detail: dict[str, Any] | None = None  # metric-specific: extracted number, JSON fields, chrF and ROUGE-L
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        if row["detail"] is None:
+            del row["detail"]
+        return row
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,66 @@ class TaskResult:
     accuracy: float
     n: int
     items: list[ItemResult] = field(default_factory=list)
+    metric: str = "label"
+    score: float = 0.0  # mean of the items' scores
+    truncated: int = 0  # items cut off at max_new_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "n": self.n, "items": [asdict(item) for item in self.items]}
+        return {"metric": self.metric, "score": self.score, "accuracy": self.accuracy, "n": self.n,
+                "truncated": self.truncated, "items": [item.to_dict() for item in self.items]}
+
+
+def run_task_metric(
+    runtime: Runtime,
+    items: Sequence[TaskItem],
+    metric: Metric,
+    *,
+    decode: Callable[[list[int]], str],
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    on_item: Callable[[], None] | None = None,
+) -> TaskResult:
+    """Greedy-decode each item's prompt (at most `max_new_tokens`, stopping before any of `stop_ids`), decode
+    the new ids to text with `decode` and score it with `metric`. An item is `truncated` when the runtime
+    returned `max_new_tokens` ids: it stopped on the budget, not on a stop id. `on_item` is called after each
+    item (progress). Latency is the wall time of the runtime's generate call. Raises EvalError for no items or
+    a reference the metric cannot score (checked for every item before any generation); runtime errors
+    propagate."""
+    if not items:
+        raise EvalError(f"{metric.name} eval has no items", "check the eval split is not empty")
+    for item in items:
+        if problem := metric.reference_problem(item.reference):
+            raise EvalError(f"item {item.id} {problem} for metric {metric.name}",
+                            "fix that row's answer, or choose another metric (eval.metric)")
+    results: list[ItemResult] = []
+    for item in items:
+        started = time.perf_counter()
+        new_ids = runtime.generate(list(item.prompt_ids), max_new_tokens, stop_ids)
+        latency_s = time.perf_counter() - started
+        output = decode(new_ids)
+        scored = metric.score(output, item.reference)
+        results.append(
+            ItemResult(
+                id=item.id,
+                prompt_sha256=prompt_sha256(item.prompt_ids),
+                output=output,
+                reference=item.reference,
+                correct=scored.correct,
+                latency_s=latency_s,
+                score=scored.score,
+                truncated=len(new_ids) >= max_new_tokens,
+                detail=scored.detail,
+            )
+        )
+        if on_item is not None:
+            on_item()
+    n = len(results)
+    accuracy = sum(r.correct for r in results) / n
+    score = sum(r.score for r in results) / n
+    truncated = sum(r.truncated for r in results)
+    log.info("%s: score %.4f, accuracy %.4f on %d items, %d truncated (%s)", metric.name, score, accuracy, n,
+             truncated, runtime.name)
+    return TaskResult(accuracy=accuracy, n=n, items=results, metric=metric.name, score=score, truncated=truncated)
 
 
 def run_label_accuracy(
@@ -61,32 +132,6 @@ def run_label_accuracy(
     stop_ids: Sequence[int],
     on_item: Callable[[], None] | None = None,
 ) -> TaskResult:
-    """Greedy-decode each item's prompt (at most `max_new_tokens`, stopping before any of `stop_ids`), decode
-    the new ids to text with `decode` and score it with `label_matches`. `on_item` is called after each item
-    (progress). Latency is the wall time of the runtime's generate call. Raises EvalError for no items or an
-    item whose reference is empty after normalisation; runtime errors propagate."""
-    if not items:
-        raise EvalError("label-accuracy eval has no items", "check the eval split is not empty")
-    results: list[ItemResult] = []
-    for item in items:
-        if not normalise_label(item.reference):
-            raise EvalError(f"item {item.id} has an empty reference label", "every eval row needs a label")
-        started = time.perf_counter()
-        new_ids = runtime.generate(list(item.prompt_ids), max_new_tokens, stop_ids)
-        latency_s = time.perf_counter() - started
-        output = decode(new_ids)
-        results.append(
-            ItemResult(
-                id=item.id,
-                prompt_sha256=prompt_sha256(item.prompt_ids),
-                output=output,
-                reference=item.reference,
-                correct=label_matches(output, item.reference),
-                latency_s=latency_s,
-            )
-        )
-        if on_item is not None:
-            on_item()
-    accuracy = sum(r.correct for r in results) / len(results)
-    log.info("label accuracy %.4f on %d items (%s)", accuracy, len(results), runtime.name)
-    return TaskResult(accuracy=accuracy, n=len(results), items=results)
+    """`run_task_metric` with the label metric (`label_matches`): the first answer line equals the label."""
+    return run_task_metric(runtime, items, make_metric(MetricSpec(name="label")), decode=decode,
+                           max_new_tokens=max_new_tokens, stop_ids=stop_ids, on_item=on_item)

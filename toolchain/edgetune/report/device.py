@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgetune.evals.task import label_matches
+from edgetune.evals.metrics import Metric, MetricSpec, make_metric
 from edgetune.report.stats import mcnemar_exact_p, paired_flips, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,18 @@ def _p(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def task_metric(report: Mapping[str, Any]) -> Metric:
+    """The metric the build scored its held-out task with (report.json's context.task_metric), so device
+    answers are scored exactly as the build's were; label for a report from before task metrics."""
+    plan = report.get("context", {}).get("task_metric") or {}
+    return make_metric(MetricSpec(name=plan.get("metric", "label"), **plan.get("metric_options", {})))
+
+
 def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mapping[str, bool]) -> dict[str, dict]:
-    """'<quant> @ <device>' → accuracy (Wilson CI), paired flips vs the GPU build, speeds, TTFT, peak RSS and
-    the planner's prediction; empty when no device results were fetched into the run."""
+    """'<quant> @ <device>' → accuracy (Wilson CI) and the task metric's mean score, paired flips vs the GPU
+    build, speeds, TTFT, peak RSS and the planner's prediction; empty when no device results were fetched."""
     rows = {r["name"]: r for r in report.get("builds", [])}
+    metric = task_metric(report)
     out: dict[str, dict] = {}
     for record_path in sorted((Path(run_dir) / DEVICES_DIR).glob("*/*/device_run.json")):
         job = record_path.parent
@@ -53,13 +61,15 @@ def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mappi
         results = _jsonl(job / "results.jsonl")
         summary = json.loads((job / "summary.json").read_text()) if (job / "summary.json").is_file() else {}
         quant = _quant_of(str(summary.get("job", {}).get("model") or summary.get("model") or ""))
-        correct = {r["id"]: label_matches(r.get("output", ""), r["reference"]) for r in results if r.get("reference")}
+        scored = {r["id"]: metric.score(r.get("output", ""), r["reference"]) for r in results if r.get("reference")}
+        correct = {i: s.correct for i, s in scored.items()}
         n, hits = len(correct), sum(correct.values())
         entry: dict[str, Any] = {"device": record.get("device"), "quant": quant, "n": n,
                                  "device_facts": record.get("device_facts", {})}
         if n:
             lost, gained = paired_flips(gpu_correct, correct)
-            entry.update(accuracy=hits / n, ci95=list(wilson_interval(hits, n)), flips_lost=len(lost),
+            entry.update(metric=metric.name, score=sum(s.score for s in scored.values()) / n,
+                         accuracy=hits / n, ci95=list(wilson_interval(hits, n)), flips_lost=len(lost),
                          flips_gained=len(gained), mcnemar_p=mcnemar_exact_p(len(lost), len(gained)))
         prompt = [r["prompt_tokens_per_s"] for r in results if r.get("prompt_tokens_per_s")]
         gen = [r["gen_tokens_per_s"] for r in results if r.get("gen_tokens_per_s")]

@@ -123,7 +123,7 @@ def to_html(report: Mapping[str, Any]) -> str:
                                           "Wilson intervals, the band is the GPU build's.")]
     if (t := sections.fidelity_table(report)) is not None:
         parts += [table_html(t), img_html(plots.kld_per_build(report), "KL divergence per build")]
-    for make in (sections.judge_table,):
+    for make in (sections.task_metric_table, sections.judge_table):
         if (t := make(report)) is not None:
             parts.append(table_html(t))
     if (t := sections.device_table(report)) is not None:

@@ -64,7 +64,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     lines += recommendation_lines(resolve(report))
     for label, text in sections.summary(report):
         lines += [f"**{label}:** {text}", ""]
-    for make in (sections.accuracy_table, sections.forgetting_overview):
+    for make in (sections.accuracy_table, sections.task_metric_table, sections.forgetting_overview):
         if (t := make(report)) is not None:
             lines += table(t)
     for t in sections.forgetting_tables(report):

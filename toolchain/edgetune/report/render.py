@@ -115,8 +115,11 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
             hits, n = sum(correct[name].values()), len(correct[name])
             lo, hi = wilson_interval(hits, n)
             row.update(accuracy=hits / n, n=n, ci95=[lo, hi])
-            if any("score" in r for r in results[name].values()):
-                row["score"] = sum(scores[name].values()) / n
+            # the task metric's own figures (accuracy above is the strict `correct` share); rows written before
+            # per-item scores existed score as their `correct` (report.verdict.item_scores)
+            row.update(metric=task[name].metrics.get("metric", "label"),
+                       score=sum(scores[name].values()) / n,
+                       truncated=sum(bool(r.get("truncated", False)) for r in results[name].values()))
             if GPU_BUILD in correct and name != GPU_BUILD:
                 lost, gained = paired_flips(correct[GPU_BUILD], correct[name])
                 n_paired = len(set(correct[GPU_BUILD]) & set(correct[name]))

@@ -147,6 +147,32 @@ def accuracy_table(report: Mapping[str, Any]) -> Table | None:
                  [row_class(r) for r in rows])
 
 
+METRIC_SCORES = {"label": "label match", "exact": "exact match", "contains": "contains the reference",
+                 "regex": "regex capture matches", "json": "JSON fields matching", "number": "final number matches",
+                 "text": "chrF"}
+
+
+def task_metric_table(report: Mapping[str, Any]) -> Table | None:
+    """Per build: the task metric's mean score, the strict accuracy and the answers cut off at the token budget
+    (a truncated answer is a budget problem, not a model problem: raise eval.max_new_tokens)."""
+    rows = [r for r in builds(report) if "score" in r and "metric" in r]
+    if not rows:
+        return None
+    plan = report.get("context", {}).get("task_metric") or {}
+    metric = rows[0]["metric"]
+    cells = [[r["name"], r["metric"], f"{r['score']:.3f}", pct(r.get("accuracy")),
+              f"{r.get('truncated', 0)} / {r.get('n', '–')}"] for r in rows]
+    how = f"Metric {metric} ({plan['why']}); " if plan.get("why") else f"Metric {metric}; "
+    budget = (f"max_new_tokens {plan['max_new_tokens']}"
+              + (" (derived from the references' token lengths)" if plan.get("max_new_tokens_derived") else "")
+              + ". ") if plan.get("max_new_tokens") else ""
+    return Table("task-metric", "Task metric (held-out)",
+                 ["build", "metric", f"score ({METRIC_SCORES.get(metric, metric)})", "accuracy (all correct)",
+                  "truncated"], cells,
+                 how + budget + "The score is the mean per-item value in [0, 1]; accuracy counts items fully "
+                 "correct. Truncated answers stopped at the token budget without a stop token.")
+
+
 SET_TITLES = {"mmlu": "MMLU", "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag",
               "piqa": "PIQA", "winogrande": "WinoGrande"}
 FORGETTING_NOTE = ("Log-likelihood multiple choice on fixed, seeded subsets, every build on the same items and "
@@ -269,14 +295,22 @@ def judge_table(report: Mapping[str, Any]) -> Table | None:
     cells = []
     for name, j in judge.items():
         pw = j.get("pairwise") or {}
+        agree = (j.get("reliability") or {}).get("metric_agreement") or {}
         cells.append([name, num(j.get("mean_score")), "–" if not j.get("ci95") else
                       f"{num(j['ci95'][0])} – {num(j['ci95'][1])}", share_or_count(pw.get("win")),
                       share_or_count(pw.get("tie")), share_or_count(pw.get("loss")),
-                      pct(pw.get("position_flip_rate"))])
+                      pct(pw.get("position_flip_rate")),
+                      f"{pct(agree['agreement_decisive'])} (n={agree['n_decisive']})"
+                      if agree.get("agreement_decisive") is not None else "–"])
+    note = ("Pairwise outcomes are against the GPU build; the position flip rate is how often the judge "
+            "changed its verdict when the two answers swapped places (high: the verdicts are noise). \"Agrees "
+            "with the metric\" is the share of items where the task metric prefers one build and the judge "
+            "picks the same one (chance is about a third).")
+    if any((j.get("reliability") or {}).get("embedded_judge") for j in judge.values()):
+        note = ("Warning: the judge is the embedded SmolLM2-135M (no `judge:` endpoint configured), a smoke "
+                "test, not evidence; set judge.base_url / judge.model to a capable model. ") + note
     return Table("judge", "LLM judge", ["build", "mean score", "95% CI", "win", "tie", "loss",
-                                        "position flip rate"], cells,
-                 "Pairwise outcomes are against the GPU build; the position flip rate is how often the judge "
-                 "changed its verdict when the two answers swapped places (high: the verdicts are noise).")
+                                        "position flip rate", "agrees with the metric"], cells, note)
 
 
 def device_table(report: Mapping[str, Any]) -> Table | None:

@@ -16,6 +16,7 @@ from typing import Any
 from edgetune import basemodel, data
 from edgetune.artifacts import Artifact, Store
 from edgetune.config import BuildConfig
+from edgetune.evals.metrics.detect import LABEL_TOKENS  # the sweep scores labels, as it always has
 from edgetune.progress import Progress
 from edgetune.train.launch import Trained, train_adapter
 from edgetune.train.registry import Entry, Registry, default_root, register_trained
@@ -68,4 +69,4 @@ def sweep_only(cfg: BuildConfig, run_dir: Path, *, ranks: tuple[int, ...] = DEFA
     """data → base → the rank sweep on a slice of the training split, scored on the held-out split."""
     store, data_art, base = inputs(cfg)
     return run_sweep(cfg.train, base, data_art, store, run_dir, ranks=ranks, fraction=fraction, metric=metric,
-                     max_new_tokens=cfg.eval.max_new_tokens, threads=cfg.threads, progress=progress)
+                     max_new_tokens=cfg.eval.max_new_tokens or LABEL_TOKENS, threads=cfg.threads, progress=progress)
