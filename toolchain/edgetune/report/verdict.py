@@ -96,12 +96,17 @@ def _n_needed_proportion(counts: tuple[int, int, int, int], margin: float, rule:
     def decided(m: int) -> bool:
         return _classify(_proportion_ci(counts, m / n), margin, rule) != INCONCLUSIVE
 
-    hi = n
+    return _smallest_deciding(decided, start=n, floor=n)
+
+
+def _smallest_deciding(decided, *, start: int, floor: int) -> int | None:
+    """The smallest n >= floor with decided(n) (decided is monotone in n): doubling from `start` up to MAX_N,
+    then bisection. None when even MAX_N does not decide."""
+    lo, hi = floor, start
     while not decided(hi):
         if hi >= MAX_N:
             return None
-        hi = min(MAX_N, hi * 2)
-    lo = max(n, hi // 2)  # decided(hi) holds; find the smallest m in (lo, hi] that decides
+        lo, hi = hi + 1, min(MAX_N, hi * 2)
     while lo < hi:
         mid = (lo + hi) // 2
         if decided(mid):
@@ -180,16 +185,4 @@ def heldout_needed(margin: float, *, disagreement: float = 0.05, accuracy: float
     def decided(m: int) -> bool:
         return _classify(_proportion_ci(counts, m), margin, "non-inferiority") == NOT_WORSE
 
-    hi = base
-    while not decided(hi):
-        if hi >= MAX_N:
-            return None
-        hi = min(MAX_N, hi * 2)
-    lo = 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if decided(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
+    return _smallest_deciding(decided, start=base, floor=1)
