@@ -92,8 +92,8 @@ def main() -> int:
           f"median of {args.repeats}, {args.threads} thread(s)")
     for label in labels:
         print(f"  {label}: {results[label][0]['system_info']}")
-    head = f"{'gguf':<40} {'workload':<9}" + "".join(f"{lb + ' s':>12}" for lb in labels)
-    head += f"{labels[-1] + '/' + labels[0]:>16}"
+    head = f"{'gguf':<40} {'workload':<9}" + "".join(f"{lb + ' s':>16}" for lb in labels)
+    head += f"{labels[-1] + '/' + labels[0]:>28}"
     print(head)
     totals = {label: 0.0 for label in labels}
     for g in ggufs:
@@ -101,9 +101,9 @@ def main() -> int:
             vals = [median[lb][g.name][w] for lb in labels]
             for lb, v in zip(labels, vals):
                 totals[lb] += v
-            print(f"{g.name:<40} {w:<9}" + "".join(f"{v:>12.2f}" for v in vals) + f"{vals[-1] / vals[0]:>16.3f}")
-    print(f"{'total':<50}" + "".join(f"{totals[lb]:>12.2f}" for lb in labels)
-          + f"{totals[labels[-1]] / totals[labels[0]]:>16.3f}")
+            print(f"{g.name:<40} {w:<9}" + "".join(f"{v:>16.2f}" for v in vals) + f"{vals[-1] / vals[0]:>28.3f}")
+    print(f"{'total':<50}" + "".join(f"{totals[lb]:>16.2f}" for lb in labels)
+          + f"{totals[labels[-1]] / totals[labels[0]]:>28.3f}")
     print(json.dumps({"benchmark": "llama_build_speed", "threads": args.threads, "repeats": args.repeats,
                       "median_s": median, "total_s": totals,
                       "ratio_total": totals[labels[-1]] / totals[labels[0]],

@@ -1,4 +1,5 @@
-"""CI check of the embedded default's result: the fine-tune beats the base on held-out SST-2, every bundle
+"""CI check of the embedded default's result: the fine-tune beats the base on held-out SST-2 (and the report's own
+paired verdict says so), every bundle
 file matches its manifest, every GGUF loads and generates in llama-cpp-python, and a rebuild reuses every stage.
 
 Usage: python scripts/check_default_build.py OUT_DIR
@@ -21,6 +22,10 @@ def main(out_dir: Path) -> int:
     acc = {b["name"]: b.get("accuracy") for b in report["builds"]}
     print("accuracy:", json.dumps(acc))
     assert acc["gpu"] > acc["base"], "the fine-tune does not beat the base on held-out SST-2"
+    finetune = report["finetune"]
+    assert finetune["worked"], f"the report's fine-tune check says {finetune['verdict']}, not beats"
+    rec = report["recommendation"]
+    print(f"fine-tune: {finetune['verdict']}; recommendation: {rec.get('quant') or 'none'} ({rec.get('reason')})")
     assert all(v is not None for v in acc.values()), "a build has no accuracy"
 
     from edgetune.bundle import verify_bundle
