@@ -119,3 +119,17 @@ def test_a_recommendation_in_the_report_is_shown_as_is_and_a_computed_one_is_rec
 def test_rule_follows_the_independent_verdict(lost, gained):
     rec = resolve(report(row("Q8_0", 145), row("Q4_0", 92, lost=lost, gained=gained)))
     assert rec["quant"] == ("Q4_0" if expected_verdict(lost, gained) == "not worse" else "Q8_0")
+
+
+def test_in_warn_mode_a_failed_gate_is_stated_not_disqualifying():
+    failed = {"kld_mean": 0.0085, "gate": {"passed": False, "reasons": ["KLD 0.0085 > 0.002"]}}
+    r = report(row("F16", 270, lost=1, fidelity={"gate": {"passed": True, "reasons": []}}),
+               row("Q8_0", 145, fidelity=failed), row("Q4_0", 92, lost=30, fidelity=failed))
+    blocking = resolve(r)
+    assert blocking["quant"] is None and "Q8_0: fidelity gate failed" in blocking["reason"]
+    r["context"]["gate_mode"] = "warn"
+    warned = resolve(r)
+    assert warned["quant"] == "Q8_0", warned
+    assert "fidelity gate failed: KLD 0.0085 > 0.002 (gates in warn mode" in warned["reason"]
+    assert warned["excluded"]["Q4_0"].startswith("worse vs the GPU build")  # the task verdict still rules
+    assert warned["excluded"]["F16"].startswith("inconclusive")
