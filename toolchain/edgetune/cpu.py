@@ -5,8 +5,8 @@ before edgetune is installed, so the llama-cpp-python wheel and the native tools
 
 Three levels, tried in order by set-up until the probe (`edgetune.llama_probe`) sees no crash:
 - `host`: GGML_NATIVE=OFF with each instruction set this CPU reports turned on, AMX included when present.
-  Where ggml's AMX kernels work they pay: 1.6-3.2x prompt speed on Q8_0/Q4_0/Q4_K_M on a 16-core Xeon
-  (docs/benchmarks.md). Explicit flags instead of `-march=native` so the levels below differ from it only in
+  Where ggml's AMX kernels work they pay off in prompt speed (measured in docs/benchmarks.md, "llama.cpp
+  build levels"). Explicit flags instead of `-march=native` so the levels below differ from it only in
   what they turn off.
 - `host-no-amx`: the same without AMX. On some x86-64 hosts with AMX (virtualised Sapphire/Granite Rapids) the
   AMX kernels crash (SIGSEGV) the first time they compute with quantized weights (llama.cpp issue 20824).

@@ -17,6 +17,7 @@ import json
 import logging
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -84,8 +85,6 @@ def system_info() -> str:
     """llama.cpp's own list of compiled-in CPU features ("AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 ..."), read
     in a child process so that even loading a broken library cannot take this one down."""
     code = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
-    import sys
-
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         return f"unavailable ({signal_name(done.returncode)}): {done.stderr.strip()[-200:]}"
