@@ -115,6 +115,53 @@ class TestLookup:
         assert store.lookup("demo", KEY) is not None
 
 
+class TestStage:
+    @staticmethod
+    def write(calls: list[str]):
+        def build(b):
+            calls.append(b.path.name)
+            (b.path / "out.txt").write_text("hello")
+            b.outputs["text"] = "out.txt"
+            b.metrics["n"] = 3
+            b.tools["lib"] = "1.0"
+        return build
+
+    def test_builds_once_then_hits(self, tmp_path):
+        store, calls = Store(tmp_path), []
+        first = store.stage("demo", {"x": 1}, {"src": "abc"}, self.write(calls), tools={"llama.cpp": "rev"})
+        again = store.stage("demo", {"x": 1}, {"src": "abc"}, self.write(calls))
+        assert len(calls) == 1 and calls[0].startswith(".")  # built in the temp folder, once
+        assert first.key == again.key == KEY and not first.cached and again.cached
+        assert again.file("text").read_text() == "hello" and again.metrics == {"n": 3}
+        tools = again.record["tools"]
+        assert tools == {"edgetune": tools["edgetune"], "llama.cpp": "rev", "lib": "1.0"}
+
+    def test_same_key_and_record_as_lookup_then_build(self, tmp_path):
+        """The sequence it replaces: caches written by hand-typed lookup + build stay hits."""
+        store = Store(tmp_path)
+        built = build_demo(store)
+        calls: list[str] = []
+        assert store.stage("demo", {"x": 1}, {"src": "abc"}, self.write(calls)) == built and not calls
+
+    def test_key_and_record_overrides(self, tmp_path):
+        store = Store(tmp_path)
+        art = store.stage("demo", {"x": 1}, {"src": "sha"}, self.write([]), key=KEY,
+                          record_params={"x": 1, "label": "gpu"}, record_inputs={"src": "file.txt"})
+        assert art.key == KEY and art.record["params"] == {"x": 1, "label": "gpu"}
+        assert art.record["inputs"] == {"src": "file.txt"}
+
+    def test_failed_build_publishes_nothing(self, tmp_path):
+        store = Store(tmp_path)
+
+        def fail(b):
+            (b.path / "half.txt").write_text("partial")
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            store.stage("demo", {"x": 1}, {"src": "abc"}, fail)
+        assert entries(tmp_path) == ["demo"] and store.lookup("demo", KEY) is None
+
+
 class TestHashes:
     def test_sha256_file(self, tmp_path):
         path = tmp_path / "f"

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,34 @@ class Store:
             return None
         return Artifact(kind, key, path, record, cached=True)
 
+    def stage(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        inputs: Mapping[str, str],
+        build: Callable[[Builder], None],
+        *,
+        tools: Mapping[str, str] | None = None,
+        key: str | None = None,
+        record_params: Mapping[str, Any] | None = None,
+        record_inputs: Mapping[str, str] | None = None,
+    ) -> Artifact:
+        """The cached artifact of this stage run, or a new one made by `build(builder)`.
+
+        The key is `stage_key(kind, params, inputs)` unless `key` is given (a stage whose key leaves out
+        settings that do not change its output). The record holds `params` and `inputs` unless
+        `record_params` / `record_inputs` say otherwise (a label such as the build name that must not enter
+        the key, or a readable source name where the key holds its content hash). `build` runs only on a
+        miss, inside `build()`'s temp folder, so nothing it raises publishes anything."""
+        key = key if key is not None else stage_key(kind, params, inputs)
+        if hit := self.lookup(kind, key):
+            return hit
+        with self.build(kind, key, params if record_params is None else record_params,
+                        inputs if record_inputs is None else record_inputs, tools) as b:
+            build(b)
+        assert b.artifact is not None  # set by build() on a clean exit
+        return b.artifact
+
     @contextlib.contextmanager
     def build(
         self,
@@ -128,16 +156,20 @@ class Store:
         params: Mapping[str, Any],
         inputs: Mapping[str, str],
         tools: Mapping[str, str] | None = None,
-    ) -> Iterator[_Builder]:
+    ) -> Iterator[Builder]:
         """Yield a builder whose `path` is a temp folder; on success the record is written and the folder
-        renamed into place. On any exception the temp folder is removed and nothing is published."""
+        renamed into place. On any exception the temp folder is removed and nothing is published. The folder
+        is made when `path` is first used, so a stage that fails its input checks first leaves no trace."""
         final = self._final(kind, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        _remove_orphans(final)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        builder = _Builder(tmp)
+
+        def make_tmp() -> None:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _remove_orphans(final)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+
+        builder = Builder(tmp, make_tmp)
         started = time.time()
         try:
             yield builder
@@ -148,11 +180,11 @@ class Store:
                 "inputs": dict(inputs),
                 "outputs": builder.outputs,
                 "metrics": builder.metrics,
-                "tools": {"edgetune": __version__, **(tools or {})},
+                "tools": {"edgetune": __version__, **(tools or {}), **builder.tools},
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "duration_s": round(time.time() - started, 3),
             }
-            write_json(tmp / ARTIFACT_FILE, record)
+            write_json(builder.path / ARTIFACT_FILE, record)
             if final.exists():  # a stale, unmatched folder (checked by lookup) is replaced
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -173,9 +205,22 @@ def _remove_orphans(final: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _Builder:
-    def __init__(self, path: Path):
-        self.path = path
+class Builder:
+    """The folder a stage writes into (`path`, a temp folder until published) and what its record will say:
+    `outputs` (file names relative to the artifact folder), `metrics`, and `tools`: versions of libraries the
+    build imported (known only once it runs: a cache hit never imports them)."""
+
+    def __init__(self, path: Path, make: Callable[[], None]):
+        self._path = path
+        self._make: Callable[[], None] | None = make
         self.outputs: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
+        self.tools: dict[str, str] = {}
         self.artifact: Artifact | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._make is not None:
+            self._make()
+            self._make = None
+        return self._path

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from edgetune import assets
-from edgetune.artifacts import Artifact, Store, sha256_file, sha256_tree, stage_key
+from edgetune.artifacts import Artifact, Builder, Store, sha256_file, sha256_tree
 from edgetune.config import ModelConfig
 from edgetune.errors import ModelError
 
@@ -51,11 +51,8 @@ def run(cfg: ModelConfig, store: Store) -> Artifact:
         fingerprint = sha256_file(local)
     else:
         fingerprint = f"hub:{cfg.source}@{cfg.revision or 'main'}"
-    params = cfg.model_dump()
-    key = stage_key(KIND, params, {"source": fingerprint})
-    if hit := store.lookup(KIND, key):
-        return hit
-    with store.build(KIND, key, params, {"source": str(local or cfg.source)}) as b:
+
+    def build(b: Builder) -> None:
         if local is not None and local.is_dir():
             b.outputs["model_dir"] = str(local.resolve())  # used in place; the key pins its content
         else:
@@ -63,7 +60,10 @@ def run(cfg: ModelConfig, store: Store) -> Artifact:
             b.outputs["model_dir"] = "model"
         b.outputs["source_sha256"] = fingerprint
         b.outputs["license"] = _license_of(local)
-    return b.artifact
+
+    # the key holds the source's content hash, the record its readable name
+    return store.stage(KIND, cfg.model_dump(), {"source": fingerprint}, build,
+                       record_inputs={"source": str(local or cfg.source)})
 
 
 def model_dir(artifact: Artifact) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import __version__
-from edgetune.artifacts import Artifact, Store, sha256_file, stage_key, write_json
+from edgetune.artifacts import Artifact, Builder, Store, sha256_file, write_json
 from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
 from edgetune.errors import BundleError
 from edgetune.export.stage import gguf_path
@@ -67,11 +67,9 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
     inputs = {q.value: a.key for q, a in ggufs.items()}
     if lora is not None:
         inputs["lora"] = lora.key
-    key = stage_key(KIND, params, inputs)
-    if hit := store.lookup(KIND, key):
-        return hit
     name = f"{model_name}-{target.name}"
-    with store.build(KIND, key, params, inputs) as b:
+
+    def build(b: Builder) -> None:
         root = b.path / name
         (root / "models").mkdir(parents=True)
         files: dict[str, dict[str, Any]] = {}
@@ -124,7 +122,8 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
             tar.add(root, arcname=name)
         b.outputs.update(bundle=name, tarball=tarball.name)
         b.metrics.update(files=len(files), size_bytes=sum(v["size_bytes"] for v in files.values()))
-    return b.artifact
+
+    return store.stage(KIND, params, inputs, build)
 
 
 def _place_runtime(rt: RuntimeBinaries, root: Path) -> dict[str, Any]:

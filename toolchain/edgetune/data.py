@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import assets
-from edgetune.artifacts import Artifact, Store, sha256_file, sha256_tree, stage_key
+from edgetune.artifacts import Artifact, Builder, Store, sha256_file, sha256_tree
 from edgetune.config import DataConfig
 from edgetune.errors import DataError
 from edgetune.labels import normalise_label
@@ -128,9 +128,12 @@ def run(cfg: DataConfig, store: Store, *, verdict_items: int | None = None) -> A
     pipeline passes report.verdict.heldout_needed for eval.margin); the share is raised toward it. Raises
     DataError for missing files, columns or too few rows."""
     params = {**cfg.model_dump(), "verdict_items": verdict_items}
-    key = stage_key(KIND, params, {"source": source_fingerprint(cfg)})
-    if hit := store.lookup(KIND, key):
-        return hit
+    # the key holds the source's content hash, the record its name
+    return store.stage(KIND, params, {"source": source_fingerprint(cfg)},
+                       lambda b: _build(cfg, verdict_items, b), record_inputs={"source": cfg.source})
+
+
+def _build(cfg: DataConfig, verdict_items: int | None, b: Builder) -> None:
     rows = _read_source(cfg)
     if not rows:
         raise DataError(f"dataset {cfg.source} is empty", "check the file or split")
@@ -148,17 +151,15 @@ def run(cfg: DataConfig, store: Store, *, verdict_items: int | None = None) -> A
         log.warning("data: %d training examples (%d held out of %d): a fine-tune on fewer than %d rarely learns "
                     "a new task; add data%s", len(train), len(heldout), len(examples), SMALL_TRAIN,
                     " or lower data.heldout_share" if cfg.heldout_size is None else " or lower data.heldout_size")
-    with store.build(KIND, key, params, {"source": cfg.source}) as b:
-        for name, part in (("train", train), ("heldout", heldout)):
-            with (b.path / f"{name}.jsonl").open("w") as fh:
-                for ex in part:
-                    fh.write(json.dumps(ex) + "\n")
-            b.outputs[name] = f"{name}.jsonl"
-        b.metrics.update(n_train=len(train), n_heldout=len(heldout), n_examples=len(examples),
-                         labels=labels or None, stratified=bool(labels))
+    for name, part in (("train", train), ("heldout", heldout)):
+        with (b.path / f"{name}.jsonl").open("w") as fh:
+            for ex in part:
+                fh.write(json.dumps(ex) + "\n")
+        b.outputs[name] = f"{name}.jsonl"
+    b.metrics.update(n_train=len(train), n_heldout=len(heldout), n_examples=len(examples),
+                     labels=labels or None, stratified=bool(labels))
     log.info("data: %d train, %d held-out examples%s", len(train), len(heldout),
              f" (stratified by {len(labels)} labels)" if labels else "")
-    return b.artifact
 
 
 VERDICT_SHARE_MAX = 0.3  # the most of the data held out to reach the verdict's item count

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from edgetune.artifacts import Artifact, Store, stage_key
+from edgetune.artifacts import Artifact, Builder, Store
 from edgetune.basemodel import model_dir
 from edgetune.errors import ExportError
 
@@ -24,9 +24,10 @@ PROBE = "The quick brown fox jumps over the lazy dog. A review: a charming, ofte
 def run(base: Artifact, trained: Artifact, store: Store) -> Artifact:
     params = {"dtype": "float32", "max_logit_diff": MAX_LOGIT_DIFF}
     inputs = {"base": base.key, "train": trained.key}
-    key = stage_key(KIND, params, inputs)
-    if hit := store.lookup(KIND, key):
-        return hit
+    return store.stage(KIND, params, inputs, lambda b: _merge(base, trained, b))
+
+
+def _merge(base: Artifact, trained: Artifact, b: Builder) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,9 +58,8 @@ def run(base: Artifact, trained: Artifact, store: Store) -> Artifact:
         raise ExportError(f"merged model differs from the adapter model by {diff:.2e} in logits (limit {MAX_LOGIT_DIFF})",
                           "the adapter may not match this base; retrain or check model.source")
     log.info("merge: max |logit diff| adapter vs merged = %.2e", diff)
-    with store.build(KIND, key, params, inputs, tools={"torch": torch.__version__}) as b:
-        merged.save_pretrained(b.path / "model", safe_serialization=True)
-        tok.save_pretrained(b.path / "model")
-        b.outputs["model_dir"] = "model"
-        b.metrics["max_logit_diff"] = diff
-    return b.artifact
+    b.tools["torch"] = torch.__version__
+    merged.save_pretrained(b.path / "model", safe_serialization=True)
+    tok.save_pretrained(b.path / "model")
+    b.outputs["model_dir"] = "model"
+    b.metrics["max_logit_diff"] = diff

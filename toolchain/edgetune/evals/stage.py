@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from edgetune.artifacts import Artifact, Store, stage_key
+from edgetune.artifacts import Artifact, Builder, Store
 from edgetune.evals.forgetting import MCItem, run_multiple_choice
 from edgetune.errors import EvalError
 from edgetune.evals.metrics import MetricSpec, derive_max_new_tokens, make_metric, resolve_spec
@@ -143,14 +143,14 @@ def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], it
     # "results": 2 marks the per-item score/truncated fields, so artifacts cached before them are not reused
     params = {"max_new_tokens": max_new_tokens, "metric": spec.model_dump(exclude_defaults=True), "results": 2}
     inputs = {"build": build_key, "items": _items_hash(items)}
-    key = stage_key(KIND_TASK, params, inputs)
-    if hit := store.lookup(KIND_TASK, key):
-        return hit
-    stops = stop_ids(tokenizer)
-    with store.build(KIND_TASK, key, {**params, "build": build}, inputs) as b, \
-            (progress or NullProgress()).task(f"task eval: {build}", len(items)) as bar, open_runtime() as rt:
-        result = run_task_metric(rt, items, scorer, decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                                 max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
+
+    def score(b: Builder) -> None:
+        stops = stop_ids(tokenizer)
+        with (progress or NullProgress()).task(f"task eval: {build}", len(items)) as bar, \
+                open_runtime() as rt:
+            result = run_task_metric(rt, items, scorer,
+                                     decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                                     max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
         data = result.to_dict()
         _write_results(b.path / "results.jsonl", data["items"])
         b.outputs["results"] = "results.jsonl"
@@ -158,9 +158,11 @@ def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], it
         b.metrics.update(build=build, metric=result.metric, score=result.score, accuracy=result.accuracy,
                          n=result.n, correct=sum(i["correct"] for i in data["items"]), truncated=result.truncated,
                          max_new_tokens=max_new_tokens, latency_p50_s=latencies[len(latencies) // 2])
-    log.info("task eval %s: %s %.3f, accuracy %.3f on %d items (%d truncated)", build, result.metric, result.score,
-             result.accuracy, result.n, result.truncated)
-    return b.artifact
+        log.info("task eval %s: %s %.3f, accuracy %.3f on %d items (%d truncated)", build, result.metric,
+                 result.score, result.accuracy, result.n, result.truncated)
+
+    # the build's name labels the record; its key (in inputs) is what identifies it
+    return store.stage(KIND_TASK, params, inputs, score, record_params={**params, "build": build})
 
 
 def forgetting_stage(set_name: str, build: str) -> str:
@@ -178,19 +180,19 @@ def run_forgetting(build: str, build_key: str, open_runtime: Callable[[], Runtim
     params = {"metric": "mmlu_loglikelihood"} if set_name == "mmlu" else \
         {"metric": "mc_loglikelihood", "set": set_name}
     inputs = {"build": build_key, "items": _items_hash(items)}
-    key = stage_key(KIND_FORGET, params, inputs)
-    if hit := store.lookup(KIND_FORGET, key):
-        return hit
-    with store.build(KIND_FORGET, key, {**params, "build": build}, inputs) as b, \
-            (progress or NullProgress()).task(f"{set_name}: {build}", len(items)) as bar, open_runtime() as rt:
-        result = run_multiple_choice(rt, items, on_item=bar.advance)
+
+    def score(b: Builder) -> None:
+        with (progress or NullProgress()).task(f"{set_name}: {build}", len(items)) as bar, \
+                open_runtime() as rt:
+            result = run_multiple_choice(rt, items, on_item=bar.advance)
         data = result.to_dict()
         _write_results(b.path / "results.jsonl", data.pop("items"))
         b.outputs["results"] = "results.jsonl"
         b.metrics.update(build=build, set=set_name, **{k: v for k, v in data.items()})
-    log.info("forgetting %s on %s: acc %.3f, acc_norm %.3f (n=%d)", build, set_name, result.acc, result.acc_norm,
-             result.n)
-    return b.artifact
+        log.info("forgetting %s on %s: acc %.3f, acc_norm %.3f (n=%d)", build, set_name, result.acc,
+                 result.acc_norm, result.n)
+
+    return store.stage(KIND_FORGET, params, inputs, score, record_params={**params, "build": build})
 
 
 def read_results(artifact: Artifact) -> list[dict[str, Any]]:
@@ -209,17 +211,17 @@ def run_fidelity_reference(build_key: str, open_runtime: Callable[[], Runtime], 
 
     params = {"n_tokens": n_tokens}
     inputs = {"build": build_key, "items": _items_hash(items)}
-    key = stage_key(KIND_FID_REF, params, inputs)
-    if hit := store.lookup(KIND_FID_REF, key):
-        return hit
-    with store.build(KIND_FID_REF, key, params, inputs) as b, \
-            (progress or NullProgress()).task("fidelity: GPU reference", len(items)) as bar, open_runtime() as rt:
-        refs = references(rt, [(i.id, i.prompt_ids) for i in items], n_tokens=n_tokens,
-                          stop_ids=stop_ids(tokenizer), on_item=bar.advance)
+
+    def generate(b: Builder) -> None:
+        with (progress or NullProgress()).task("fidelity: GPU reference", len(items)) as bar, \
+                open_runtime() as rt:
+            refs = references(rt, [(i.id, i.prompt_ids) for i in items], n_tokens=n_tokens,
+                              stop_ids=stop_ids(tokenizer), on_item=bar.advance)
         _write_results(b.path / "results.jsonl", [r.__dict__ for r in refs])
         b.outputs["results"] = "results.jsonl"
         b.metrics.update(n=len(refs), stopped=sum(r.stopped for r in refs))
-    return b.artifact
+
+    return store.stage(KIND_FID_REF, params, inputs, generate)
 
 
 def run_fidelity(build: str, build_key: str, reference: Artifact, open_reference: Callable[[], Runtime],
@@ -230,19 +232,18 @@ def run_fidelity(build: str, build_key: str, reference: Artifact, open_reference
 
     params = {"metric": "fidelity"}
     inputs = {"build": build_key, "reference": reference.key}
-    key = stage_key(KIND_FID, params, inputs)
-    if hit := store.lookup(KIND_FID, key):
-        return hit
-    refs = [Reference(**row) for row in read_results(reference)]
-    with store.build(KIND_FID, key, {**params, "build": build}, inputs) as b, \
-            (progress or NullProgress()).task(f"fidelity: {build}", len(refs)) as bar, \
-            open_reference() as ref_rt, open_runtime() as rt:
-        result = compare(ref_rt, rt, refs, stop_ids=stop_ids(tokenizer), on_item=bar.advance)
+
+    def score(b: Builder) -> None:
+        refs = [Reference(**row) for row in read_results(reference)]
+        with (progress or NullProgress()).task(f"fidelity: {build}", len(refs)) as bar, \
+                open_reference() as ref_rt, open_runtime() as rt:
+            result = compare(ref_rt, rt, refs, stop_ids=stop_ids(tokenizer), on_item=bar.advance)
         _write_results(b.path / "results.jsonl", [i.__dict__ for i in result.items])
         b.outputs["results"] = "results.jsonl"
         b.metrics.update(build=build, **result.summary())
-    log.info("fidelity %s: KLD %.4f, top-1 %.3f", build, result.kld_mean, result.top1_agreement)
-    return b.artifact
+        log.info("fidelity %s: KLD %.4f, top-1 %.3f", build, result.kld_mean, result.top1_agreement)
+
+    return store.stage(KIND_FID, params, inputs, score, record_params={**params, "build": build})
 
 
 KIND_JUDGE = "judge-pairwise"
@@ -264,26 +265,25 @@ def run_judge_pairwise(build: str, gpu_task: Artifact, edge_task: Artifact, item
     judge_id = judge_cfg.describe() if judge_cfg is not None else {"local": local_model_name(fallback_gguf)}
     params = {"rubric": rubric_name, "rubric_sha256": rubric.sha256(), "judge": judge_id}
     inputs = {"gpu": gpu_task.key, "edge": edge_task.key, "items": _items_hash(items)}
-    key = stage_key(KIND_JUDGE, params, inputs)
-    if hit := store.lookup(KIND_JUDGE, key):
-        return hit
-    gpu = {r["id"]: r["output"] for r in read_results(gpu_task)}
-    edge = {r["id"]: r["output"] for r in read_results(edge_task)}
-    answers_a, answers_b = [gpu[i.id] for i in items], [edge[i.id] for i in items]
-    with store.build(KIND_JUDGE, key, {**params, "build": build}, inputs) as b, \
-            (progress or NullProgress()).task(f"judge: gpu vs {build}", 2 * len(items)) as bar:
-        if answers_a == answers_b:
-            result = None  # nothing to judge: every item is a tie by identity
-            b.metrics.update(build=build, n=len(items), wins_gpu=0, ties=len(items), wins_edge=0, invalid=0,
-                             flip_rate=None, calls=0, identical=len(items), judge=judge_id)
-        else:
-            with judge_endpoint(judge_cfg, fallback_gguf) as cfg:
-                result = judge_pairwise(cfg, rubric, items, answers_a, answers_b, cache_dir, names=("gpu", build),
-                                        on_verdict=bar.advance)
-            data = result.to_dict()
-            b.metrics.update(build=build, n=result.n, wins_gpu=result.wins_a, ties=result.ties,
-                             wins_edge=result.wins_b, invalid=result.invalid, flip_rate=result.flip_rate,
-                             calls=result.calls, identical=data.get("identical"), judge=data.get("judge"))
-            _write_results(b.path / "results.jsonl", data["items"])
-            b.outputs["results"] = "results.jsonl"
-    return b.artifact
+
+    def judge(b: Builder) -> None:
+        gpu = {r["id"]: r["output"] for r in read_results(gpu_task)}
+        edge = {r["id"]: r["output"] for r in read_results(edge_task)}
+        answers_a, answers_b = [gpu[i.id] for i in items], [edge[i.id] for i in items]
+        with (progress or NullProgress()).task(f"judge: gpu vs {build}", 2 * len(items)) as bar:
+            if answers_a == answers_b:
+                result = None  # nothing to judge: every item is a tie by identity
+                b.metrics.update(build=build, n=len(items), wins_gpu=0, ties=len(items), wins_edge=0,
+                                 invalid=0, flip_rate=None, calls=0, identical=len(items), judge=judge_id)
+            else:
+                with judge_endpoint(judge_cfg, fallback_gguf) as cfg:
+                    result = judge_pairwise(cfg, rubric, items, answers_a, answers_b, cache_dir,
+                                            names=("gpu", build), on_verdict=bar.advance)
+                data = result.to_dict()
+                b.metrics.update(build=build, n=result.n, wins_gpu=result.wins_a, ties=result.ties,
+                                 wins_edge=result.wins_b, invalid=result.invalid, flip_rate=result.flip_rate,
+                                 calls=result.calls, identical=data.get("identical"), judge=data.get("judge"))
+                _write_results(b.path / "results.jsonl", data["items"])
+                b.outputs["results"] = "results.jsonl"
+
+    return store.stage(KIND_JUDGE, params, inputs, judge, record_params={**params, "build": build})

@@ -11,9 +11,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
-from edgetune.artifacts import Artifact, Store, sha256_file, stage_key
+from edgetune.artifacts import Artifact, Builder, Store, sha256_file
 from edgetune.constants import GGUF_KEY_PROVENANCE, Quant
 from edgetune.export.convert import convert_to_gguf
 from edgetune.export.imatrix import LOW_BIT, compute_imatrix, quantize_with_imatrix
@@ -40,10 +41,8 @@ def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
     params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {}),
               "provenance": dict(provenance or {}), "license": license_name}
     inputs = {"merged": merged.key, "llama.cpp": tools.revision}
-    key = stage_key(KIND, params, inputs)
-    if hit := store.lookup(KIND, key):
-        return hit
-    with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
+
+    def build(b: Builder) -> None:
         meta = {"general.name": name, **(metadata or {})}
         convert_to_gguf(merged.path / merged.outputs["model_dir"], b.path / FILE, tools, outtype="f16", metadata=meta)
         extra = {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)} if provenance else {}
@@ -52,7 +51,8 @@ def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
         if extra:
             add_string_keys(b.path / FILE, extra)
         _describe(b, Quant.F16)
-    return b.artifact
+
+    return store.stage(KIND, params, inputs, build, tools=_tools_record(tools))
 
 
 def importance_matrix(f16: Artifact, calibration: str, tools: LlamaCppTools, store: Store, *,
@@ -61,16 +61,15 @@ def importance_matrix(f16: Artifact, calibration: str, tools: LlamaCppTools, sto
     text_sha = hashlib.sha256(calibration.encode()).hexdigest()
     params = {"ctx_tokens": 256, "chunks": 64}
     inputs = {"f16": f16.key, "calibration_sha256": text_sha, "llama.cpp": tools.revision}
-    key = stage_key(KIND_IMATRIX, params, inputs)
-    if hit := store.lookup(KIND_IMATRIX, key):
-        return hit
-    with store.build(KIND_IMATRIX, key, params, inputs, tools=_tools_record(tools)) as b:
+
+    def build(b: Builder) -> None:
         (b.path / "calibration.txt").write_text(calibration)
         compute_imatrix(f16.path / FILE, b.path / "calibration.txt", b.path / "imatrix.gguf", tools,
                         ctx_tokens=params["ctx_tokens"], chunks=params["chunks"], threads=threads)
         b.outputs.update(imatrix="imatrix.gguf", calibration="calibration.txt")
         b.metrics.update(calibration_sha256=text_sha, calibration_chars=len(calibration))
-    return b.artifact
+
+    return store.stage(KIND_IMATRIX, params, inputs, build, tools=_tools_record(tools))
 
 
 def quantize(f16: Artifact, quants: Sequence[Quant], tools: LlamaCppTools, store: Store, *,
@@ -82,29 +81,30 @@ def quantize(f16: Artifact, quants: Sequence[Quant], tools: LlamaCppTools, store
         if quant == Quant.F16:
             built[quant] = f16
             continue
-        use_imatrix = imatrix is not None and quant in LOW_BIT
-        params = {"quant": quant.value, "imatrix": use_imatrix}
+        quant_imatrix = imatrix if quant in LOW_BIT else None
+        params = {"quant": quant.value, "imatrix": quant_imatrix is not None}
         inputs = {"f16": f16.key, "llama.cpp": tools.revision}
-        if use_imatrix:
-            inputs["imatrix"] = imatrix.key
-        key = stage_key(KIND, params, inputs)
-        if hit := store.lookup(KIND, key):
-            built[quant] = hit
-            continue
-        with store.build(KIND, key, params, inputs, tools=_tools_record(tools)) as b:
-            if use_imatrix:
-                quantize_with_imatrix(f16.path / FILE, b.path / FILE, quant, imatrix.file("imatrix"), tools,
-                                      threads=threads)
-                b.metrics["imatrix_calibration_sha256"] = imatrix.metrics["calibration_sha256"]
-            else:
-                quantize_gguf(f16.path / FILE, b.path / FILE, quant, nthread=threads or 0)
-            _describe(b, quant)
-        built[quant] = b.artifact
-        log.info("quantized %s: %.1f MB", quant.value, b.artifact.metrics["size_bytes"] / 1e6)
+        if quant_imatrix is not None:
+            inputs["imatrix"] = quant_imatrix.key
+        build = partial(_quantize, f16, quant, tools, threads, quant_imatrix)
+        built[quant] = art = store.stage(KIND, params, inputs, build, tools=_tools_record(tools))
+        if not art.cached:
+            log.info("quantized %s: %.1f MB", quant.value, art.metrics["size_bytes"] / 1e6)
     return built
 
 
-def _describe(b, quant: Quant) -> None:
+def _quantize(f16: Artifact, quant: Quant, tools: LlamaCppTools, threads: int | None,
+              imatrix: Artifact | None, b: Builder) -> None:
+    if imatrix is not None:
+        quantize_with_imatrix(f16.path / FILE, b.path / FILE, quant, imatrix.file("imatrix"), tools,
+                              threads=threads)
+        b.metrics["imatrix_calibration_sha256"] = imatrix.metrics["calibration_sha256"]
+    else:
+        quantize_gguf(f16.path / FILE, b.path / FILE, quant, nthread=threads or 0)
+    _describe(b, quant)
+
+
+def _describe(b: Builder, quant: Quant) -> None:
     path = b.path / FILE
     b.outputs["gguf"] = FILE
     b.metrics.update(quant=quant.value, size_bytes=path.stat().st_size, sha256=sha256_file(path))
@@ -125,14 +125,13 @@ def lora_adapter(trained: Artifact, base_dir, base_ggufs: Mapping[Quant, Artifac
 
     params = {"outtype": "f16"}
     inputs = {"train": trained.key, "llama.cpp": tools.revision, **{f"base-{q.value}": a.key for q, a in base_ggufs.items()}}
-    key = stage_key(KIND_LORA, params, inputs)
-    if hit := store.lookup(KIND_LORA, key):
-        return hit
-    with store.build(KIND_LORA, key, params, inputs, tools=_tools_record(tools)) as b:
+
+    def build(b: Builder) -> None:
         out = convert_lora(trained.path / trained.outputs["adapter"], base_dir, b.path / "adapter.gguf", tools)
         loaded = check_loads(out, [gguf_path(a) for a in base_ggufs.values()], list(probe_ids))
         b.outputs["gguf"] = "adapter.gguf"
         b.metrics.update(size_bytes=out.stat().st_size, sha256=sha256_file(out),
                          loads_on={q.value: gguf_path(a).name in loaded for q, a in base_ggufs.items()},
                          base_sha256={q.value: a.metrics["sha256"] for q, a in base_ggufs.items()})
-    return b.artifact
+
+    return store.stage(KIND_LORA, params, inputs, build, tools=_tools_record(tools))

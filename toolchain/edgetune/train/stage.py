@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edgetune.artifacts import Artifact, Store, stage_key
+from edgetune.artifacts import Artifact, Builder, Store, stage_key
 from edgetune.basemodel import model_dir
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
@@ -93,9 +94,17 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
     inputs = {"base": base.key, "data": data.key}
     key = cache_key(cfg, base, data, processes)
     ckpt_dir = checkpoints.checkpoint_dir(store, KIND, key)
-    if hit := store.lookup(KIND, key):
-        checkpoints.remove(ckpt_dir)  # left by a run killed between committing and cleaning up
-        return hit
+    build = partial(_train, cfg, method, base, data, ckpt_dir, threads=threads, progress=progress,
+                    callbacks=callbacks, oom_fallback=oom_fallback, processes=processes)
+    # the key leaves out settings that do not change the adapter (_key_params); the record keeps every setting
+    trained = store.stage(KIND, params, inputs, build, key=key)
+    checkpoints.remove(ckpt_dir)  # done with; or left by a run killed between committing and cleaning up
+    return trained
+
+
+def _train(cfg: TrainConfig, method: str, base: Artifact, data: Artifact, ckpt_dir: Path, b: Builder, *,
+           threads: int | None, progress: Progress | None, callbacks: tuple, oom_fallback: bool,
+           processes: int) -> None:
     import peft
     import torch
     import transformers
@@ -132,59 +141,55 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
     if cfg.save_steps:
         log.info("checkpoints every %d steps in %s (a rerun resumes from the newest)", cfg.save_steps, ckpt_dir)
 
-    with store.build(KIND, key, params, inputs, tools={
-        "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-        "trl": trl.__version__,
-    }) as b:
-        out, fallbacks = run_with_fallback(job.train_once, cfg) if oom_fallback else (job.train_once(cfg), [])
-        log_history = out.state.log_history
-        history = [{"step": r["step"], "epoch": r.get("epoch"), "loss": float(r["loss"]),
-                    "lr": float(r.get("learning_rate", 0.0)), "tokens": r.get("num_input_tokens_seen")}
-                   for r in log_history if "loss" in r]
-        evals = [{"epoch": r.get("epoch"), "step": r["step"], "eval_loss": r["eval_loss"],
-                  "accuracy": r.get("eval_accuracy"), "n": r.get("eval_items", 0)}
-                 for r in log_history if "eval_loss" in r]
-        if not history or not math.isfinite(history[-1]["loss"]):
-            raise TrainError("training produced no finite loss", "lower train.learning_rate; check the data")
-        check = loss_check(log_history)
-        if not out.judged_live:  # resumed past epoch 1: judge from the restored log
-            warn_if_flat(check, cfg.learning_rate, tok.pad_token)
-        # FSDP on a rank other than 0 gathers {} and saves nothing: its artifact copy is scratch (train/worker.py)
-        if out.adapter_state != {}:
-            if out.adapter_state is None:
-                out.model.save_pretrained(b.path / "adapter")
-            else:  # FSDP, rank 0: the gathered adapter (save_pretrained would write it empty: train/sharded.py)
-                save_adapter(out.model, out.adapter_state, b.path / "adapter")
-            _check_saved(b.path / "adapter", out.trainable)
-        _write_jsonl(b.path / "train_log.jsonl", history)
-        _write_jsonl(b.path / "eval_log.jsonl", evals)
-        b.outputs.update(adapter="adapter", log="train_log.jsonl", eval_log="eval_log.jsonl")
-        if fallback:  # the merge stage writes it into the merged tokenizer (merge.py)
-            (b.path / TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
-            b.outputs["chat_template"] = TEMPLATE_FILE
-        steps = out.state.global_step
-        b.metrics.update(
-            method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
-            loss_first=_mean(history[:5]),
-            loss_last=_mean(history[-5:]), loss_check=check, epochs=evals,
-            eval_loss_last=evals[-1]["eval_loss"] if evals else None,
-            eval_accuracy_last=evals[-1]["accuracy"] if evals else None,
-            # wall time of this session's trainer.train (evaluations included), and its real tokens
-            train_s=round(out.train_s, 2), s_per_step=round(out.train_s / max(1, steps - (out.resumed_from or 0)), 3),
-            tokens=out.state.num_input_tokens_seen, tokens_per_s=round(out.session_tokens / max(out.train_s, 1e-9), 1),
-            trainable_params=out.trainable, total_params=out.total, trainable_share=out.trainable / out.total,
-            n_examples=len(examples), n_heldout_loss=len(job.eval_ds) if job.eval_ds else 0,
-            n_heldout_task=len(job.items), resumed_from_step=out.resumed_from, oom_fallback=fallbacks,
-            device="cuda" if cuda else "cpu", liger=liger_available(cuda),
-            # the settings the adapter was trained with: the config's, or the OOM fallback's last
-            batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum,
-            micro_batch=micro_batches(out.cfg)[0], max_length=out.cfg.max_length,
-            gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
-            peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-            chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
-        )
-    checkpoints.remove(ckpt_dir)
-    return b.artifact
+    b.tools.update(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
+                   trl=trl.__version__)
+    out, fallbacks = run_with_fallback(job.train_once, cfg) if oom_fallback else (job.train_once(cfg), [])
+    log_history = out.state.log_history
+    history = [{"step": r["step"], "epoch": r.get("epoch"), "loss": float(r["loss"]),
+                "lr": float(r.get("learning_rate", 0.0)), "tokens": r.get("num_input_tokens_seen")}
+               for r in log_history if "loss" in r]
+    evals = [{"epoch": r.get("epoch"), "step": r["step"], "eval_loss": r["eval_loss"],
+              "accuracy": r.get("eval_accuracy"), "n": r.get("eval_items", 0)}
+             for r in log_history if "eval_loss" in r]
+    if not history or not math.isfinite(history[-1]["loss"]):
+        raise TrainError("training produced no finite loss", "lower train.learning_rate; check the data")
+    check = loss_check(log_history)
+    if not out.judged_live:  # resumed past epoch 1: judge from the restored log
+        warn_if_flat(check, cfg.learning_rate, tok.pad_token)
+    # FSDP on a rank other than 0 gathers {} and saves nothing: its artifact copy is scratch (train/worker.py)
+    if out.adapter_state != {}:
+        if out.adapter_state is None:
+            out.model.save_pretrained(b.path / "adapter")
+        else:  # FSDP, rank 0: the gathered adapter (save_pretrained would write it empty: train/sharded.py)
+            save_adapter(out.model, out.adapter_state, b.path / "adapter")
+        _check_saved(b.path / "adapter", out.trainable)
+    _write_jsonl(b.path / "train_log.jsonl", history)
+    _write_jsonl(b.path / "eval_log.jsonl", evals)
+    b.outputs.update(adapter="adapter", log="train_log.jsonl", eval_log="eval_log.jsonl")
+    if fallback:  # the merge stage writes it into the merged tokenizer (merge.py)
+        (b.path / TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
+        b.outputs["chat_template"] = TEMPLATE_FILE
+    steps = out.state.global_step
+    b.metrics.update(
+        method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
+        loss_first=_mean(history[:5]),
+        loss_last=_mean(history[-5:]), loss_check=check, epochs=evals,
+        eval_loss_last=evals[-1]["eval_loss"] if evals else None,
+        eval_accuracy_last=evals[-1]["accuracy"] if evals else None,
+        # wall time of this session's trainer.train (evaluations included), and its real tokens
+        train_s=round(out.train_s, 2), s_per_step=round(out.train_s / max(1, steps - (out.resumed_from or 0)), 3),
+        tokens=out.state.num_input_tokens_seen, tokens_per_s=round(out.session_tokens / max(out.train_s, 1e-9), 1),
+        trainable_params=out.trainable, total_params=out.total, trainable_share=out.trainable / out.total,
+        n_examples=len(examples), n_heldout_loss=len(job.eval_ds) if job.eval_ds else 0,
+        n_heldout_task=len(job.items), resumed_from_step=out.resumed_from, oom_fallback=fallbacks,
+        device="cuda" if cuda else "cpu", liger=liger_available(cuda),
+        # the settings the adapter was trained with: the config's, or the OOM fallback's last
+        batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum,
+        micro_batch=micro_batches(out.cfg)[0], max_length=out.cfg.max_length,
+        gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
+        peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
+    )
 
 
 def _apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:

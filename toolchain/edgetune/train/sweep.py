@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgetune import merge
-from edgetune.artifacts import Artifact, Store, atomic_write_text, stage_key, write_json
+from edgetune.artifacts import Artifact, Builder, Store, atomic_write_text, write_json
 from edgetune.basemodel import model_dir
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
@@ -79,15 +79,14 @@ def subset(data: Artifact, store: Store, fraction: float, min_examples: int) -> 
     train = read_examples(data.file("train"))
     n = min(len(train), max(min_examples, math.ceil(fraction * len(train))))
     params = {"fraction": fraction, "min_examples": min_examples, "n": n}
-    key = stage_key(KIND_SUBSET, params, {"data": data.key})
-    if hit := store.lookup(KIND_SUBSET, key):
-        return hit
-    with store.build(KIND_SUBSET, key, params, {"data": data.key}) as b:
+
+    def build(b: Builder) -> None:
         atomic_write_text(b.path / "train.jsonl", "".join(json.dumps(ex) + "\n" for ex in train[:n]))
         atomic_write_text(b.path / "heldout.jsonl", data.file("heldout").read_text())
         b.outputs.update(train="train.jsonl", heldout="heldout.jsonl")
         b.metrics.update(n_train=n, n_heldout=data.metrics.get("n_heldout"), of_train=len(train))
-    return b.artifact
+
+    return store.stage(KIND_SUBSET, params, {"data": data.key}, build)
 
 
 def choose(rows: list[SweepRow], metric: Metric) -> int:
