@@ -123,14 +123,15 @@ def tiny_bundle(tmp_path_factory, tiny_gguf, llama_tools):
     from edgetune.artifacts import Store, sha256_file, stage_key
     from edgetune.constants import Quant
     from edgetune.export import stage as export
+    from edgetune.outputs import GGUFFile
     from edgetune.targets import get_target
 
     store = Store(tmp_path_factory.mktemp("bundle-store"))
     params, inputs = {"quant": "F16", "name": "tiny"}, {"source": sha256_file(tiny_gguf)}
     with store.build(export.KIND, stage_key(export.KIND, params, inputs), params, inputs) as b:
         shutil.copy2(tiny_gguf, b.path / export.FILE)
-        b.outputs["gguf"] = export.FILE
-    ggufs = export.quantize(b.artifact, [Quant.Q4_0, Quant.Q8_0], llama_tools, store, threads=1)
+        GGUFFile.write(b, quant="F16", size_bytes=tiny_gguf.stat().st_size, sha256=sha256_file(tiny_gguf))
+    ggufs = export.quantize(GGUFFile.of(b.artifact), [Quant.Q4_0, Quant.Q8_0], llama_tools, store, threads=1)
     return bundle.run(get_target("rpi5"), ggufs, {"base": {"source": str(tiny_gguf)}},
                       {"llama-cpp-python": llama_tools.version, "llama.cpp": llama_tools.revision},
                       store, model_name="tiny")

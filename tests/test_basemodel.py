@@ -45,7 +45,7 @@ def model_copy(tmp_path, tiny_model_dir) -> Path:
 
 def test_local_folder_is_used_in_place(model_copy, tmp_path):
     art = run(model_copy, tmp_path / "store")
-    assert basemodel.model_dir(art) == model_copy.resolve()
+    assert art.model_dir == model_copy.resolve()
     assert not art.cached
     # nothing but the record is written: the weights are not copied into the store
     assert [p.name for p in art.path.iterdir()] == [ARTIFACT_FILE]
@@ -143,7 +143,7 @@ def test_gguf_is_dequantized_to_a_safetensors_folder(tmp_path, tiny_model_dir, t
 
     gguf = tiny_gguf if which == "f16" else tiny_q8_gguf
     art = run(gguf, tmp_path / "store")
-    out = basemodel.model_dir(art)
+    out = art.model_dir
     assert out.is_relative_to(art.path)  # materialised inside the artifact, not beside the source
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
@@ -168,7 +168,7 @@ def test_embedded_smollm2_is_dequantized(tmp_path):
     import json
 
     art = basemodel.run(ModelConfig(), Store(tmp_path / "store"))
-    out = basemodel.model_dir(art)
+    out = art.model_dir
     config = json.loads((out / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"]) == (576, 30)
     assert (out / "model.safetensors").stat().st_size > 500e6  # 134.5M parameters in fp32

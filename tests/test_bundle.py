@@ -16,6 +16,7 @@ from edgetune import bundle
 from edgetune.artifacts import Store
 from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
 from edgetune.errors import BundleError
+from edgetune.outputs import GGUFFile
 from edgetune.targets import get_target
 
 NAME = "tiny-rpi5-8gb"
@@ -118,7 +119,8 @@ def test_verify_passes(bundle_dir, manifest):
 
 def test_second_run_is_cached_and_a_new_name_is_not(tiny_bundle, llama_tools):
     store = Store(tiny_bundle.path.parents[1])
-    ggufs = {Quant(q): store.lookup("gguf", key) for q, key in tiny_bundle.record["inputs"].items()}
+    ggufs = {Quant(q): GGUFFile.of(store.lookup("gguf", key))
+             for q, key in tiny_bundle.record["inputs"].items()}
     args = (get_target("rpi5"), ggufs, tiny_bundle.record["params"]["provenance"],
             tiny_bundle.record["params"]["llama_cpp"], store)
     again = bundle.run(*args, model_name="tiny")

@@ -14,6 +14,7 @@ from edgetune.artifacts import Artifact, Store
 from edgetune.config import DataConfig, ModelConfig, TrainConfig
 from edgetune.constants import ARTIFACT_FILE
 from edgetune.errors import ExportError
+from edgetune.outputs import Adapter
 
 CFG = TrainConfig(method="lora", r=8, alpha=16, max_steps=6, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0)
 PROBES = ["Colour of grass? (#3)", "An unrelated sentence about boats, rivers and the sea."]
@@ -76,7 +77,7 @@ def test_merged_logits_equal_the_adapter_model(merged, base, trained):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base_dir = basemodel.model_dir(base)
+    base_dir = base.model_dir
     ids = probe_ids(base_dir)
     plain = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     base_logits = all_logits(plain, ids)
@@ -104,7 +105,7 @@ def test_merged_folder_is_a_complete_model(merged, base):
         keys = list(fh.keys())
         assert not [k for k in keys if "lora" in k]
         assert {fh.get_tensor(k).dtype for k in keys} == {torch.float32}
-    base_dir = basemodel.model_dir(base)
+    base_dir = base.model_dir
     assert (out / "chat_template.jinja").read_text() == (base_dir / "chat_template.jinja").read_text()
     tok = AutoTokenizer.from_pretrained(out)
     messages = [{"role": "user", "content": "Colour of snow?"}]
@@ -166,7 +167,7 @@ def test_adapter_for_absent_modules_is_refused(tmp_path, base, trained):
     config["target_modules"] = ["qkv_proj", "dense"]
     config_path.write_text(json.dumps(config))
     record = json.loads((copy / ARTIFACT_FILE).read_text())
-    foreign = Artifact("train", "f" * 64, copy, record)
+    foreign = Adapter.of(Artifact("train", "f" * 64, copy, record))
 
     store_dir = tmp_path / "store"
     with pytest.raises(ExportError, match="does not fit base model") as info:

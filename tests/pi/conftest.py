@@ -123,13 +123,14 @@ def pi_bundle(pi_root, pi_runtime, tmp_path_factory, varied_gguf, llama_tools, p
     from edgetune.artifacts import Store, sha256_file, stage_key
     from edgetune.constants import Quant
     from edgetune.export import stage as export
+    from edgetune.outputs import GGUFFile
 
     store = Store(tmp_path_factory.mktemp("pi-store"))
     params, inputs = {"quant": "F16", "name": "varied"}, {"source": sha256_file(varied_gguf)}
     with store.build(export.KIND, stage_key(export.KIND, params, inputs), params, inputs) as b:
         shutil.copy2(varied_gguf, b.path / export.FILE)
-        b.outputs["gguf"] = export.FILE
-    ggufs = export.quantize(b.artifact, [Quant.Q4_0, Quant.Q8_0], llama_tools, store, threads=1)
+        GGUFFile.write(b, quant="F16", size_bytes=varied_gguf.stat().st_size, sha256=sha256_file(varied_gguf))
+    ggufs = export.quantize(GGUFFile.of(b.artifact), [Quant.Q4_0, Quant.Q8_0], llama_tools, store, threads=1)
     art = bundle.run(pi_target, ggufs, {"base": {"source": str(varied_gguf)}},
                      {"llama-cpp-python": llama_tools.version, "llama.cpp": llama_tools.revision}, store,
                      model_name="varied", runtime=True, suite_rows=pi_suite_rows, home=edgetune_home)

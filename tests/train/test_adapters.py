@@ -10,7 +10,6 @@ import math
 import pytest
 from edgetune import merge, train
 from edgetune.artifacts import Store
-from edgetune.basemodel import model_dir
 from edgetune.config import TrainConfig, load_config
 from edgetune.errors import ConfigError
 
@@ -58,7 +57,7 @@ def test_adapter_trains_saves_and_merges(inputs, tmp_path, method, adapter):
 
     merged = merge.run(base_art, trained, store)  # the stage's own check: logits within merge.MAX_LOGIT_DIFF
 
-    src = model_dir(base_art)
+    src = base_art.model_dir
     tok = AutoTokenizer.from_pretrained(src)
     base_model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     base_logits = _logits(base_model, tok)

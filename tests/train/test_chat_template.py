@@ -11,7 +11,6 @@ import shutil
 import pytest
 from edgetune import basemodel, merge, train
 from edgetune.artifacts import Store
-from edgetune.basemodel import model_dir
 from edgetune.config import ModelConfig, TrainConfig, load_config
 from edgetune.errors import TrainError
 from edgetune.train import templates
@@ -38,7 +37,7 @@ def bare_base(tmp_path_factory, tiny_model_dir):
 def test_no_template_and_no_fallback_is_refused_with_a_hint(bare_base, inputs, tmp_path):
     from transformers import AutoTokenizer
 
-    assert not AutoTokenizer.from_pretrained(model_dir(bare_base)).chat_template  # the fixture really lacks one
+    assert not AutoTokenizer.from_pretrained(bare_base.model_dir).chat_template  # the fixture lacks one
     store = Store(tmp_path / "store")
     with pytest.raises(TrainError) as exc:
         train.run(FAST.model_copy(update={"max_steps": 2}), bare_base, inputs[1], store, threads=1)
@@ -57,7 +56,7 @@ def test_chatml_fallback_trains_and_the_merged_model_carries_it(bare_base, input
     with caplog.at_level(logging.WARNING, logger="edgetune.train"):
         trained = train.run(cfg, bare_base, inputs[1], store, threads=1)
     warning = next(r.getMessage() for r in caplog.records if "has no chat template" in r.getMessage())
-    assert str(model_dir(bare_base)) in warning and "fallback chatml" in warning
+    assert str(bare_base.model_dir) in warning and "fallback chatml" in warning
     assert trained.metrics["steps"] == 2 and trained.metrics["chat_template"] == "fallback:chatml"
     assert trained.file("chat_template").read_text() == templates.CHATML
 

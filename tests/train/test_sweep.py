@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from edgetune.artifacts import Store
-from edgetune.basemodel import model_dir
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
 from edgetune.errors import ConfigError
@@ -65,7 +64,7 @@ def test_scores_are_real_measurements(swept, inputs):
     result, _ = swept
     base_art, data_art = inputs
     heldout = read_examples(data_art.file("heldout"))[:6]
-    _, base_nll = sweep._score(model_dir(base_art), heldout, 4)
+    _, base_nll = sweep._score(base_art.model_dir, heldout, 4)
     for r in result.rows:
         assert 0 < r.heldout_nll < base_nll, (r, base_nll)
         assert r.accuracy * 6 == round(r.accuracy * 6)

@@ -43,15 +43,17 @@ class Artifact:
 
     @property
     def outputs(self) -> dict[str, Any]:
-        return self.record.get("outputs", {})
+        outputs: dict[str, Any] = self.record.get("outputs", {})
+        return outputs
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.record.get("metrics", {})
+        metrics: dict[str, Any] = self.record.get("metrics", {})
+        return metrics
 
     def file(self, name: str) -> Path:
-        """Path of an output file named in the record (never guessed)."""
-        return self.path / self.outputs[name]
+        """Path of an output file named in the record (never guessed); an absolute one stays itself."""
+        return self.path.joinpath(self.outputs[name])
 
 
 def canonical_json(obj: Any) -> str:

@@ -11,13 +11,14 @@ import logging
 from pathlib import Path
 
 from edgetune import assets
-from edgetune.artifacts import Artifact, Builder, Store, sha256_file, sha256_tree
+from edgetune.artifacts import Builder, Store, sha256_file, sha256_tree
 from edgetune.config import ModelConfig
 from edgetune.errors import ModelError
+from edgetune.outputs import BaseModel
 
 log = logging.getLogger(__name__)
 
-KIND = "base"
+KIND = BaseModel.KIND
 
 
 def _local_source(cfg: ModelConfig) -> Path | None:
@@ -41,8 +42,8 @@ def _check_hf_folder(path: Path) -> None:
         )
 
 
-def run(cfg: ModelConfig, store: Store) -> Artifact:
-    """Return an artifact whose `model_dir` output is a loadable fp32/bf16 HF folder. Raises ModelError."""
+def run(cfg: ModelConfig, store: Store) -> BaseModel:
+    """The base model as a loadable fp32/bf16 HF folder (`model_dir`). Raises ModelError."""
     local = _local_source(cfg)
     if local is not None and local.is_dir():
         _check_hf_folder(local)
@@ -54,20 +55,15 @@ def run(cfg: ModelConfig, store: Store) -> Artifact:
 
     def build(b: Builder) -> None:
         if local is not None and local.is_dir():
-            b.outputs["model_dir"] = str(local.resolve())  # used in place; the key pins its content
+            folder = str(local.resolve())  # used in place; the key pins its content
         else:
             _materialise(cfg, local, b.path / "model")
-            b.outputs["model_dir"] = "model"
-        b.outputs["source_sha256"] = fingerprint
-        b.outputs["license"] = _license_of(local)
+            folder = "model"
+        BaseModel.write(b, model_dir=folder, source_sha256=fingerprint, license=_license_of(local))
 
     # the key holds the source's content hash, the record its readable name
-    return store.stage(KIND, cfg.model_dump(), {"source": fingerprint}, build,
-                       record_inputs={"source": str(local or cfg.source)})
-
-
-def model_dir(artifact: Artifact) -> Path:
-    return artifact.path / artifact.outputs["model_dir"]
+    return BaseModel.of(store.stage(KIND, cfg.model_dump(), {"source": fingerprint}, build,
+                                    record_inputs={"source": str(local or cfg.source)}))
 
 
 def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:

@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import __version__
-from edgetune.artifacts import Artifact, Builder, Store, sha256_file, write_json
+from edgetune.artifacts import Builder, Store, sha256_file, write_json
 from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
 from edgetune.errors import BundleError
-from edgetune.export.stage import gguf_path
 from edgetune.modelfile import SUFFIX as MODELFILE_SUFFIX
 from edgetune.modelfile import modelfile_text
+from edgetune.outputs import Bundle, GGUFFile, LoraGGUF
 from edgetune.runtime_build import RuntimeBinaries, find_runtime, runner_source
 from edgetune.targets import Target
 
 log = logging.getLogger(__name__)
 
-KIND = "bundle"
+KIND = Bundle.KIND
 SUMS_FILE = "SHA256SUMS"
 RUNNER_FILE = "runner/edgetune_runner.py"
 SUITE_FILE = "suite/heldout.jsonl"
@@ -43,9 +43,10 @@ def _place(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str, Any], llama_cpp: Mapping[str, str],
+def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str, Any],
+        llama_cpp: Mapping[str, str],
         store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
-        home: Path | None = None, lora: Artifact | None = None) -> Artifact:
+        home: Path | None = None, lora: LoraGGUF | None = None) -> Bundle:
     """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
     the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
     "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
@@ -76,7 +77,7 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
         models = []
         for quant, art in ggufs.items():
             rel = f"models/{model_name}-{quant.value}.gguf"
-            _place(gguf_path(art), root / rel)
+            _place(art.gguf_path, root / rel)
             models.append({"quant": quant.value, "file": rel, "size_bytes": (root / rel).stat().st_size})
             if rt is not None:
                 modelfile = rel[: -len(".gguf")] + MODELFILE_SUFFIX
@@ -86,8 +87,8 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
         if lora is not None:  # the adapter alone, for devices that already hold the base model's GGUF
             rel = f"adapters/{model_name}-lora-f16.gguf"
             (root / "adapters").mkdir()
-            _place(gguf_path(lora), root / rel)
-            extra["adapters"] = [{"file": rel, "applies_to_base_gguf_sha256": lora.metrics["base_sha256"],
+            _place(lora.gguf_path, root / rel)
+            extra["adapters"] = [{"file": rel, "applies_to_base_gguf_sha256": lora.base_sha256,
                                   "usage": "llama-server -m BASE.gguf --lora " + rel}]
         if rt is not None:
             extra["runtime"] = _place_runtime(rt, root)
@@ -120,10 +121,10 @@ def run(target: Target, ggufs: Mapping[Quant, Artifact], provenance: Mapping[str
         tarball = b.path / f"{name}.tar.gz"
         with tarfile.open(tarball, "w:gz", compresslevel=1) as tar:  # GGUFs barely compress; favour speed
             tar.add(root, arcname=name)
-        b.outputs.update(bundle=name, tarball=tarball.name)
-        b.metrics.update(files=len(files), size_bytes=sum(v["size_bytes"] for v in files.values()))
+        Bundle.write(b, bundle_dir=name, tarball=tarball.name, n_files=len(files),
+                     size_bytes=sum(v["size_bytes"] for v in files.values()))
 
-    return store.stage(KIND, params, inputs, build)
+    return Bundle.of(store.stage(KIND, params, inputs, build))
 
 
 def _place_runtime(rt: RuntimeBinaries, root: Path) -> dict[str, Any]:

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import assets
-from edgetune.artifacts import Artifact, Builder, Store, sha256_file, sha256_tree
+from edgetune.artifacts import Builder, Store, sha256_file, sha256_tree
 from edgetune.config import DataConfig
 from edgetune.errors import DataError
 from edgetune.labels import normalise_label
+from edgetune.outputs import DataSplit
 
 log = logging.getLogger(__name__)
 
-KIND = "data"
+KIND = DataSplit.KIND
 SST2_INSTRUCTION = "Is the sentiment of this movie review positive or negative? Answer with one word.\n\nReview: "
 SST2_LABELS = ("negative", "positive")
 SMALL_TRAIN = 300  # fewer training examples than this: warn (issue 22's 77-row run learned nothing)
@@ -123,14 +124,15 @@ def source_fingerprint(cfg: DataConfig) -> str:
     return cfg.source
 
 
-def run(cfg: DataConfig, store: Store, *, verdict_items: int | None = None) -> Artifact:
+def run(cfg: DataConfig, store: Store, *, verdict_items: int | None = None) -> DataSplit:
     """Write train.jsonl and heldout.jsonl. `verdict_items`: held-out items the report's verdict needs (the
     pipeline passes report.verdict.heldout_needed for eval.margin); the share is raised toward it. Raises
     DataError for missing files, columns or too few rows."""
     params = {**cfg.model_dump(), "verdict_items": verdict_items}
     # the key holds the source's content hash, the record its name
-    return store.stage(KIND, params, {"source": source_fingerprint(cfg)},
-                       lambda b: _build(cfg, verdict_items, b), record_inputs={"source": cfg.source})
+    art = store.stage(KIND, params, {"source": source_fingerprint(cfg)},
+                      lambda b: _build(cfg, verdict_items, b), record_inputs={"source": cfg.source})
+    return DataSplit.of(art)
 
 
 def _build(cfg: DataConfig, verdict_items: int | None, b: Builder) -> None:
@@ -151,13 +153,11 @@ def _build(cfg: DataConfig, verdict_items: int | None, b: Builder) -> None:
         log.warning("data: %d training examples (%d held out of %d): a fine-tune on fewer than %d rarely learns "
                     "a new task; add data%s", len(train), len(heldout), len(examples), SMALL_TRAIN,
                     " or lower data.heldout_share" if cfg.heldout_size is None else " or lower data.heldout_size")
-    for name, part in (("train", train), ("heldout", heldout)):
-        with (b.path / f"{name}.jsonl").open("w") as fh:
+    for name, part in ((DataSplit.TRAIN_FILE, train), (DataSplit.HELDOUT_FILE, heldout)):
+        with (b.path / name).open("w") as fh:
             for ex in part:
                 fh.write(json.dumps(ex) + "\n")
-        b.outputs[name] = f"{name}.jsonl"
-    b.metrics.update(n_train=len(train), n_heldout=len(heldout), n_examples=len(examples),
-                     labels=labels or None, stratified=bool(labels))
+    DataSplit.write(b, n_train=len(train), n_heldout=len(heldout), n_examples=len(examples), labels=labels)
     log.info("data: %d train, %d held-out examples%s", len(train), len(heldout),
              f" (stratified by {len(labels)} labels)" if labels else "")
 

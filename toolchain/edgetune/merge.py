@@ -10,37 +10,37 @@ from __future__ import annotations
 
 import logging
 
-from edgetune.artifacts import Artifact, Builder, Store
-from edgetune.basemodel import model_dir
+from edgetune.artifacts import Builder, Store
 from edgetune.errors import ExportError
+from edgetune.outputs import Adapter, BaseModel, MergedModel
 
 log = logging.getLogger(__name__)
 
-KIND = "merge"
+KIND = MergedModel.KIND
 MAX_LOGIT_DIFF = 1e-3  # fp32 adapter vs merged measured at ~2e-4 on SmolLM2
 PROBE = "The quick brown fox jumps over the lazy dog. A review: a charming, often affecting journey."
 
 
-def run(base: Artifact, trained: Artifact, store: Store) -> Artifact:
+def run(base: BaseModel, trained: Adapter, store: Store) -> MergedModel:
     params = {"dtype": "float32", "max_logit_diff": MAX_LOGIT_DIFF}
     inputs = {"base": base.key, "train": trained.key}
-    return store.stage(KIND, params, inputs, lambda b: _merge(base, trained, b))
+    return MergedModel.of(store.stage(KIND, params, inputs, lambda b: _merge(base, trained, b)))
 
 
-def _merge(base: Artifact, trained: Artifact, b: Builder) -> None:
+def _merge(base: BaseModel, trained: Adapter, b: Builder) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = model_dir(base)
+    src = base.model_dir
     tok = AutoTokenizer.from_pretrained(src)
-    if "chat_template" in trained.outputs and not tok.chat_template:
+    if trained.chat_template_path is not None and not tok.chat_template:
         # the fallback template the adapter was trained with (train.chat_template_fallback): the merged model and
         # every GGUF converted from it must render prompts the same way
-        tok.chat_template = trained.file("chat_template").read_text(encoding="utf-8")
+        tok.chat_template = trained.chat_template_path.read_text(encoding="utf-8")
         log.info("merge: %s has no chat template; writing the one training used", src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
-    adapter = trained.path / trained.outputs["adapter"]
+    adapter = trained.adapter_dir
     try:
         model = PeftModel.from_pretrained(model, adapter).eval()
     except (RuntimeError, ValueError) as exc:  # peft: shape mismatch (RuntimeError), missing target modules
@@ -59,7 +59,6 @@ def _merge(base: Artifact, trained: Artifact, b: Builder) -> None:
                           "the adapter may not match this base; retrain or check model.source")
     log.info("merge: max |logit diff| adapter vs merged = %.2e", diff)
     b.tools["torch"] = torch.__version__
-    merged.save_pretrained(b.path / "model", safe_serialization=True)
-    tok.save_pretrained(b.path / "model")
-    b.outputs["model_dir"] = "model"
-    b.metrics["max_logit_diff"] = diff
+    merged.save_pretrained(b.path / MergedModel.MODEL_DIR, safe_serialization=True)
+    tok.save_pretrained(b.path / MergedModel.MODEL_DIR)
+    MergedModel.write(b, max_logit_diff=diff)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetune import __version__, basemodel, bundle, data, merge, train
+from edgetune import __version__, bundle, data, merge, train
 from edgetune.artifacts import Artifact, Store, write_json
 from edgetune.assets import EMBEDDED_MODEL
 from edgetune.config import BuildConfig
@@ -25,7 +25,8 @@ from edgetune.export import stage as export
 from edgetune.export.gates import GateVerdict
 from edgetune.export.imatrix import LOW_BIT, calibration_text
 from edgetune.export.lora import lora_gguf_supported
-from edgetune.llamacpp import load_tools
+from edgetune.llamacpp import LlamaCppTools, load_tools
+from edgetune.outputs import Adapter, BaseModel, DataSplit, GGUFFile, LoraGGUF, MergedModel
 from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.finetune import training_curve
@@ -92,14 +93,14 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     stages["data"], stages["base"] = data_art, base
     split = _check_heldout(data_art, cfg.eval.margin)
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
-    make_plan(target, hf_config=basemodel.model_dir(base) / "config.json", quants=quants).require_pick()
+    make_plan(target, hf_config=base.model_dir / "config.json", quants=quants).require_pick()
     stages["train"] = trained = train.run(cfg.train, base, data_art, store, threads=cfg.threads, progress=progress)
     adapter_entry = register_trained(Registry(default_root(cfg.out_dir)), trained, base, data_art)
     stages["merge"] = merged = merge.run(base, trained, store)
     name = model_name(cfg)
     provenance = _provenance(cfg, base, data_art, trained, adapter_entry.id)
     ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages)
-    plan = make_plan(target, ggufs=[export.gguf_path(ggufs[q]) for q in quants])
+    plan = make_plan(target, ggufs=[ggufs[q].gguf_path for q in quants])
     fits = {Quant(r.quant) for r in plan.rows if r.fits}
     dropped = [q for q in quants if q not in fits]
     if dropped:
@@ -113,8 +114,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     verdicts = ev.fidelity(ggufs)
     report = ev.report(ggufs, verdicts, plan, context={
         "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
-        "method": trained.metrics.get("method"), "llama.cpp": tools.revision[:12], "edgetune": __version__,
-        "train_loss": f"{trained.metrics['loss_first']:.3f} → {trained.metrics['loss_last']:.3f}",
+        "method": trained.training.method, "llama.cpp": tools.revision[:12], "edgetune": __version__,
+        "train_loss": f"{trained.training.loss_first:.3f} → {trained.training.loss_last:.3f}",
         "gate_mode": gate_mode, "split": split["summary"], "task_metric": ev.plan.to_dict()},
         training=_training(trained, cfg))
     report["split"] = split
@@ -148,65 +149,65 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
                                             llama_cpp, store, model_name=name, runtime=target.arch == "aarch64",
                                             suite_rows=suite_rows, home=home, lora=lora)
     _write_run(cfg, run_dir, stages)
-    bundle_dir = bundled.path / bundled.outputs["bundle"]
-    return BuildResult(run_dir, bundle_dir, bundled.path / bundled.outputs["tarball"], report_md, report_json,
-                       report, stages)
+    return BuildResult(run_dir, bundled.bundle_dir, bundled.tarball_path, report_md, report_json, report,
+                       stages)
 
 
-def _check_heldout(data_art: Artifact, margin: float) -> dict[str, Any]:
+def _check_heldout(data_art: DataSplit, margin: float) -> dict[str, Any]:
     """The split's numbers for the report, with a WARNING when the held-out part is too small for the verdict
     margin: fewer items than a build that disagrees with the GPU build on 2% of them (a near-lossless quant)
     needs to be shown "not worse" (report.verdict.heldout_needed)."""
-    m = data_art.metrics
-    n_heldout, n_train = m["n_heldout"], m["n_train"]
+    n_heldout, n_train = data_art.n_heldout, data_art.n_train
     needed = heldout_needed(margin, disagreement=0.02)
     if needed is not None and n_heldout < needed:
         log.warning("data: %d held-out items are too few for eval.margin=%g: a build that disagrees with the GPU "
                     "build on 2%% of items is shown \"not worse\" only from about %d items, so verdicts will "
                     "mostly be inconclusive; add data, raise data.heldout_share/heldout_max, or widen eval.margin",
                     n_heldout, margin, needed)
-    labels = m.get("labels") or []
-    summary = (f"{n_train} trained, {n_heldout} held out" + (f" of {m['n_examples']}" if m.get("n_examples") else "")
+    labels = data_art.labels or []
+    n_examples = data_art.n_examples
+    summary = (f"{n_train} trained, {n_heldout} held out" + (f" of {n_examples}" if n_examples else "")
                + (f", stratified by {len(labels)} labels" if labels else ""))
-    return {"n_train": n_train, "n_heldout": n_heldout, "n_examples": m.get("n_examples"), "labels": labels or None,
+    return {"n_train": n_train, "n_heldout": n_heldout, "n_examples": n_examples, "labels": labels or None,
             "heldout_needed_2pct": needed, "margin": margin, "summary": summary}
 
 
-def _training(trained: Artifact, cfg: BuildConfig) -> dict[str, Any]:
+def _training(trained: Adapter, cfg: BuildConfig) -> dict[str, Any]:
     """The train stage's curve for the report's fine-tune section (report.finetune.training_curve)."""
-    history = data.read_examples(trained.file("log")) if "log" in trained.outputs else []
+    history = data.read_examples(trained.log_path)
     return training_curve(trained.metrics, history, cfg.train.learning_rate)
 
 
-def _provenance(cfg: BuildConfig, base: Artifact, data_art: Artifact, trained: Artifact, registry_id: str) -> dict:
+def _provenance(cfg: BuildConfig, base: BaseModel, data_art: DataSplit, trained: Adapter,
+                registry_id: str) -> dict:
     """What the GGUF's `edgetune.provenance` key and the bundle manifest say about where the model came from."""
     return {
-        "base": {"source": cfg.model.source, "sha256": base.outputs["source_sha256"],
-                 "license": base.outputs.get("license")},
+        "base": {"source": cfg.model.source, "sha256": base.source_sha256, "license": base.license},
         "data": {"source": cfg.data.source, "artifact": data_art.key},
-        "adapter": {"artifact": trained.key, "method": trained.metrics.get("method"), "registry_id": registry_id},
+        "adapter": {"artifact": trained.key, "method": trained.training.method, "registry_id": registry_id},
         "train": cfg.train.model_dump(),
         "edgetune": __version__,
     }
 
 
-def _export(cfg: BuildConfig, name: str, provenance: dict, base: Artifact, merged: Artifact, data_art: Artifact,
-            quants: list[Quant], tools, store: Store, stages: dict[str, Artifact]) -> dict[Quant, Artifact]:
+def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merged: MergedModel,
+            data_art: DataSplit, quants: list[Quant], tools: LlamaCppTools, store: Store,
+            stages: dict[str, Artifact]) -> dict[Quant, GGUFFile]:
     """The merged model as an F16 GGUF, then each quant (with an importance matrix from the training text for
     the low-bit ones). Records every stage in `stages`."""
     trained = provenance["adapter"]["artifact"]
     metadata = {"general.description": f"{name}: fine-tuned by edgetune {__version__} (adapter {trained[:12]})",
                 "general.source.url": cfg.model.source if "/" in cfg.model.source else ""}
     stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
-                                              license_name=base.outputs.get("license"),
+                                              license_name=base.license,
                                               metadata={k: v for k, v in metadata.items() if v})
     imatrix = None
     if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
         from transformers import AutoTokenizer
 
         # the merged model's tokenizer: it carries a fallback chat template where the base has none
-        text = calibration_text(data.read_examples(data_art.file("train")),
-                                AutoTokenizer.from_pretrained(merged.path / merged.outputs["model_dir"]))
+        text = calibration_text(data.read_examples(data_art.train_path),
+                                AutoTokenizer.from_pretrained(merged.model_dir))
         stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
     ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
                                                threads=cfg.threads, imatrix=imatrix)}
@@ -214,20 +215,20 @@ def _export(cfg: BuildConfig, name: str, provenance: dict, base: Artifact, merge
     return ggufs
 
 
-def _lora_gguf(cfg: BuildConfig, name: str, base: Artifact, trained: Artifact, shipped: list[Quant], tools,
-               store: Store, *, probe_ids: list[int]) -> Artifact | None:
+def _lora_gguf(cfg: BuildConfig, name: str, base: BaseModel, trained: Adapter, shipped: list[Quant],
+               tools: LlamaCppTools, store: Store, *, probe_ids: list[int]) -> LoraGGUF | None:
     """The adapter alone as a LoRA GGUF, checked on each shipped quant of the base model; None when turned off
     or when the adapter kind has no llama.cpp form (DoRA, IA3: a warning says so)."""
     if not cfg.export.lora_gguf:
         return None
-    if why := lora_gguf_supported(trained.path / trained.outputs["adapter"]):
+    if why := lora_gguf_supported(trained.adapter_dir):
         log.warning("export.lora_gguf: skipped, %s (train.adapter=%s); the bundle ships the merged GGUFs only. "
                     "Set export.lora_gguf: false to silence this", why, cfg.train.adapter)
         return None
-    base_f16 = export.convert(base, tools, store, name=f"{name}-base", license_name=base.outputs.get("license"))
+    base_f16 = export.convert(base, tools, store, name=f"{name}-base", license_name=base.license)
     base_ggufs = {Quant.F16: base_f16, **export.quantize(base_f16, [q for q in shipped if q != Quant.F16],
                                                          tools, store, threads=cfg.threads)}
-    return export.lora_adapter(trained, basemodel.model_dir(base), {q: base_ggufs[q] for q in shipped}, tools,
+    return export.lora_adapter(trained, base.model_dir, {q: base_ggufs[q] for q in shipped}, tools,
                                store, probe_ids=probe_ids)
 
 
@@ -246,11 +247,11 @@ class _Evaluator:
 
         self.cfg, self.store, self.stages, self.progress = cfg, store, stages, progress
         self.base, self.merged = base, merged
-        self.base_dir = basemodel.model_dir(base)
-        self.merged_dir = merged.path / merged.outputs["model_dir"]
+        self.base_dir = base.model_dir
+        self.merged_dir = merged.model_dir
         # every build is prompted in the fine-tune's format (the base's template, or the fallback train used)
         self.tokenizer = AutoTokenizer.from_pretrained(self.merged_dir)
-        self.examples = data.read_examples(data_art.file("heldout"))
+        self.examples = data.read_examples(data_art.heldout_path)
         self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
         self.plan = evals.plan_task(self.items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
@@ -264,12 +265,12 @@ class _Evaluator:
 
         return lambda: HFRuntime(path)
 
-    def _gguf(self, art: Artifact):
+    def _gguf(self, art: GGUFFile):
         from edgetune.runtimes import LlamaCppRuntime
 
-        return lambda: LlamaCppRuntime(export.gguf_path(art), n_ctx=1024, n_threads=self.cfg.threads)
+        return lambda: LlamaCppRuntime(art.gguf_path, n_ctx=1024, n_threads=self.cfg.threads)
 
-    def fidelity(self, ggufs: dict[Quant, Artifact]) -> dict[Quant, GateVerdict]:
+    def fidelity(self, ggufs: dict[Quant, GGUFFile]) -> dict[Quant, GateVerdict]:
         g = self.cfg.export.gates
         self.stages["fidelity-ref"] = ref = evals.run_fidelity_reference(
             self.merged.key, self._hf(self.merged_dir), self.items[: g.prompts], self.tokenizer, self.store,
@@ -284,7 +285,7 @@ class _Evaluator:
                                           stop_min=g.stop_min, greedy_min=g.greedy_min)
         return verdicts
 
-    def report(self, ggufs: dict[Quant, Artifact], verdicts: dict[Quant, GateVerdict], plan,
+    def report(self, ggufs: dict[Quant, GGUFFile], verdicts: dict[Quant, GateVerdict], plan,
                context: dict[str, Any], training: dict[str, Any] | None = None) -> dict[str, Any]:
         from edgetune.evals.mc_sets import forgetting_items
 

@@ -63,9 +63,9 @@ def train_cmd(state: State, config_path: Path | None, adapter: str | None, gpus:
         "train.micro_batch_tokens": micro_batch_tokens})
     _quiet_hf_libraries()
     run = train_only(cfg, gpus=gpus, fsdp=fsdp, progress=RichProgress(enabled=not state.as_json))
-    m = run.trained.artifact.metrics
+    m = run.trained.artifact.training
     state.emit(run.to_dict(), f"adapter: {run.adapter_dir}\nregistry id: {run.entry.id} ({run.entry.path})\n"
-                              f"loss {m['loss_first']:.3f} → {m['loss_last']:.3f} in {m['steps']} steps")
+                              f"loss {m.loss_first:.3f} → {m.loss_last:.3f} in {m.steps} steps")
 
 
 def _ranks(ctx, param, value: str) -> tuple[int, ...]:

@@ -12,39 +12,42 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from edgetune.artifacts import Artifact, Builder, Store, sha256_file
+from edgetune.artifacts import Builder, Store, sha256_file
 from edgetune.constants import GGUF_KEY_PROVENANCE, Quant
 from edgetune.export.convert import convert_to_gguf
 from edgetune.export.imatrix import LOW_BIT, compute_imatrix, quantize_with_imatrix
 from edgetune.export.metadata import add_string_keys
 from edgetune.export.quantize import quantize_gguf
 from edgetune.llamacpp import LlamaCppTools
+from edgetune.outputs import Adapter, GGUFFile, ImportanceMatrix, LoraGGUF, ModelFolder
 
 log = logging.getLogger(__name__)
 
-KIND = "gguf"
-KIND_IMATRIX = "imatrix"
-FILE = "model.gguf"
+KIND = GGUFFile.KIND
+KIND_IMATRIX = ImportanceMatrix.KIND
+FILE = GGUFFile.FILE
 
 
 def _tools_record(tools: LlamaCppTools) -> dict[str, str]:
     return {"llama-cpp-python": tools.version, "llama.cpp": tools.revision}
 
 
-def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
+def convert(merged: ModelFolder, tools: LlamaCppTools, store: Store, *, name: str,
             metadata: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
-            license_name: str | None = None) -> Artifact:
-    """The F16 GGUF of the merged model, made by llama.cpp's own converter, with `edgetune.provenance` (JSON)
-    added; quantized files inherit every key of their F16 source."""
+            license_name: str | None = None) -> GGUFFile:
+    """The F16 GGUF of the merged model (or of the base model, for the LoRA GGUF's base), made by llama.cpp's
+    own converter, with `edgetune.provenance` (JSON) added; quantized files inherit every key of their F16
+    source."""
     params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {}),
               "provenance": dict(provenance or {}), "license": license_name}
     inputs = {"merged": merged.key, "llama.cpp": tools.revision}
 
     def build(b: Builder) -> None:
         meta = {"general.name": name, **(metadata or {})}
-        convert_to_gguf(merged.path / merged.outputs["model_dir"], b.path / FILE, tools, outtype="f16", metadata=meta)
+        convert_to_gguf(merged.model_dir, b.path / FILE, tools, outtype="f16", metadata=meta)
         extra = {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)} if provenance else {}
         if license_name:
             extra["general.license"] = license_name
@@ -52,11 +55,11 @@ def convert(merged: Artifact, tools: LlamaCppTools, store: Store, *, name: str,
             add_string_keys(b.path / FILE, extra)
         _describe(b, Quant.F16)
 
-    return store.stage(KIND, params, inputs, build, tools=_tools_record(tools))
+    return GGUFFile.of(store.stage(KIND, params, inputs, build, tools=_tools_record(tools)))
 
 
-def importance_matrix(f16: Artifact, calibration: str, tools: LlamaCppTools, store: Store, *,
-                      threads: int | None = None) -> Artifact:
+def importance_matrix(f16: GGUFFile, calibration: str, tools: LlamaCppTools, store: Store, *,
+                      threads: int | None = None) -> ImportanceMatrix:
     """llama-imatrix over the fine-tune's own text (see export.imatrix); the text's hash keys the cache."""
     text_sha = hashlib.sha256(calibration.encode()).hexdigest()
     params = {"ctx_tokens": 256, "chunks": 64}
@@ -64,19 +67,19 @@ def importance_matrix(f16: Artifact, calibration: str, tools: LlamaCppTools, sto
 
     def build(b: Builder) -> None:
         (b.path / "calibration.txt").write_text(calibration)
-        compute_imatrix(f16.path / FILE, b.path / "calibration.txt", b.path / "imatrix.gguf", tools,
+        compute_imatrix(f16.gguf_path, b.path / "calibration.txt", b.path / "imatrix.gguf", tools,
                         ctx_tokens=params["ctx_tokens"], chunks=params["chunks"], threads=threads)
-        b.outputs.update(imatrix="imatrix.gguf", calibration="calibration.txt")
-        b.metrics.update(calibration_sha256=text_sha, calibration_chars=len(calibration))
+        ImportanceMatrix.write(b, imatrix="imatrix.gguf", calibration="calibration.txt",
+                               calibration_sha256=text_sha, calibration_chars=len(calibration))
 
-    return store.stage(KIND_IMATRIX, params, inputs, build, tools=_tools_record(tools))
+    return ImportanceMatrix.of(store.stage(KIND_IMATRIX, params, inputs, build, tools=_tools_record(tools)))
 
 
-def quantize(f16: Artifact, quants: Sequence[Quant], tools: LlamaCppTools, store: Store, *,
-             threads: int | None = None, imatrix: Artifact | None = None) -> dict[Quant, Artifact]:
+def quantize(f16: GGUFFile, quants: Sequence[Quant], tools: LlamaCppTools, store: Store, *,
+             threads: int | None = None, imatrix: ImportanceMatrix | None = None) -> dict[Quant, GGUFFile]:
     """One artifact per quant type, each quantized from the F16 file (never re-quantized from a lower one).
     With `imatrix`, the low-bit types (export.imatrix.LOW_BIT) use it through llama-quantize."""
-    built: dict[Quant, Artifact] = {}
+    built: dict[Quant, GGUFFile] = {}
     for quant in quants:
         if quant == Quant.F16:
             built[quant] = f16
@@ -87,38 +90,34 @@ def quantize(f16: Artifact, quants: Sequence[Quant], tools: LlamaCppTools, store
         if quant_imatrix is not None:
             inputs["imatrix"] = quant_imatrix.key
         build = partial(_quantize, f16, quant, tools, threads, quant_imatrix)
-        built[quant] = art = store.stage(KIND, params, inputs, build, tools=_tools_record(tools))
+        built[quant] = art = GGUFFile.of(store.stage(KIND, params, inputs, build, tools=_tools_record(tools)))
         if not art.cached:
-            log.info("quantized %s: %.1f MB", quant.value, art.metrics["size_bytes"] / 1e6)
+            log.info("quantized %s: %.1f MB", quant.value, art.size_bytes / 1e6)
     return built
 
 
-def _quantize(f16: Artifact, quant: Quant, tools: LlamaCppTools, threads: int | None,
-              imatrix: Artifact | None, b: Builder) -> None:
+def _quantize(f16: GGUFFile, quant: Quant, tools: LlamaCppTools, threads: int | None,
+              imatrix: ImportanceMatrix | None, b: Builder) -> None:
     if imatrix is not None:
-        quantize_with_imatrix(f16.path / FILE, b.path / FILE, quant, imatrix.file("imatrix"), tools,
+        quantize_with_imatrix(f16.gguf_path, b.path / FILE, quant, imatrix.imatrix_path, tools,
                               threads=threads)
-        b.metrics["imatrix_calibration_sha256"] = imatrix.metrics["calibration_sha256"]
+        _describe(b, quant, imatrix_calibration_sha256=imatrix.calibration_sha256)
     else:
-        quantize_gguf(f16.path / FILE, b.path / FILE, quant, nthread=threads or 0)
-    _describe(b, quant)
+        quantize_gguf(f16.gguf_path, b.path / FILE, quant, nthread=threads or 0)
+        _describe(b, quant)
 
 
-def _describe(b: Builder, quant: Quant) -> None:
+def _describe(b: Builder, quant: Quant, imatrix_calibration_sha256: str | None = None) -> None:
     path = b.path / FILE
-    b.outputs["gguf"] = FILE
-    b.metrics.update(quant=quant.value, size_bytes=path.stat().st_size, sha256=sha256_file(path))
+    GGUFFile.write(b, quant=quant.value, size_bytes=path.stat().st_size, sha256=sha256_file(path),
+                   imatrix_calibration_sha256=imatrix_calibration_sha256)
 
 
-def gguf_path(artifact: Artifact):
-    return artifact.path / artifact.outputs["gguf"]
+KIND_LORA = LoraGGUF.KIND
 
 
-KIND_LORA = "lora-gguf"
-
-
-def lora_adapter(trained: Artifact, base_dir, base_ggufs: Mapping[Quant, Artifact], tools: LlamaCppTools,
-                 store: Store, *, probe_ids: Sequence[int]) -> Artifact:
+def lora_adapter(trained: Adapter, base_dir: Path, base_ggufs: Mapping[Quant, GGUFFile], tools: LlamaCppTools,
+                 store: Store, *, probe_ids: Sequence[int]) -> LoraGGUF:
     """The adapter as a LoRA GGUF (llama.cpp's convert_lora_to_gguf.py), proven to load and evaluate on every
     quantized GGUF of the *base* model: ship the base once, small adapters after."""
     from edgetune.export.lora import check_loads, convert_lora
@@ -127,11 +126,10 @@ def lora_adapter(trained: Artifact, base_dir, base_ggufs: Mapping[Quant, Artifac
     inputs = {"train": trained.key, "llama.cpp": tools.revision, **{f"base-{q.value}": a.key for q, a in base_ggufs.items()}}
 
     def build(b: Builder) -> None:
-        out = convert_lora(trained.path / trained.outputs["adapter"], base_dir, b.path / "adapter.gguf", tools)
-        loaded = check_loads(out, [gguf_path(a) for a in base_ggufs.values()], list(probe_ids))
-        b.outputs["gguf"] = "adapter.gguf"
-        b.metrics.update(size_bytes=out.stat().st_size, sha256=sha256_file(out),
-                         loads_on={q.value: gguf_path(a).name in loaded for q, a in base_ggufs.items()},
-                         base_sha256={q.value: a.metrics["sha256"] for q, a in base_ggufs.items()})
+        out = convert_lora(trained.adapter_dir, base_dir, b.path / LoraGGUF.FILE, tools)
+        loaded = check_loads(out, [a.gguf_path for a in base_ggufs.values()], list(probe_ids))
+        LoraGGUF.write(b, size_bytes=out.stat().st_size, sha256=sha256_file(out),
+                       loads_on={q.value: a.gguf_path.name in loaded for q, a in base_ggufs.items()},
+                       base_sha256={q.value: a.sha256 for q, a in base_ggufs.items()})
 
-    return store.stage(KIND_LORA, params, inputs, build, tools=_tools_record(tools))
+    return LoraGGUF.of(store.stage(KIND_LORA, params, inputs, build, tools=_tools_record(tools)))

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetune import errors
-from edgetune.artifacts import Artifact, Store, write_json
-from edgetune.basemodel import model_dir
+from edgetune.artifacts import Store, write_json
 from edgetune.config import TrainConfig
 from edgetune.errors import ConfigError, TrainError
+from edgetune.outputs import Adapter, BaseModel, DataSplit
 from edgetune.progress import Progress
 from edgetune.train import stage as train_stage
 
@@ -47,7 +47,7 @@ FSDP_ARGS = ["--use_fsdp", "--fsdp_version", "1", "--fsdp_sharding_strategy", "F
 
 @dataclass
 class Trained:
-    artifact: Artifact
+    artifact: Adapter
     fallbacks: list[str] = field(default_factory=list)  # the OOM fixes applied, in order
     processes: int = 1
     strategy: str = "single"  # single | ddp | fsdp | cached (found in the store, nothing launched)
@@ -91,7 +91,7 @@ def launch_argv(processes: int, request: Path, *, fsdp: bool, cpu: bool) -> list
     return [*argv, "-m", WORKER_MODULE, str(request)]
 
 
-def train_adapter(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, gpus: int = 1,
+def train_adapter(cfg: TrainConfig, base: BaseModel, data: DataSplit, store: Store, *, gpus: int = 1,
                   fsdp: bool | None = None, cpu: bool = False, threads: int | None = None,
                   progress: Progress | None = None) -> Trained:
     """Train (or reuse) the adapter. Raises ConfigError for a GPU count the machine lacks, TrainError when
@@ -99,12 +99,13 @@ def train_adapter(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store
     available = 0 if cpu else available_gpus()
     if gpus <= 1 and available <= 1:  # the stage applies oom.run_with_fallback itself and records the fixes
         art = train_stage.run(cfg, base, data, store, threads=threads, progress=progress)
-        return Trained(art, list(art.metrics.get("oom_fallback") or []))
+        return Trained(art, list(art.training.oom_fallback))
     if not cpu:
         check_gpus(gpus, available)
     if hit := store.lookup(train_stage.KIND, train_stage.cache_key(cfg, base, data, gpus)):  # nothing to start
-        return Trained(hit, list(hit.metrics.get("oom_fallback") or []), gpus, "cached")
-    strategy = "single" if gpus == 1 else "fsdp" if wants_fsdp(model_dir(base), fsdp) else "ddp"
+        cached = Adapter.of(hit)
+        return Trained(cached, list(cached.training.oom_fallback), gpus, "cached")
+    strategy = "single" if gpus == 1 else "fsdp" if wants_fsdp(base.model_dir, fsdp) else "ddp"
     if cpu and strategy == "fsdp":  # accelerate's FSDP plugin: "no available devices found" on a CPU
         raise ConfigError("FSDP needs GPUs (accelerate refuses it on the CPU)", "drop --fsdp or run on GPUs")
     with tempfile.TemporaryDirectory(prefix="edgetune-launch-") as tmp:
@@ -120,7 +121,7 @@ def train_adapter(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store
     if not art.cached:
         log.warning("the %d-process run's artifact was not found under the stage's key; trained again in this "
                     "process (check edgetune.train.worker against the train stage)", gpus)
-    return Trained(art, list(art.metrics.get("oom_fallback") or []), gpus, strategy)
+    return Trained(art, list(art.training.oom_fallback), gpus, strategy)
 
 
 def _run_launch(argv: list[str], result: Path) -> None:

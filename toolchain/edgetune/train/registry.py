@@ -26,8 +26,9 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from edgetune.artifacts import Artifact, canonical_json, sha256_file, sha256_tree, write_json
+from edgetune.artifacts import canonical_json, sha256_file, sha256_tree, write_json
 from edgetune.errors import ConfigError, TrainError
+from edgetune.outputs import Adapter, BaseModel, DataSplit
 
 log = logging.getLogger("edgetune.train")
 
@@ -163,9 +164,10 @@ class Registry:
         return {"tracking_uri": self.tracking_uri, "run_id": run.info.run_id, "experiment": MLFLOW_EXPERIMENT}
 
 
-def register_trained(registry: Registry, trained: Artifact, base: Artifact, data: Artifact) -> Entry:
+def register_trained(registry: Registry, trained: Adapter, base: BaseModel, data: DataSplit) -> Entry:
     """Register a train artifact's adapter with the hashes that pin what it was made from: the base model's
     source hash and the content hash of the training split."""
-    return registry.register(trained.file("adapter"), base_hash=base.outputs["source_sha256"],
-                             data_hash=sha256_file(data.file("train")), config=trained.record.get("params", {}),
+    # every metric the record holds, as recorded (MLflow logs the numeric ones)
+    return registry.register(trained.adapter_dir, base_hash=base.source_sha256,
+                             data_hash=sha256_file(data.train_path), config=trained.record.get("params", {}),
                              metrics=trained.metrics)

@@ -26,11 +26,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edgetune.artifacts import Artifact, Builder, Store, stage_key
-from edgetune.basemodel import model_dir
+from edgetune.artifacts import Builder, Store, stage_key
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
 from edgetune.errors import TrainError
+from edgetune.outputs import Adapter, BaseModel, DataSplit, TrainMetrics
 from edgetune.progress import NullProgress, Progress
 from edgetune.train import checkpoints, templates
 from edgetune.train.adapters import peft_config
@@ -44,8 +44,7 @@ from edgetune.train.sharded import save_adapter
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
 
-KIND = "train"
-TEMPLATE_FILE = "chat_template.jinja"  # the fallback chat template trained with, when one was used
+KIND = Adapter.KIND
 
 
 def _to_prompt_completion(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,19 +73,19 @@ def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, 
     return {k: v for k, v in params.items() if k not in unused}
 
 
-def cache_key(cfg: TrainConfig, base: Artifact, data: Artifact, processes: int = 1) -> str:
+def cache_key(cfg: TrainConfig, base: BaseModel, data: DataSplit, processes: int = 1) -> str:
     """The stage key `run` stores this training under (launchers check the cache with it before starting)."""
     return stage_key(KIND, _key_params(cfg, resolve_method(cfg), processes), {"base": base.key, "data": data.key})
 
 
-def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threads: int | None = None,
+def run(cfg: TrainConfig, base: BaseModel, data: DataSplit, store: Store, *, threads: int | None = None,
         progress: Progress | None = None, callbacks: tuple = (), oom_fallback: bool = True,
-        processes: int = 1) -> Artifact:
+        processes: int = 1) -> Adapter:
     """Train an adapter, resuming this key's newest checkpoint if an earlier run was interrupted.
 
     `callbacks`: extra transformers TrainerCallbacks. `oom_fallback=False` turns train/oom.py's retries off (a
     multi-process run, whose ranks cannot change settings on their own); the fixes applied are recorded in
-    metrics["oom_fallback"] and the cache key stays that of `cfg`. Checkpoints go under `store.root` (ranks
+    `training.oom_fallback` and the cache key stays that of `cfg`. Checkpoints go under `store.root` (ranks
     must share it). Raises ModelError for bad target modules, TrainError for empty data, a run without a finite
     loss, or a CUDA OOM that no fallback fixes."""
     method = resolve_method(cfg)
@@ -97,12 +96,12 @@ def run(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, *, threa
     build = partial(_train, cfg, method, base, data, ckpt_dir, threads=threads, progress=progress,
                     callbacks=callbacks, oom_fallback=oom_fallback, processes=processes)
     # the key leaves out settings that do not change the adapter (_key_params); the record keeps every setting
-    trained = store.stage(KIND, params, inputs, build, key=key)
+    trained = Adapter.of(store.stage(KIND, params, inputs, build, key=key))
     checkpoints.remove(ckpt_dir)  # done with; or left by a run killed between committing and cleaning up
     return trained
 
 
-def _train(cfg: TrainConfig, method: str, base: Artifact, data: Artifact, ckpt_dir: Path, b: Builder, *,
+def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt_dir: Path, b: Builder, *,
            threads: int | None, progress: Progress | None, callbacks: tuple, oom_fallback: bool,
            processes: int) -> None:
     import peft
@@ -121,12 +120,12 @@ def _train(cfg: TrainConfig, method: str, base: Artifact, data: Artifact, ckpt_d
     cuda = torch.cuda.is_available()
     if method == "qlora" and not cuda:
         log.warning("train.method=qlora on CPU: NF4 is real but slow here; fp32 LoRA (method: lora) is faster")
-    examples = read_examples(data.file("train"))
+    examples = read_examples(data.train_path)
     if not examples:
         raise TrainError("the training split is empty", "lower data.heldout_size or add examples")
     cfg = resolve_epochs(cfg, len(examples), processes)  # the key above is the config's; this is the schedule
-    heldout = read_examples(data.file("heldout")) if "heldout" in data.outputs else []
-    src = model_dir(base)
+    heldout = read_examples(data.heldout_path)
+    src = base.model_dir
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token is None:  # the tutorial's pad fix, applied only where needed
         tok.pad_token = tok.eos_token
@@ -159,18 +158,16 @@ def _train(cfg: TrainConfig, method: str, base: Artifact, data: Artifact, ckpt_d
     # FSDP on a rank other than 0 gathers {} and saves nothing: its artifact copy is scratch (train/worker.py)
     if out.adapter_state != {}:
         if out.adapter_state is None:
-            out.model.save_pretrained(b.path / "adapter")
+            out.model.save_pretrained(b.path / Adapter.ADAPTER_DIR)
         else:  # FSDP, rank 0: the gathered adapter (save_pretrained would write it empty: train/sharded.py)
-            save_adapter(out.model, out.adapter_state, b.path / "adapter")
-        _check_saved(b.path / "adapter", out.trainable)
-    _write_jsonl(b.path / "train_log.jsonl", history)
-    _write_jsonl(b.path / "eval_log.jsonl", evals)
-    b.outputs.update(adapter="adapter", log="train_log.jsonl", eval_log="eval_log.jsonl")
+            save_adapter(out.model, out.adapter_state, b.path / Adapter.ADAPTER_DIR)
+        _check_saved(b.path / Adapter.ADAPTER_DIR, out.trainable)
+    _write_jsonl(b.path / Adapter.LOG_FILE, history)
+    _write_jsonl(b.path / Adapter.EVAL_LOG_FILE, evals)
     if fallback:  # the merge stage writes it into the merged tokenizer (merge.py)
-        (b.path / TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
-        b.outputs["chat_template"] = TEMPLATE_FILE
+        (b.path / Adapter.TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
     steps = out.state.global_step
-    b.metrics.update(
+    Adapter.write(b, TrainMetrics(
         method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
         loss_first=_mean(history[:5]),
         loss_last=_mean(history[-5:]), loss_check=check, epochs=evals,
@@ -189,7 +186,7 @@ def _train(cfg: TrainConfig, method: str, base: Artifact, data: Artifact, ckpt_d
         gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
-    )
+    ), chat_template=fallback)
 
 
 def _apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgetune import merge
-from edgetune.artifacts import Artifact, Builder, Store, atomic_write_text, write_json
-from edgetune.basemodel import model_dir
+from edgetune.artifacts import Builder, Store, atomic_write_text, write_json
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
 from edgetune.errors import ConfigError
+from edgetune.outputs import BaseModel, DataSplit
 from edgetune.progress import Progress
 from edgetune.train import stage as train_stage
 
@@ -71,22 +71,21 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def subset(data: Artifact, store: Store, fraction: float, min_examples: int) -> Artifact:
+def subset(data: DataSplit, store: Store, fraction: float, min_examples: int) -> DataSplit:
     """The first ceil(fraction x n) training examples (at least `min_examples`, at most all) as a data artifact
     with the same held-out split. Raises ConfigError for a fraction outside (0, 1]."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"sweep fraction must be in (0, 1], got {fraction}", "e.g. --fraction 0.1 for 10%")
-    train = read_examples(data.file("train"))
+    train = read_examples(data.train_path)
     n = min(len(train), max(min_examples, math.ceil(fraction * len(train))))
     params = {"fraction": fraction, "min_examples": min_examples, "n": n}
 
     def build(b: Builder) -> None:
-        atomic_write_text(b.path / "train.jsonl", "".join(json.dumps(ex) + "\n" for ex in train[:n]))
-        atomic_write_text(b.path / "heldout.jsonl", data.file("heldout").read_text())
-        b.outputs.update(train="train.jsonl", heldout="heldout.jsonl")
-        b.metrics.update(n_train=n, n_heldout=data.metrics.get("n_heldout"), of_train=len(train))
+        atomic_write_text(b.path / DataSplit.TRAIN_FILE, "".join(json.dumps(ex) + "\n" for ex in train[:n]))
+        atomic_write_text(b.path / DataSplit.HELDOUT_FILE, data.heldout_path.read_text())
+        DataSplit.write(b, n_train=n, n_heldout=data.n_heldout, of_train=len(train))
 
-    return store.stage(KIND_SUBSET, params, {"data": data.key}, build)
+    return DataSplit.of(store.stage(KIND_SUBSET, params, {"data": data.key}, build))
 
 
 def choose(rows: list[SweepRow], metric: Metric) -> int:
@@ -114,7 +113,7 @@ def _score(merged_dir: Path, examples: list[dict[str, Any]], max_new_tokens: int
     return acc, nll
 
 
-def run_sweep(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, run_dir: Path, *,
+def run_sweep(cfg: TrainConfig, base: BaseModel, data: DataSplit, store: Store, run_dir: Path, *,
               ranks: tuple[int, ...] = DEFAULT_RANKS, fraction: float = 0.1, min_examples: int = 8,
               heldout_items: int | None = 50, max_new_tokens: int = 8, metric: Metric = "accuracy",
               threads: int | None = None, progress: Progress | None = None) -> SweepResult:
@@ -125,22 +124,22 @@ def run_sweep(cfg: TrainConfig, base: Artifact, data: Artifact, store: Store, ru
     if metric not in ("accuracy", "heldout_nll"):
         raise ConfigError(f"unknown sweep metric {metric!r}", "use accuracy or heldout_nll")
     part = subset(data, store, fraction, min_examples)
-    heldout = read_examples(part.file("heldout"))[:heldout_items]
+    heldout = read_examples(part.heldout_path)[:heldout_items]
     rows = []
     for r in sorted(ranks):
         alpha = max(1, round(cfg.alpha * r / cfg.r))
         trained = train_stage.run(cfg.model_copy(update={"r": r, "alpha": alpha}), base, part, store,
                                   threads=threads, progress=progress)
         merged = merge.run(base, trained, store)
-        acc, nll = _score(merged.path / merged.outputs["model_dir"], heldout, max_new_tokens)
-        m = trained.metrics
-        rows.append(SweepRow(r, alpha, acc, nll, m["loss_last"], m["train_s"], m["trainable_params"],
-                             str(trained.file("adapter"))))
+        acc, nll = _score(merged.model_dir, heldout, max_new_tokens)
+        m = trained.training
+        rows.append(SweepRow(r, alpha, acc, nll, m.loss_last, m.train_s, m.trainable_params,
+                             str(trained.adapter_dir)))
         log.info("sweep r=%d: accuracy %.3f, held-out NLL %.4f", r, acc, nll)
     chosen = choose(rows, metric)
-    result = SweepResult(rows, chosen, metric, part.metrics["n_train"], len(heldout), Path(run_dir) / "sweep.json",
+    result = SweepResult(rows, chosen, metric, part.n_train, len(heldout), Path(run_dir) / "sweep.json",
                          Path(run_dir) / "sweep.md")
-    write_json(result.json_path, {**result.to_dict(), "base": str(model_dir(base)), "train": cfg.model_dump()})
+    write_json(result.json_path, {**result.to_dict(), "base": str(base.model_dir), "train": cfg.model_dump()})
     atomic_write_text(result.md_path, f"# Rank sweep\n\n{result.n_train} training examples ({fraction:.0%} of the "
                       f"split, at least {min_examples}), {result.n_heldout} held-out items; chosen by {metric} "
                       f"(ties: smaller rank): **r={chosen}**\n\n{result.table()}\n")

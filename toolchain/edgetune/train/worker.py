@@ -41,6 +41,7 @@ class RankStore(Store):
 
 def main(request_path: str) -> None:
     from edgetune.config import TrainConfig
+    from edgetune.outputs import BaseModel, DataSplit
     from edgetune.train import stage
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -49,9 +50,9 @@ def main(request_path: str) -> None:
     with tempfile.TemporaryDirectory(prefix=f"edgetune-rank{rank}-") as scratch:
         store = Store(req["store"]) if rank == 0 else RankStore(req["store"], scratch)
         try:
-            art = stage.run(TrainConfig.model_validate(req["train"]), load_artifact(req["base"]),
-                            load_artifact(req["data"]), store, threads=req.get("threads"),
-                            oom_fallback=req.get("oom_fallback", False),
+            base, data = BaseModel.of(load_artifact(req["base"])), DataSplit.of(load_artifact(req["data"]))
+            art = stage.run(TrainConfig.model_validate(req["train"]), base, data, store,
+                            threads=req.get("threads"), oom_fallback=req.get("oom_fallback", False),
                             processes=int(os.environ.get("WORLD_SIZE", "1")))
         except EdgetuneError as exc:
             if rank == 0:

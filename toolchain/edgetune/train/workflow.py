@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import basemodel, data
-from edgetune.artifacts import Artifact, Store
+from edgetune.artifacts import Store
 from edgetune.config import BuildConfig
 from edgetune.evals.metrics.detect import LABEL_TOKENS  # the sweep scores labels, as it always has
+from edgetune.outputs import BaseModel, DataSplit
 from edgetune.progress import Progress
 from edgetune.train.launch import Trained, train_adapter
 from edgetune.train.registry import Entry, Registry, default_root, register_trained
@@ -30,19 +31,21 @@ class TrainRun:
 
     @property
     def adapter_dir(self) -> Path:
-        return self.trained.artifact.file("adapter")
+        return self.trained.artifact.adapter_dir
 
     def to_dict(self) -> dict[str, Any]:
         art = self.trained.artifact
-        m = art.metrics
+        m = art.training
         return {"adapter": str(self.adapter_dir), "registry_id": self.entry.id, "registry": str(self.entry.path),
                 "artifact": str(art.path), "cached": art.cached, "processes": self.trained.processes,
                 "strategy": self.trained.strategy, "oom_fallback": self.trained.fallbacks,
-                "metrics": {k: m.get(k) for k in ("method", "adapter", "steps", "loss_first", "loss_last",
-                                                  "eval_loss_last", "eval_accuracy_last", "train_s")}}
+                "metrics": {"method": m.method, "adapter": m.adapter, "steps": m.steps,
+                            "loss_first": m.loss_first, "loss_last": m.loss_last,
+                            "eval_loss_last": m.eval_loss_last, "eval_accuracy_last": m.eval_accuracy_last,
+                            "train_s": m.train_s}}
 
 
-def inputs(cfg: BuildConfig) -> tuple[Store, Artifact, Artifact]:
+def inputs(cfg: BuildConfig) -> tuple[Store, DataSplit, BaseModel]:
     """The store and the data and base artifacts; `edgetune build` makes them here too. The held-out part is
     sized for the report's verdict: enough items for a near-lossless quant (2% of items flipped) to be shown
     "not worse" at eval.margin (report.verdict.heldout_needed), within data's share limits."""
