@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,25 @@ def test_mmlu_items_of_older_configs_still_sets_the_mmlu_size(tmp_path, caplog):
     both = load_config(write(tmp_path / "b.yaml", "eval: {mmlu_items: 7, forgetting: {piqa: 3}}\n"))
     assert both.eval.forgetting == {"piqa": 3, "mmlu": 7}
     assert BuildConfig().with_overrides({"eval.mmlu_items": 12}).eval.forgetting["mmlu"] == 12
+
+
+# config.py is the vocabulary every stage imports: it imports no stage, nor the evals or train packages
+CONFIG_IMPORTS = {"edgetune", "edgetune.config", "edgetune.assets", "edgetune.constants", "edgetune.errors",
+                  "edgetune.chat_templates", "edgetune.judge_config", "edgetune.metric_spec"}
+
+
+def test_config_sits_at_the_bottom_of_the_import_graph(tmp_path):
+    """In a fresh interpreter, loading and validating a config (every validator runs) imports only leaves."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path / "edgetune.yaml",
+                 "train: {chat_template_fallback: chatml}\n"
+                 "eval: {forgetting: {mmlu: 5, piqa: 3}, metric: {name: regex, pattern: 'A: (.+)'}}\n"
+                 "judge: {base_url: 'http://x/v1', model: m}\n")
+    code = ("import json, sys; from pathlib import Path; from edgetune.config import load_config\n"
+            f"load_config(Path({str(path)!r})).with_overrides({{'train.r': 8}})\n"
+            "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'edgetune']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) == CONFIG_IMPORTS

@@ -10,7 +10,7 @@ import pytest
 from edgetune.errors import JudgeError
 from edgetune.evals.judge import JudgeItem, judge_pairwise, judge_single
 from edgetune.evals.judge_cache import VerdictCache
-from edgetune.evals.judge_config import JudgeConfig
+from edgetune.judge_config import JudgeConfig
 from edgetune.evals.suites import load_rubric
 
 from .fault_server import FaultServer, Garbage, Hang, Reply, Status, sequence, shown_answers

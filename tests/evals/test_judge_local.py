@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from edgetune.errors import JudgeError
 from edgetune.evals.judge import JudgeItem, judge_pairwise, judge_single
-from edgetune.evals.judge_config import JudgeConfig
+from edgetune.judge_config import JudgeConfig
 from edgetune.evals.judge_server import judge_endpoint, local_judge_server
 from edgetune.evals.suites import load_rubric
 

@@ -10,7 +10,7 @@ import pytest
 from edgetune.errors import ConfigError, JudgeError
 from edgetune.evals.judge import parse_preference, parse_rating
 from edgetune.evals.judge_client import backoff_delay_s, retry_after_s
-from edgetune.evals.judge_config import JudgeConfig
+from edgetune.judge_config import JudgeConfig
 from edgetune.evals.judge_results import PairwiseItemResult, combine
 from edgetune.evals.suites import EVALS_DIR, available, load_rubric, load_suite
 from pydantic import ValidationError

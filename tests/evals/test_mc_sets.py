@@ -24,6 +24,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def test_registry_and_split_sizes():
     assert FORGETTING_SETS == ("mmlu", "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande")
+    assert FORGETTING_SETS == ("mmlu", *MC_SETS)  # the names the config accepts are the sets defined here
     sizes = {name: len(load_split(name)) for name in MC_SETS}
     assert sizes == {
         "arc_easy": 570,

@@ -13,7 +13,7 @@ from edgetune import basemodel, merge, train
 from edgetune.artifacts import Store
 from edgetune.config import ModelConfig, TrainConfig, load_config
 from edgetune.errors import TrainError
-from edgetune.train import templates
+from edgetune import chat_templates as templates
 
 from .conftest import FAST
 

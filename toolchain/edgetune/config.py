@@ -14,10 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
-from edgetune.constants import Quant
+from edgetune.chat_templates import BUILTIN as BUILTIN_TEMPLATES
+from edgetune.constants import FORGETTING_SETS, Quant
 from edgetune.errors import ConfigError
-from edgetune.evals.judge_config import JudgeConfig
-from edgetune.evals.metrics.spec import MetricSpec
+from edgetune.judge_config import JudgeConfig
+from edgetune.metric_spec import MetricSpec
 
 
 class _Section(BaseModel):
@@ -129,10 +130,9 @@ class TrainConfig(_Section):
     @field_validator("chat_template_fallback")
     @classmethod
     def _template_name_or_file(cls, v: str | None) -> str | None:
-        from edgetune.train.templates import BUILTIN
-
-        if v is not None and v not in BUILTIN and not v.endswith(".jinja"):
-            raise ValueError(f"{v!r} is neither a built-in template ({', '.join(BUILTIN)}) nor a .jinja file")
+        if v is not None and v not in BUILTIN_TEMPLATES and not v.endswith(".jinja"):
+            builtin = ", ".join(BUILTIN_TEMPLATES)
+            raise ValueError(f"{v!r} is neither a built-in template ({builtin}) nor a .jinja file")
         return v
 
     @field_validator("adapter", mode="before")
@@ -222,8 +222,6 @@ class EvalConfig(_Section):
     @field_validator("forgetting")
     @classmethod
     def _known_sets(cls, v: dict[str, int]) -> dict[str, int]:
-        from edgetune.evals.mc_sets import FORGETTING_SETS
-
         for name, n in v.items():
             if name not in FORGETTING_SETS:
                 raise ValueError(f"unknown forgetting set {name!r}; choose from {', '.join(FORGETTING_SETS)}")

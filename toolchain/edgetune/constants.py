@@ -34,6 +34,10 @@ LLAMA_FTYPE = {
     Quant.IQ4_NL: 25,
 }
 
+# The forgetting sets, in report order: MMLU (evals/forgetting.py), then evals/mc_sets.py's. Named here so the
+# config can check `eval.forgetting` without importing the evals.
+FORGETTING_SETS: tuple[str, ...] = ("mmlu", "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande")
+
 ARTIFACT_FILE = "artifact.json"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgetune.cli.main import State, cli, pass_state
+from edgetune.cli.group import State, cli, pass_state
 from edgetune.constants import CONFIG_FILE, REPORT_HTML, Quant
 from edgetune.errors import ConfigError
 
@@ -39,6 +39,19 @@ def build_config(config_path: Path | None, *, target=None, model=None, data=None
         "train.epochs": epochs, "train.max_steps": max_steps, "out_dir": out_dir, "threads": threads,
         "eval.metric": metric,
     })
+
+
+@cli.command()
+@click.option("--sdist", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use this llama-cpp-python sdist instead of downloading it.")
+@pass_state
+def setup(state: State, sdist: Path | None) -> None:
+    """Unpack llama.cpp's converter for the installed llama-cpp-python into the cache."""
+    from edgetune.llamacpp import setup_tools
+
+    tools = setup_tools(state.home, sdist)
+    state.emit({"root": tools.root, "version": tools.version, "revision": tools.revision},
+               f"llama.cpp {tools.revision[:7]} tools ready in {tools.root}")
 
 
 @cli.command()

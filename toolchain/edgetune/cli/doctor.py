@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgetune.cli.main import State, cli, pass_state
+from edgetune.cli.group import State, cli, pass_state
 from edgetune.constants import Quant
 from edgetune.errors import EdgetuneError, ToolError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgetune.cli.commands import _quiet_hf_libraries, build_config
-from edgetune.cli.main import State, cli, pass_state
+from edgetune.cli.group import State, cli, pass_state
 from edgetune.constants import CONFIG_FILE
 
 _config_opts = [

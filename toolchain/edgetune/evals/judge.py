@@ -24,7 +24,7 @@ from typing import Any
 from edgetune.errors import JudgeError
 from edgetune.evals.judge_cache import VerdictCache, verdict_key
 from edgetune.evals.judge_client import JudgeClient
-from edgetune.evals.judge_config import JudgeConfig
+from edgetune.judge_config import JudgeConfig
 from edgetune.evals.judge_results import (
     PairwiseItemResult,
     PairwiseResult,

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from edgetune.errors import JudgeError
-from edgetune.evals.judge_config import JudgeConfig
+from edgetune.judge_config import JudgeConfig
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from edgetune.artifacts import sha256_file
 from edgetune.errors import JudgeError
-from edgetune.evals.judge_config import JudgeConfig
+from edgetune.judge_config import JudgeConfig
 
 log = logging.getLogger(__name__)
 

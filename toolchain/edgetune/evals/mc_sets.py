@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgetune.assets import olmo_dataset
+from edgetune.constants import FORGETTING_SETS  # noqa: F401  (re-exported: mmlu, then MC_SETS, in order)
 from edgetune.errors import ConfigError, DataError
 from edgetune.evals.forgetting import (
     CHOICE_TEMPLATE,
@@ -186,7 +187,6 @@ MC_SETS: dict[str, MCSet] = {
         ),
     )
 }
-FORGETTING_SETS: tuple[str, ...] = ("mmlu", *MC_SETS)
 
 
 def _get(name: str) -> MCSet:

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetune.errors import ConfigError, JudgeError
-from edgetune.evals.metrics.spec import MetricSpec
+from edgetune.metric_spec import MetricSpec
 
 # Repo checkouts (the supported install is editable) keep suites beside toolchain/, as targets/ is.
 EVALS_DIR = Path(__file__).resolve().parents[3] / "evals"

@@ -26,13 +26,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from edgetune import chat_templates as templates
 from edgetune.artifacts import Builder, Store, stage_key
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
 from edgetune.errors import TrainError
 from edgetune.outputs import Adapter, BaseModel, DataSplit, TrainMetrics
 from edgetune.progress import NullProgress, Progress
-from edgetune.train import checkpoints, templates
+from edgetune.train import checkpoints
 from edgetune.train.adapters import peft_config
 from edgetune.train.args import gradient_checkpointing, micro_batches
 from edgetune.train.attempt import Job

@@ -9,7 +9,7 @@ from edgetune.evals.metrics import match, number, structured, text  # noqa: F401
 from edgetune.evals.metrics.base import REGISTRY, Metric, Score
 from edgetune.evals.metrics.detect import derive_max_new_tokens, detect_metric
 from edgetune.evals.metrics.match import normalise_text
-from edgetune.evals.metrics.spec import AUTO, NAMES, MetricSpec
+from edgetune.metric_spec import AUTO, NAMES, MetricSpec
 
 
 def make_metric(spec: MetricSpec) -> Metric:

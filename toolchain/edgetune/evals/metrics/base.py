@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from edgetune.evals.metrics.spec import MetricSpec
+from edgetune.metric_spec import MetricSpec
 
 REGISTRY: dict[str, type[Metric]] = {}
 
