@@ -15,6 +15,7 @@ from edgetune import bundle
 from edgetune.artifacts import Store
 from edgetune.constants import MANIFEST_FILE, Quant
 from edgetune.errors import BundleError, ToolError
+from edgetune.outputs import GGUFFile
 from edgetune.runtime_build import BINARIES, runner_source
 from edgetune.targets import get_target
 from test_runtime_build import fake_cross_build  # tests/ is on sys.path (rootdir conftest)
@@ -27,7 +28,7 @@ ROWS = [{"id": "a", "prompt_ids": [1, 2, 3], "max_tokens": 4, "reference": "blue
 @pytest.fixture(scope="module")
 def inputs(tiny_bundle):
     store = Store(tiny_bundle.path.parents[1])
-    ggufs = {Quant(q): store.lookup("gguf", key) for q, key in tiny_bundle.record["inputs"].items()}
+    ggufs = {Quant(q): GGUFFile.of(store.lookup("gguf", key)) for q, key in tiny_bundle.record["inputs"].items()}
     return store, ggufs, tiny_bundle.record["params"]
 
 
