@@ -74,3 +74,15 @@ def test_refuses_to_overwrite_its_source(tiny_gguf):
 def test_unknown_quant(tmp_path, tiny_gguf):
     with pytest.raises(ExportError, match="unknown quantization"):
         quantize_gguf(tiny_gguf, tmp_path / "x.gguf", "Q9_9")
+
+
+@pytest.mark.parametrize("quant", list(Quant), ids=lambda q: q.value)
+def test_file_types_are_llama_cpp_own(quant):
+    """Quant.file_type (from gguf.LlamaFileType) is the llama_ftype number the llama.cpp library defines, and
+    reads back as the quant's name."""
+    import llama_cpp
+
+    from edgetune.export.inspect import file_type_name
+
+    assert quant.file_type == getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.value}")
+    assert file_type_name(quant.file_type) == quant.value

@@ -96,9 +96,11 @@ def _license_of(local: Path | None) -> str | None:
     if local is None:
         return None
     if local.is_file():
+        from gguf import Keys
+
         from edgetune.export.inspect import field_value, read_gguf
 
-        value = field_value(read_gguf(local), "general.license")
+        value = field_value(read_gguf(local), Keys.General.LICENSE)
         return str(value) if value else None
     card = local / "README.md"
     if card.is_file():

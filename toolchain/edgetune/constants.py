@@ -1,4 +1,8 @@
-"""Names and keys used across stages: quant types, artifact file names, GGUF keys we write."""
+"""Names and keys used across stages: quant types, artifact file names, the GGUF keys of our own namespace.
+
+GGUF's standard keys and file types come from the gguf package (`gguf.Keys`, `gguf.LlamaFileType`), imported
+where a file is read or written: it pulls numpy, which the config and the CLI's start-up do without.
+"""
 
 from __future__ import annotations
 
@@ -19,20 +23,12 @@ class Quant(str, Enum):
     Q3_K_M = "Q3_K_M"
     Q2_K = "Q2_K"
 
+    @property
+    def file_type(self) -> int:
+        """llama.cpp's `general.file_type` number for this type (its llama_ftype, from gguf.LlamaFileType)."""
+        from gguf import LlamaFileType
 
-# llama_ftype values from llama.h (stable ABI numbers).
-LLAMA_FTYPE = {
-    Quant.F16: 1,
-    Quant.Q8_0: 7,
-    Quant.Q4_0: 2,
-    Quant.Q5_0: 8,
-    Quant.Q2_K: 10,
-    Quant.Q3_K_M: 12,
-    Quant.Q4_K_M: 15,
-    Quant.Q5_K_M: 17,
-    Quant.Q6_K: 18,
-    Quant.IQ4_NL: 25,
-}
+        return int(LlamaFileType[f"MOSTLY_{self.value}"])
 
 # The forgetting sets, in report order: MMLU (evals/forgetting.py), then evals/mc_sets.py's. Named here so the
 # config can check `eval.forgetting` without importing the evals.
@@ -43,9 +39,8 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1
 CONFIG_FILE = "edgetune.yaml"
 
-# GGUF metadata keys edgetune adds (provenance lives under our own namespace).
+# The GGUF metadata key edgetune adds, under its own namespace (gguf.Keys holds the standard ones).
 GGUF_KEY_PROVENANCE = "edgetune.provenance"
-GGUF_KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 
 # Report build names every report knows (the rest are quant names, and later devices).
 BASE_BUILD = "base"

@@ -13,16 +13,17 @@ from pathlib import Path
 from edgetune.export.inspect import field_value, read_gguf
 
 SUFFIX = ".Modelfile"
-# Token-id keys whose tokens end a turn; llama.cpp stops on all of them, Ollama needs them as stop strings.
-STOP_ID_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
 def stop_tokens(gguf_path: Path) -> list[str]:
-    """The text of the GGUF's EOS/EOT/EOM tokens, in that order, without repeats."""
+    """The text of the GGUF's EOS/EOT/EOM tokens, in that order, without repeats: the tokens that end a turn,
+    which llama.cpp stops on and Ollama needs as stop strings."""
+    from gguf import Keys
+
     reader = read_gguf(gguf_path)
-    tokens = field_value(reader, "tokenizer.ggml.tokens") or []
+    tokens = field_value(reader, Keys.Tokenizer.LIST) or []
     stops: list[str] = []
-    for key in STOP_ID_KEYS:
+    for key in (Keys.Tokenizer.EOS_ID, Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_ID):
         token_id = field_value(reader, key)
         if isinstance(token_id, int) and 0 <= token_id < len(tokens) and tokens[token_id] not in stops:
             stops.append(tokens[token_id])

@@ -99,33 +99,39 @@ def _widest(value: Any) -> int:
 
 def read_model_file(path: Path) -> ModelFile:
     """Shape, quant label and sizes of a GGUF. Raises ExportError (unreadable) or ConfigError (not a model)."""
+    from gguf import Keys
+
     from edgetune.export.inspect import field_value, file_type_name, read_gguf
 
     path = Path(path)
     reader = read_gguf(path)
-    arch = _need(field_value(reader, "general.architecture"), "general.architecture", path)
+    arch = _need(field_value(reader, Keys.General.ARCHITECTURE), Keys.General.ARCHITECTURE, path)
+    llm, attention = Keys.LLM, Keys.Attention
 
-    def key(name: str, default: Any = None) -> Any:
-        value = field_value(reader, f"{arch}.{name}")
+    def name(template: str) -> str:  # gguf.Keys' per-architecture keys are "{arch}.embedding_length" etc.
+        return template.format(arch=arch)
+
+    def key(template: str, default: Any = None) -> Any:
+        value = field_value(reader, name(template))
         return default if value is None else value
 
     tensors = {t.name: t for t in reader.tensors}
-    n_embd = int(_need(key("embedding_length"), f"{arch}.embedding_length", path))
-    n_head = _widest(_need(key("attention.head_count"), f"{arch}.attention.head_count", path))
-    key_length = int(key("attention.key_length", n_embd // n_head))
+    n_embd = int(_need(key(llm.EMBEDDING_LENGTH), name(llm.EMBEDDING_LENGTH), path))
+    n_head = _widest(_need(key(attention.HEAD_COUNT), name(attention.HEAD_COUNT), path))
+    key_length = int(key(attention.KEY_LENGTH, n_embd // n_head))
     embd = _need(tensors.get("token_embd.weight"), "token_embd.weight tensor", path)
     out = tensors.get("output.weight", embd)
     tensor_bytes = sum(int(t.n_bytes) for t in reader.tensors)
     shape = ModelShape(
         n_params=sum(int(t.n_elements) for t in reader.tensors), out_params=int(out.n_elements),
         lookup_params=int(embd.n_elements) if out is not embd else 0,
-        n_layers=int(_need(key("block_count"), f"{arch}.block_count", path)), n_embd=n_embd, n_head=n_head,
-        n_kv_head=_widest(key("attention.head_count_kv", n_head)), key_length=key_length,
-        value_length=int(key("attention.value_length", key_length)),
-        n_ff=_widest(key("feed_forward_length", 4 * n_embd)), n_vocab=int(out.n_elements) // n_embd,
-        n_ctx_train=key("context_length"), metadata_bytes=path.stat().st_size - tensor_bytes)
+        n_layers=int(_need(key(llm.BLOCK_COUNT), name(llm.BLOCK_COUNT), path)), n_embd=n_embd, n_head=n_head,
+        n_kv_head=_widest(key(attention.HEAD_COUNT_KV, n_head)), key_length=key_length,
+        value_length=int(key(attention.VALUE_LENGTH, key_length)),
+        n_ff=_widest(key(llm.FEED_FORWARD_LENGTH, 4 * n_embd)), n_vocab=int(out.n_elements) // n_embd,
+        n_ctx_train=key(llm.CONTEXT_LENGTH), metadata_bytes=path.stat().st_size - tensor_bytes)
     matrices = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) > 1)
-    label = file_type_name(field_value(reader, "general.file_type"))
+    label = file_type_name(field_value(reader, Keys.General.FILE_TYPE))
     quant = label or next(iter(matrices.most_common(1)), ("?",))[0]
     read = tensor_bytes - (int(embd.n_bytes) if shape.lookup_params else 0)
     return ModelFile(path, quant, path.stat().st_size, read, shape)

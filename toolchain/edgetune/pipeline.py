@@ -195,9 +195,12 @@ def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merg
             stages: dict[str, Artifact]) -> dict[Quant, GGUFFile]:
     """The merged model as an F16 GGUF, then each quant (with an importance matrix from the training text for
     the low-bit ones). Records every stage in `stages`."""
+    from gguf import Keys
+
     trained = provenance["adapter"]["artifact"]
-    metadata = {"general.description": f"{name}: fine-tuned by edgetune {__version__} (adapter {trained[:12]})",
-                "general.source.url": cfg.model.source if "/" in cfg.model.source else ""}
+    description = f"{name}: fine-tuned by edgetune {__version__} (adapter {trained[:12]})"
+    metadata = {Keys.General.DESCRIPTION: description,
+                Keys.General.SOURCE_URL: cfg.model.source if "/" in cfg.model.source else ""}
     stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
                                               license_name=base.license,
                                               metadata={k: v for k, v in metadata.items() if v})

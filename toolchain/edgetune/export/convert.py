@@ -9,6 +9,7 @@ leaves nothing behind. Raises ExportError.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgetune.constants import GGUF_KEY_CHAT_TEMPLATE
 from edgetune.errors import ExportError
 from edgetune.export.gguf_header import read_keys
 from edgetune.export.quantize import check_free_space
@@ -31,30 +31,34 @@ log = logging.getLogger(__name__)
 # The converter's --outtype choices (tq1_0/tq2_0 are for ternary models only; 4-bit types come from quantize).
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "auto")
 
-# Keys the converter's --metadata override file honours (gguf-py metadata.py at the pinned revision). It
-# silently ignores every other key, so we reject those instead of losing them. Note: plain `general.license`
-# is not among them; llama.cpp takes it only from the model card's front matter.
-_STR_KEYS = frozenset({
-    "general.name", "general.author", "general.version", "general.organization", "general.finetune",
-    "general.basename", "general.description", "general.quantized_by", "general.size_label",
-    "general.license.name", "general.license.link", "general.url", "general.doi", "general.uuid",
-    "general.repo_url", "general.source.url", "general.source.doi", "general.source.uuid",
-    "general.source.repo_url", "general.sampling.sequence",
-})
-_STR_LIST_KEYS = frozenset({"general.tags", "general.languages"})
 # Lists of {name, author, version, organization, description, url, doi, uuid, repo_url} entries.
-_ENTRY_LIST_KEYS = frozenset({"general.base_models", "general.datasets"})
 _ENTRY_FIELDS = frozenset({"name", "author", "version", "organization", "description", "url", "doi", "uuid",
                            "repo_url"})
-_INT_KEYS = frozenset({
-    "general.sampling.top_k", "general.sampling.penalty_last_n", "general.sampling.mirostat",
-})
-_FLOAT_KEYS = frozenset({
-    "general.sampling.top_p", "general.sampling.min_p", "general.sampling.xtc_probability",
-    "general.sampling.xtc_threshold", "general.sampling.temp", "general.sampling.penalty_repeat",
-    "general.sampling.mirostat_tau", "general.sampling.mirostat_eta",
-})
-METADATA_KEYS = _STR_KEYS | _STR_LIST_KEYS | _ENTRY_LIST_KEYS | _INT_KEYS | _FLOAT_KEYS
+
+
+@functools.cache
+def metadata_keys() -> dict[str, str]:
+    """Key → kind of value (str, str_list, entry_list, int, float) of the keys the converter's --metadata
+    override file honours (gguf-py metadata.py at the pinned revision). It silently ignores every other key,
+    so we reject those instead of losing them. Note: plain `general.license` is not among them; llama.cpp
+    takes it only from the model card's front matter."""
+    from gguf import Keys
+
+    g = Keys.General
+    kinds = dict.fromkeys((
+        g.NAME, g.AUTHOR, g.VERSION, g.ORGANIZATION, g.FINETUNE, g.BASENAME, g.DESCRIPTION, g.QUANTIZED_BY,
+        g.SIZE_LABEL, g.LICENSE_NAME, g.LICENSE_LINK, g.URL, g.DOI, g.UUID, g.REPO_URL, g.SOURCE_URL,
+        g.SOURCE_DOI, g.SOURCE_UUID, g.SOURCE_REPO_URL, g.SAMPLING_SEQUENCE), "str")
+    kinds.update(dict.fromkeys((g.TAGS, g.LANGUAGES), "str_list"))
+    # the override file's own names for entry lists: gguf.Keys has only the keys they expand to
+    # (general.base_model.{id}.name, ...)
+    kinds.update(dict.fromkeys(("general.base_models", "general.datasets"), "entry_list"))
+    kinds.update(dict.fromkeys((g.SAMPLING_TOP_K, g.SAMPLING_PENALTY_LAST_N, g.SAMPLING_MIROSTAT), "int"))
+    kinds.update(dict.fromkeys((
+        g.SAMPLING_TOP_P, g.SAMPLING_MIN_P, g.SAMPLING_XTC_PROBABILITY, g.SAMPLING_XTC_THRESHOLD,
+        g.SAMPLING_TEMP, g.SAMPLING_PENALTY_REPEAT, g.SAMPLING_MIROSTAT_TAU, g.SAMPLING_MIROSTAT_ETA),
+        "float"))
+    return kinds
 
 
 def convert_to_gguf(
@@ -67,7 +71,7 @@ def convert_to_gguf(
 ) -> Path:
     """Convert the model in `model_dir` to a GGUF file at `out_path` (replacing one there); return `out_path`.
 
-    `metadata` maps GGUF keys (see METADATA_KEYS, e.g. general.name, general.license.name,
+    `metadata` maps GGUF keys (see metadata_keys(), e.g. general.name, general.license.name,
     general.source.url) to values written by the converter. Raises ExportError for a folder without
     config.json or safetensors weights, an unknown outtype or metadata key, an architecture this llama.cpp
     cannot convert, a converter failure, or a result that lost the chat template or EOS id.
@@ -119,8 +123,10 @@ def verify_conversion(gguf_path: Path, model_dir: Path) -> None:
     Reads the GGUF and model_dir's tokenizer_config.json / chat_template.jinja / tokenizer.json.
     Raises ExportError naming what was lost or changed.
     """
+    from gguf import Keys
+
     templates = _expected_chat_templates(model_dir)
-    eos_keys = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
+    eos_keys = [Keys.Tokenizer.EOS_ID, Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_ID]
     # the header alone: a full GGUFReader parse of a 49k vocabulary costs ~2 s (benchmarks/export.py)
     meta = read_keys(gguf_path, [*templates, *eos_keys])
     for key, expected in templates.items():
@@ -135,12 +141,12 @@ def verify_conversion(gguf_path: Path, model_dir: Path) -> None:
     expected_eos = _tokenizer_eos_id(model_dir)
     if expected_eos is None:
         return
-    got_eos = meta.get("tokenizer.ggml.eos_token_id")
+    got_eos = meta.get(Keys.Tokenizer.EOS_ID)
     if got_eos == expected_eos:
         return
     # The converter may move the tokenizer's EOS to EOT/EOM when the tokenizer's post-processor ends with a
     # different special token; llama.cpp stops generation on all three, so that keeps stopping correct.
-    for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+    for key in (Keys.Tokenizer.EOT_ID, Keys.Tokenizer.EOM_ID):
         if meta.get(key) == expected_eos:
             log.warning("the converter set EOS to %s and moved the tokenizer's EOS %s to %s",
                         got_eos, expected_eos, key)
@@ -173,46 +179,49 @@ def _check_model_dir(model_dir: Path) -> str:
 
 def _check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Validate metadata against what the converter's override file honours (it drops the rest silently)."""
+    from gguf import Keys
+
+    kinds = metadata_keys()
     for key, value in metadata.items():
-        if key == "general.license":
+        if key == Keys.General.LICENSE:
             raise ExportError(
                 "llama.cpp's converter ignores general.license in its metadata override",
                 "pass the licence as general.license.name, and its URL as general.license.link",
             )
-        if key not in METADATA_KEYS:
+        if key not in kinds:
             raise ExportError(
                 f"metadata key {key!r} cannot be set at conversion",
-                f"llama.cpp's converter accepts only: {', '.join(sorted(METADATA_KEYS))}",
+                f"llama.cpp's converter accepts only: {', '.join(sorted(kinds))}",
             )
-        if not _value_ok(key, value):
-            raise ExportError(f"metadata {key} has an unsupported value {value!r}", _type_hint(key))
+        if not _value_ok(kinds[key], value):
+            raise ExportError(f"metadata {key} has an unsupported value {value!r}", _type_hint(kinds[key]))
     # plain dicts so json.dump accepts any Mapping the caller passed
-    return {k: [dict(e) for e in v] if k in _ENTRY_LIST_KEYS else v for k, v in metadata.items()}
+    return {k: [dict(e) for e in v] if kinds[k] == "entry_list" else v for k, v in metadata.items()}
 
 
-def _value_ok(key: str, value: Any) -> bool:
-    if key in _STR_KEYS:
+def _value_ok(kind: str, value: Any) -> bool:
+    if kind == "str":
         return isinstance(value, str)
-    if key in _STR_LIST_KEYS:
+    if kind == "str_list":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if key in _ENTRY_LIST_KEYS:
+    if kind == "entry_list":
         return isinstance(value, list) and all(
             isinstance(e, Mapping) and set(e) <= _ENTRY_FIELDS and all(isinstance(v, str) for v in e.values())
             for e in value
         )
-    if key in _INT_KEYS:
+    if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _type_hint(key: str) -> str:
-    if key in _STR_LIST_KEYS:
+def _type_hint(kind: str) -> str:
+    if kind == "str_list":
         return "give a list of strings"
-    if key in _ENTRY_LIST_KEYS:
+    if kind == "entry_list":
         return f"give a list of objects with string fields among: {', '.join(sorted(_ENTRY_FIELDS))}"
-    if key in _INT_KEYS:
+    if kind == "int":
         return "give an integer"
-    if key in _FLOAT_KEYS:
+    if kind == "float":
         return "give a number"
     return "give a string"
 
@@ -249,16 +258,17 @@ def _expected_chat_templates(model_dir: Path) -> dict[str, str]:
             template += [{"name": p.stem, "template": p.read_text(encoding="utf-8")} for p in extra]
     if template is None:
         template = _read_json(model_dir / "chat_template.json").get("chat_template")
+    from gguf import Keys
+
     if isinstance(template, str):
-        return {GGUF_KEY_CHAT_TEMPLATE: template}
+        return {Keys.Tokenizer.CHAT_TEMPLATE: template}
     if isinstance(template, list):
         # Named templates: "default" becomes tokenizer.chat_template, another X tokenizer.chat_template.X.
         entries = [t for t in template if isinstance(t, Mapping) and {"name", "template"} <= set(t)]
         named = {t["name"]: t["template"] for t in entries}
-        return {
-            GGUF_KEY_CHAT_TEMPLATE if name == "default" else f"{GGUF_KEY_CHAT_TEMPLATE}.{name}": text
-            for name, text in named.items()
-        }
+        keys = Keys.Tokenizer
+        return {keys.CHAT_TEMPLATE if name == "default" else keys.CHAT_TEMPLATE_N.format(name=name): text
+                for name, text in named.items()}
     return {}
 
 

@@ -81,22 +81,24 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
     context_length, chat_template, bos_token_id, eos_token_id, and every `edgetune.*` key under its own name.
     Absent metadata is None. Raises ExportError for a missing, truncated or corrupt file.
     """
+    from gguf import Keys
+
     path = Path(path)
     reader = read_gguf(path)
-    arch = field_value(reader, "general.architecture")
+    arch = field_value(reader, Keys.General.ARCHITECTURE)
     tensor_types = Counter(t.tensor_type.name for t in reader.tensors)
     summary: dict[str, Any] = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
         "architecture": arch,
-        "name": field_value(reader, "general.name"),
-        "file_type": file_type_name(field_value(reader, "general.file_type")),
+        "name": field_value(reader, Keys.General.NAME),
+        "file_type": file_type_name(field_value(reader, Keys.General.FILE_TYPE)),
         "n_tensors": len(reader.tensors),
         "tensor_types": dict(sorted(tensor_types.items())),
-        "context_length": field_value(reader, f"{arch}.context_length") if arch else None,
-        "chat_template": field_value(reader, "tokenizer.chat_template"),
-        "bos_token_id": field_value(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": field_value(reader, "tokenizer.ggml.eos_token_id"),
+        "context_length": field_value(reader, Keys.LLM.CONTEXT_LENGTH.format(arch=arch)) if arch else None,
+        "chat_template": field_value(reader, Keys.Tokenizer.CHAT_TEMPLATE),
+        "bos_token_id": field_value(reader, Keys.Tokenizer.BOS_ID),
+        "eos_token_id": field_value(reader, Keys.Tokenizer.EOS_ID),
     }
     for key in reader.fields:
         if key.startswith(_EDGETUNE_PREFIX):

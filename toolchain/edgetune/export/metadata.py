@@ -20,30 +20,31 @@ from edgetune.export.inspect import read_gguf
 log = logging.getLogger(__name__)
 
 PREFIX = "edgetune."
-# general.* keys llama.cpp's converter cannot take from its override file but that we know (the base's licence)
-EXTRA_KEYS = frozenset({"general.license"})
 
 
 def add_string_keys(path: Path, keys: Mapping[str, str]) -> None:
     """Rewrite `path` in place with the extra `edgetune.*` string keys (replacing ones already there)."""
-    from gguf import GGUFValueType, GGUFWriter
+    from gguf import GGUFValueType, GGUFWriter, Keys
 
-    bad = [k for k in keys if not k.startswith(PREFIX) and k not in EXTRA_KEYS]
+    # general.* keys llama.cpp's converter cannot take from its override file but that we know (the base's
+    # licence)
+    extra_keys = {Keys.General.LICENSE}
+    bad = [k for k in keys if not k.startswith(PREFIX) and k not in extra_keys]
     if bad:
         raise ExportError(f"refusing to write GGUF keys outside {PREFIX}*: {bad}", "prefix them with edgetune.")
     reader = read_gguf(path)
-    arch = reader.fields["general.architecture"].contents()
+    arch = reader.fields[Keys.General.ARCHITECTURE].contents()
     fd, tmp_name = tempfile.mkstemp(prefix=".edgetune-meta-", suffix=".gguf.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         writer = GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
-        alignment = reader.fields.get("general.alignment")
+        alignment = reader.fields.get(Keys.General.ALIGNMENT)
         if alignment is not None:
             writer.data_alignment = alignment.contents()
         for name, field in reader.fields.items():
             # the writer adds these itself (arch in the constructor, GGUF.* are file-structure fields)
-            if name.startswith("GGUF.") or name == "general.architecture" or name in keys:
+            if name.startswith("GGUF.") or name == Keys.General.ARCHITECTURE or name in keys:
                 continue
             vtype = field.types[0]
             sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None

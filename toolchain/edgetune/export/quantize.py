@@ -17,16 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from edgetune.constants import LLAMA_FTYPE, Quant
+from edgetune.constants import Quant
 from edgetune.errors import ExportError
 from edgetune.export.gguf_header import read_keys
 from edgetune.export.inspect import field_value, file_type_name, read_gguf
 
 log = logging.getLogger(__name__)
 
-# general.file_type values of unquantized files (llama.h): ALL_F32, MOSTLY_F16, MOSTLY_BF16.
-_FLOAT_FTYPES = frozenset({0, 1, 32})
-_FLOAT_TENSOR_TYPES = frozenset({"F32", "F16", "BF16"})
+# unquantized types, by the names of both tensor types and file types (file_type_name: ALL_F32 is "F32")
+_FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 
 
 def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0, quality_matters: bool = True) -> Path:
@@ -67,7 +66,7 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0, quali
     _route_llama_logs(llama_cpp)
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = LLAMA_FTYPE[quant]
+    params.ftype = quant.file_type
     params.nthread = nthread
     # llama.cpp refuses a quantized source unless asked, and we only ask when the source is quantized.
     params.allow_requantize = requantize
@@ -87,7 +86,7 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0, quali
                 "run with -vv for llama.cpp's full log",
             )
         # No read-back of the result: GGUFReader needs seconds for a 50k-token vocabulary, longer than the
-        # quantization itself on small models; tests check the written file types against LLAMA_FTYPE.
+        # quantization itself on small models; tests check the written file types against Quant.file_type.
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -103,18 +102,25 @@ class _SourceType(NamedTuple):
 def _source_file_type(src: Path) -> _SourceType:
     """The source's file type name and whether it is already quantized. Reads only the header when it can:
     a full GGUFReader parse took 3x longer than llama-quantize itself on SmolLM2 (benchmarks/export.py)."""
+    from gguf import Keys
+
     if not src.is_file():
         raise ExportError(f"GGUF file {src} does not exist", "check the path, or run the export stage first")
-    ftype = read_keys(src, ["general.file_type"]).get("general.file_type")
+    ftype = read_keys(src, [Keys.General.FILE_TYPE]).get(Keys.General.FILE_TYPE)
     if ftype is not None:
-        return _SourceType(file_type_name(ftype), ftype not in _FLOAT_FTYPES)
+        return _source_type(ftype)
     reader = read_gguf(src)  # raises ExportError for a truncated or corrupt source
-    ftype = field_value(reader, "general.file_type")
+    ftype = field_value(reader, Keys.General.FILE_TYPE)
     if ftype is not None:
-        return _SourceType(file_type_name(ftype), ftype not in _FLOAT_FTYPES)
+        return _source_type(ftype)
     # Files written without general.file_type: judge by the tensors themselves.
-    quantized = any(t.tensor_type.name not in _FLOAT_TENSOR_TYPES for t in reader.tensors)
+    quantized = any(t.tensor_type.name not in _FLOAT_TYPES for t in reader.tensors)
     return _SourceType("unknown type", quantized)
+
+
+def _source_type(ftype: int) -> _SourceType:
+    name = file_type_name(ftype) or str(ftype)
+    return _SourceType(name, name not in _FLOAT_TYPES)
 
 
 _LOG_CALLBACK = None  # kept alive: llama.cpp holds a raw pointer to it

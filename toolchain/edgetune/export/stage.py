@@ -46,11 +46,13 @@ def convert(merged: ModelFolder, tools: LlamaCppTools, store: Store, *, name: st
     inputs = {"merged": merged.key, "llama.cpp": tools.revision}
 
     def build(b: Builder) -> None:
-        meta = {"general.name": name, **(metadata or {})}
+        from gguf import Keys
+
+        meta = {Keys.General.NAME: name, **(metadata or {})}
         convert_to_gguf(merged.model_dir, b.path / FILE, tools, outtype="f16", metadata=meta)
         extra = {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)} if provenance else {}
         if license_name:
-            extra["general.license"] = license_name
+            extra[Keys.General.LICENSE] = license_name
         if extra:
             add_string_keys(b.path / FILE, extra)
         _describe(b, Quant.F16)

@@ -72,14 +72,16 @@ class LlamaCppRuntime(ChildRuntime):
 
 def describe_gguf(path: Path, lora_path: Path | None = None) -> str:
     """'model-Q8_0.gguf (Q8_0)': the file and the type its header records, for error messages."""
-    from edgetune.constants import LLAMA_FTYPE
+    from gguf import Keys
+
+    from edgetune.constants import Quant
     from edgetune.export.gguf_header import read_keys
 
     try:
-        ftype = read_keys(path, ["general.file_type"]).get("general.file_type")
+        ftype = read_keys(path, [Keys.General.FILE_TYPE]).get(Keys.General.FILE_TYPE)
     except (OSError, EdgetuneError):
         ftype = None
-    names = {v: q.value for q, v in LLAMA_FTYPE.items()}
+    names = {q.file_type: q.value for q in Quant}
     text = f"{path} ({names.get(ftype, f'file type {ftype}') if ftype is not None else 'type unknown'})"
     return f"{text} with LoRA {lora_path}" if lora_path else text
 
