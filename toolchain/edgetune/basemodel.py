@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from edgetune import assets
 from edgetune.artifacts import Builder, Store, sha256_file, sha256_tree
@@ -70,6 +71,7 @@ def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    kwargs: dict[str, Any]
     if gguf is not None:
         from transformers import GgufConfig
 

@@ -61,9 +61,9 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
         rt = find_runtime(home, target.arch, target.cpu.mcpu, llama_cpp.get("llama-cpp-python"))
         params["runtime"] = {"build": rt.manifest_entry(), "runner_sha256": sha256_file(runner_source()),
                              "binaries_sha256": {n: sha256_file(p) for n, p in rt.binaries.items()}}
-    suite_text = None
+    suite_text, suite_items = None, 0
     if suite_rows is not None:
-        suite_text = _suite_jsonl(suite_rows)
+        suite_text, suite_items = _suite_jsonl(suite_rows), len(suite_rows)
         params["suite_sha256"] = hashlib.sha256(suite_text.encode()).hexdigest()
     inputs = {q.value: a.key for q, a in ggufs.items()}
     if lora is not None:
@@ -96,7 +96,7 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
         if suite_text is not None:
             (root / SUITE_FILE).parent.mkdir(parents=True, exist_ok=True)
             (root / SUITE_FILE).write_text(suite_text)
-            extra["suite"] = {"file": SUITE_FILE, "items": len(suite_rows)}
+            extra["suite"] = {"file": SUITE_FILE, "items": suite_items}
         (root / "README.md").write_text(_device_readme(name, target, models, llama_cpp, extra))
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             rel = path.relative_to(root).as_posix()

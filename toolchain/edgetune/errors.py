@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class EdgetuneError(Exception):
     """Root of every error edgetune raises on purpose."""
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None):
+    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -18,12 +21,13 @@ class EdgetuneError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., EdgetuneError], tuple[Any, ...]]:
         # errors cross process boundaries (llama.cpp runs in a child process): keep the hint and exit code
         return _rebuild, (type(self), self.message, self.hint, self.exit_code, self.__dict__)
 
 
-def _rebuild(cls: type[EdgetuneError], message: str, hint: str | None, exit_code: int, state: dict):
+def _rebuild(cls: type[EdgetuneError], message: str, hint: str | None, exit_code: int,
+             state: dict[str, Any]) -> EdgetuneError:
     err = cls.__new__(cls)
     EdgetuneError.__init__(err, message, hint, exit_code)
     err.__dict__.update(state)

@@ -39,10 +39,10 @@ def _merge(base: BaseModel, trained: Adapter, b: Builder) -> None:
         # every GGUF converted from it must render prompts the same way
         tok.chat_template = trained.chat_template_path.read_text(encoding="utf-8")
         log.info("merge: %s has no chat template; writing the one training used", src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
+    base_model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
     adapter = trained.adapter_dir
     try:
-        model = PeftModel.from_pretrained(model, adapter).eval()
+        model = PeftModel.from_pretrained(base_model, adapter).eval()
     except (RuntimeError, ValueError) as exc:  # peft: shape mismatch (RuntimeError), missing target modules
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(exc).__name__)

@@ -5,6 +5,7 @@ and register their commands onto `cli`; `edgetune.cli.main` imports them all and
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -17,7 +18,7 @@ class State:
         self.verbose = verbose
         self.home = edgetune_home()
 
-    def emit(self, payload: dict, human: str) -> None:
+    def emit(self, payload: dict[str, Any], human: str) -> None:
         """Results go to stdout: JSON for scripts, or one human line."""
         click.echo(json.dumps(payload, indent=2, default=str) if self.as_json else human)
 

@@ -105,7 +105,8 @@ def _score(merged_dir: Path, examples: list[dict[str, Any]], max_new_tokens: int
     tok = AutoTokenizer.from_pretrained(merged_dir)
     items = task_items(examples, tok)
     with HFRuntime(merged_dir, device="cuda" if torch.cuda.is_available() else "cpu") as rt:
-        acc = run_label_accuracy(rt, items, decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
+        # decode of one sequence is a str (transformers types it str | list[str])
+        acc = run_label_accuracy(rt, items, decode=lambda ids: str(tok.decode(ids, skip_special_tokens=True)),
                                  max_new_tokens=max_new_tokens, stop_ids=stop_ids(tok)).accuracy
         conts = [tok(it.reference, add_special_tokens=False)["input_ids"] for it in items]
         scored = rt.loglikelihood([(it.prompt_ids, c) for it, c in zip(items, conts, strict=True)])
