@@ -44,6 +44,7 @@ def _report(embedded: bool):
 
 def test_judge_table_shows_agreement_and_warns_about_the_embedded_judge():
     table = judge_table(_report(embedded=True))
-    assert table.columns[-1] == "agrees with the metric" and table.rows[0][-1] == "25.0% (n=4)"
+    col = table.columns.index("agrees with the metric")
+    assert table.rows[0][col] == "25.0% (n=4)" and table.rows[0][-1] == "–"  # no pointwise ratings here
     assert table.note.startswith("Warning: the judge is the embedded SmolLM2-135M")
     assert "Warning" not in judge_table(_report(embedded=False)).note

@@ -198,6 +198,10 @@ class EvalConfig(_Section):
                                       "of the paired difference lies above -margin.")
     judge_items: int = Field(20, ge=0, description="Held-out items judged pairwise, GPU vs each GGUF (0: off).")
     judge_rubric: str = Field("reference-match", description="Rubric under evals/judge/ (name or path).")
+    judge_pointwise: bool | None = Field(
+        None, description="Also grade every build's answers (base, GPU build, each GGUF) 1-10 against the reference "
+                          "on the same judge_items, with the paired difference from the GPU build. None: on when "
+                          "the task metric is text (where string overlap says least).")
     forgetting: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_FORGETTING),
         description="Forgetting check: set name -> items in its seeded subset (0 or absent: not run). Sets: mmlu, "
@@ -375,6 +379,7 @@ eval:
   margin: 0.02             # a build ships only if shown no worse than the GPU build by more than this (0.02 = 2 pts)
   judge_items: 20          # held-out items judged pairwise, GPU build vs each GGUF (0: off)
   judge_rubric: reference-match   # evals/judge/<name>.yaml
+  judge_pointwise: null    # grade each build 1-10 against the reference too (null: for the text metric)
   forgetting:              # forgetting check vs the base: items per log-likelihood multiple-choice set (0: off)
     mmlu: 100
     arc_easy: 30

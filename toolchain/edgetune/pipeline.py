@@ -19,6 +19,7 @@ from edgetune.assets import EMBEDDED_MODEL
 from edgetune.config import BuildConfig
 from edgetune.constants import Quant
 from edgetune.errors import GateError, NothingToShip
+from edgetune.evals.judge_reliability import is_embedded_judge
 from edgetune.evals import stage as evals
 from edgetune.export import gates
 from edgetune.export import stage as export
@@ -29,6 +30,7 @@ from edgetune.llamacpp import LlamaCppTools, load_tools
 from edgetune.outputs import Adapter, BaseModel, DataSplit, GGUFFile, LoraGGUF, MergedModel
 from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
+from edgetune.report import pointwise
 from edgetune.report.finetune import training_curve
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report_files
 from edgetune.report.verdict import heldout_needed
@@ -258,6 +260,14 @@ class _Evaluator:
         self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
         self.plan = evals.plan_task(self.items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
+        from edgetune.assets import smollm2_gguf
+        from edgetune.evals.judge_server import local_model_name
+
+        # pointwise grading against the reference: where the metric is text (chrF says least) unless set
+        self.pointwise = bool(cfg.eval.judge_items) and (
+            cfg.eval.judge_pointwise if cfg.eval.judge_pointwise is not None else self.plan.metric.name == "text")
+        self.judge_id = (cfg.judge.describe() if cfg.judge is not None
+                         else {"local": local_model_name(smollm2_gguf())} if self.pointwise else {})
         if cfg.threads:
             import torch
 
@@ -300,6 +310,7 @@ class _Evaluator:
                  _weights_bytes(self.merged_dir))]
         runs += [(q.value, "GGUF", a, self._gguf(a), a.metrics["size_bytes"]) for q, a in ggufs.items()]
         task_arts, builds = {}, []
+        ratings: dict[str, dict[str, int | None]] = {}
         mc_arts: dict[str, dict[str, Artifact]] = {name: {} for name in mc_sets}
         for build_name, kind, art, opener, size in runs:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
@@ -311,6 +322,8 @@ class _Evaluator:
                         evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,
                                              progress=self.progress)
             row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
+            if self.pointwise:
+                ratings[build_name] = self._judge_single(build_name, task_arts[build_name])
             if kind == "GGUF" and cfg.eval.judge_items:
                 row["judge"] = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
             planned = next((r for r in plan.rows if r.quant == build_name), None)
@@ -323,19 +336,39 @@ class _Evaluator:
                                                        "stop_agreement", "n_prompts", "n_positions")}
                 row["fidelity"] = {**summary, "gate": verdicts[Quant(build_name)].to_dict()}
             builds.append(row)
+        for row in builds if self.pointwise else []:  # after the loop: the base is judged before the GPU build
+            scores = {r["id"]: float(r.get("score", r["correct"])) for r in evals.read_results(task_arts[row["name"]])}
+            gpu = None if row["name"] == GPU_BUILD else ratings[GPU_BUILD]
+            row.setdefault("judge", {}).update(pointwise.summarise(ratings[row["name"]], gpu, scores))
+            row["judge"].setdefault("judge", self.judge_id)
+            row["judge"].setdefault("reliability", {"metric": self.plan.metric.name,
+                                                    "embedded_judge": is_embedded_judge(self.judge_id)})
         return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                             task=task_arts, forgetting=mc_arts, context=context,
                             item_text=self.texts, margin=cfg.eval.margin, training=training,
                             max_new_tokens=self.plan.max_new_tokens)
 
 
+    def _judge_items(self) -> list[Any]:
+        from edgetune.evals.judge import JudgeItem
+
+        return [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
+                for i in self.items[: self.cfg.eval.judge_items]]
+
+    def _judge_single(self, build: str, task: Artifact) -> dict[str, int | None]:
+        """Item id -> the pointwise judge's 1-10 rating of this build's answer (None: the reply did not parse)."""
+        from edgetune.assets import smollm2_gguf
+
+        art = self.stages[f"judge-single-{build}"] = evals.run_judge_single(
+            build, task, self._judge_items(), self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
+            self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
+        return {r["id"]: r["rating"] for r in evals.read_results(art)}
+
     def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:
         from edgetune.assets import smollm2_gguf
-        from edgetune.evals.judge import JudgeItem
-        from edgetune.evals.judge_reliability import is_embedded_judge, metric_agreement
+        from edgetune.evals.judge_reliability import metric_agreement
 
-        items = [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
-                 for i in self.items[: self.cfg.eval.judge_items]]
+        items = self._judge_items()
         art = self.stages[f"judge-{build}"] = evals.run_judge_pairwise(
             build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)

@@ -287,3 +287,36 @@ def run_judge_pairwise(build: str, gpu_task: Artifact, edge_task: Artifact, item
                 b.outputs["results"] = "results.jsonl"
 
     return store.stage(KIND_JUDGE, params, inputs, judge, record_params={**params, "build": build})
+
+
+KIND_JUDGE_SINGLE = "judge-single"
+
+
+def run_judge_single(build: str, task: Artifact, items: Sequence[Any], rubric_name: str, judge_cfg,
+                     fallback_gguf: Path, cache_dir: Path, store: Store, *,
+                     progress: Progress | None = None) -> Artifact:
+    """Pointwise grading of one build's greedy answers (the task eval's own) 1-10 against each item's reference
+    with the rubric's single template. `items`: evals.judge.JudgeItem, the same ones for every build, so ratings
+    pair up across builds. results.jsonl: id, rating (None when the reply did not parse), valid, reason."""
+    from edgetune.evals.judge import judge_single
+    from edgetune.evals.judge_server import judge_endpoint, local_model_name
+    from edgetune.evals.suites import load_rubric
+
+    rubric = load_rubric(rubric_name)
+    judge_id = judge_cfg.describe() if judge_cfg is not None else {"local": local_model_name(fallback_gguf)}
+    params = {"rubric": rubric_name, "rubric_sha256": rubric.sha256(), "judge": judge_id}
+    inputs = {"task": task.key, "items": _items_hash(items)}
+
+    def grade(b: Builder) -> None:
+        answers = {r["id"]: r["output"] for r in read_results(task)}
+        with (progress or NullProgress()).task(f"judge (pointwise): {build}", len(items)) as bar, \
+                judge_endpoint(judge_cfg, fallback_gguf) as cfg:
+            result = judge_single(cfg, rubric, items, [answers[i.id] for i in items], cache_dir,
+                                  on_verdict=bar.advance)
+        _write_results(b.path / "results.jsonl", [{"id": i.id, "rating": i.rating, "valid": i.valid,
+                                                   "reason": i.reason} for i in result.items])
+        b.outputs["results"] = "results.jsonl"
+        b.metrics.update(build=build, n=result.n, n_valid=result.n_valid, mean_rating=result.mean_rating,
+                         calls=result.calls, judge=result.judge)
+
+    return store.stage(KIND_JUDGE_SINGLE, params, inputs, grade, record_params={**params, "build": build})

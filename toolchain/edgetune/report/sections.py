@@ -296,21 +296,30 @@ def judge_table(report: Mapping[str, Any]) -> Table | None:
     for name, j in judge.items():
         pw = j.get("pairwise") or {}
         agree = (j.get("reliability") or {}).get("metric_agreement") or {}
-        cells.append([name, num(j.get("mean_score")), "–" if not j.get("ci95") else
-                      f"{num(j['ci95'][0])} – {num(j['ci95'][1])}", share_or_count(pw.get("win")),
-                      share_or_count(pw.get("tie")), share_or_count(pw.get("loss")),
+        vs = j.get("vs_gpu") or {}
+        rho = j.get("metric_spearman")
+        cells.append([name, num(j.get("mean_score")) + (f" (n={j['n_valid']})" if j.get("n_valid") else ""),
+                      "–" if not j.get("ci95") else f"{num(j['ci95'][0])} – {num(j['ci95'][1])}",
+                      "–" if not vs.get("ci95") else
+                      f"{vs['diff']:+.2f} ({vs['ci95'][0]:+.2f} – {vs['ci95'][1]:+.2f})",
+                      share_or_count(pw.get("win")), share_or_count(pw.get("tie")), share_or_count(pw.get("loss")),
                       pct(pw.get("position_flip_rate")),
                       f"{pct(agree['agreement_decisive'])} (n={agree['n_decisive']})"
-                      if agree.get("agreement_decisive") is not None else "–"])
-    note = ("Pairwise outcomes are against the GPU build; the position flip rate is how often the judge "
-            "changed its verdict when the two answers swapped places (high: the verdicts are noise). \"Agrees "
-            "with the metric\" is the share of items where the task metric prefers one build and the judge "
-            "picks the same one (chance is about a third).")
+                      if agree.get("agreement_decisive") is not None else "–",
+                      "–" if rho is None else f"{rho:+.2f} (n={j.get('n_metric')})"])
+    note = ("Mean score: the pointwise judge's 1-10 rating of each build's answer against the reference (95% CI "
+            "over items; Δ vs GPU: paired difference on the same items). Pairwise outcomes are against the GPU "
+            "build; the position flip rate is how often the judge changed its verdict when the two answers "
+            "swapped places (high: the verdicts are noise). \"Agrees with the metric\" is the share of items "
+            "where the task metric prefers one build and the judge picks the same one (chance is about a third); "
+            "\"rating ~ metric\" is the rank correlation of the pointwise ratings with the task metric's "
+            "per-item scores (near 0: the ratings do not follow the reference metric).")
     if any((j.get("reliability") or {}).get("embedded_judge") for j in judge.values()):
         note = ("Warning: the judge is the embedded SmolLM2-135M (no `judge:` endpoint configured), a smoke "
                 "test, not evidence; set judge.base_url / judge.model to a capable model. ") + note
-    return Table("judge", "LLM judge", ["build", "mean score", "95% CI", "win", "tie", "loss",
-                                        "position flip rate", "agrees with the metric"], cells, note)
+    return Table("judge", "LLM judge", ["build", "mean score", "95% CI", "Δ vs GPU (95% CI)", "win", "tie", "loss",
+                                        "position flip rate", "agrees with the metric", "rating ~ metric"],
+                 cells, note)
 
 
 def device_table(report: Mapping[str, Any]) -> Table | None:
