@@ -18,6 +18,7 @@ from edgetune.outputs import (
     ImportanceMatrix,
     LoraGGUF,
     MergedModel,
+    TaskEval,
     TrainMetrics,
 )
 
@@ -135,3 +136,56 @@ def test_another_kind_is_refused(tmp_path):
     art = stage(Store(tmp_path), "merge", lambda b: MergedModel.write(b, max_logit_diff=0.0))
     with pytest.raises(TypeError, match="a 'merge' artifact is not a BaseModel"):
         BaseModel.of(art)
+
+
+def test_eval_outputs_round_trip(tmp_path):
+    """Each eval type writes the record keys the eval artifacts always had (so cached ones still match) and
+    reads them back, rows included."""
+    from edgetune.outputs import Fidelity, FidelityReference, ForgettingEval, PairwiseJudge, PointwiseJudge, TaskEval
+
+    store = Store(tmp_path)
+    rows = [{"id": "a", "output": "yes", "correct": True, "score": 1.0}, {"id": "b", "output": "no", "correct": False}]
+
+    def task_write(b):
+        TaskEval.write_rows(b, rows)
+        TaskEval.write(b, build="gpu", metric="label", score=0.5, accuracy=0.5, n=2, correct=1, truncated=0,
+                       max_new_tokens=4, latency_p50_s=0.1)
+    art = stage(store, "eval-task", task_write)
+    assert set(art.metrics) == {"build", "metric", "score", "accuracy", "n", "correct", "truncated",
+                                "max_new_tokens", "latency_p50_s"} and art.outputs == {"results": "results.jsonl"}
+    for t in (TaskEval.of(art), TaskEval.of(from_disk(store, art))):
+        assert (t.build, t.accuracy, t.n, t.metric, t.score) == ("gpu", 0.5, 2, "label", 0.5)
+        assert t.rows() == rows and t.item_scores() == {"a": 1.0, "b": 0.0} and t.item_outputs()["b"] == "no"
+
+    def forget_write(b):
+        ForgettingEval.write(b, build="F16", set_name="arc_easy", acc=0.25, acc_norm=0.5, n=4,
+                             per_subject={"arc_easy": {"acc": 0.25, "n": 4}})
+    f = ForgettingEval.of(from_disk(store, stage(store, "eval-forgetting", forget_write)))
+    assert (f.set, f.acc, f.acc_norm, f.n, f.results_path, f.rows()) == ("arc_easy", 0.25, 0.5, 4, None, [])
+
+    summary = {"kld_mean": 0.01, "kld_p99": 0.1, "top1_agreement": 0.9, "greedy_agreement": 0.8,
+               "stop_agreement": 1.0, "n_prompts": 3, "n_positions": 30}
+    fid = Fidelity.of(stage(store, "fidelity", lambda b: Fidelity.write(b, build="Q8_0", summary=summary)))
+    assert fid.summary() == summary and fid.build == "Q8_0"
+    ref = FidelityReference.of(stage(store, "fidelity-ref", lambda b: FidelityReference.write(b, n=3, stopped=2)))
+    assert (ref.n, ref.stopped, ref.build) == (3, 2, "")
+
+    pair = PairwiseJudge.of(stage(store, "judge-pairwise", lambda b: PairwiseJudge.write(
+        b, build="Q4_0", n=2, wins_gpu=0, ties=2, wins_edge=0, invalid=0, flip_rate=None, calls=0, identical=2,
+        judge={"local": "m"})))
+    assert (pair.ties, pair.flip_rate, pair.judge, pair.rows()) == (2, None, {"local": "m"}, [])
+
+    def single_write(b):
+        PointwiseJudge.write_rows(b, [{"id": "a", "rating": 7, "valid": True, "reason": ""}])
+        PointwiseJudge.write(b, build="gpu", n=1, n_valid=1, mean_rating=7.0, calls=1, judge=None)
+    single = PointwiseJudge.of(from_disk(store, stage(store, "judge-single", single_write)))
+    assert (single.n_valid, single.mean_rating, single.ratings()) == (1, 7.0, {"a": 7})
+    with pytest.raises(TypeError):
+        TaskEval.of(pair)
+
+
+def test_a_task_eval_from_before_the_task_metrics_loads(tmp_path):
+    store = Store(tmp_path)
+    art = stage(store, "eval-task", lambda b: b.metrics.update(build="gpu", accuracy=0.5, n=2, correct=1))
+    t = TaskEval.of(art)
+    assert (t.metric, t.score, t.truncated, t.results_path) == ("label", None, None, None)

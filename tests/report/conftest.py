@@ -43,6 +43,8 @@ class SyntheticRun:
 
 
 def _artifact(store: Store, kind: str, build: str, seed: int, rows: list[dict], metrics: dict) -> Artifact:
+    if kind == KIND_TASK:  # a task eval's record always holds its accuracy and item count
+        metrics = {"accuracy": sum(bool(r["correct"]) for r in rows) / len(rows), "n": len(rows), **metrics}
     key = stage_key(kind, {"build": build, "seed": seed}, {})
     with store.build(kind, key, {"build": build}, {}) as b:
         (b.path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -4,12 +4,14 @@ Each type is an `Artifact` (folder, key, record, cached) plus typed fields. `of(
 the record's `outputs` (file names, resolved to paths here and nowhere else) and `metrics`; `write(builder, ...)`
 puts them into a stage's record. The record's string keys appear only in this module, so a field added to a
 stage's output is a change to one type and its readers. Fields that later versions added to a record have
-defaults, so artifacts cached before them still load. Eval artifacts (evals/stage.py) stay plain `Artifact`s.
+defaults, so artifacts cached before them still load. The eval stages' outputs (evals/stage.py) are here too:
+a summary in the record and one row per item in `results.jsonl` (`EvalOutput.rows`).
 docs/architecture.md draws the stage graph with these types on its edges.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -318,3 +320,209 @@ class Bundle(StageOutput):
     def write(b: Builder, *, bundle_dir: str, tarball: str, n_files: int, size_bytes: int) -> None:
         b.outputs.update(bundle=bundle_dir, tarball=tarball)
         b.metrics.update(files=n_files, size_bytes=size_bytes)
+
+
+# -- the eval stages (evals/stage.py): one build scored on one suite ------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class EvalOutput(StageOutput):
+    """An eval artifact: its summary fields, and `results.jsonl` with one row per item (None where nothing was
+    scored: a pairwise judgement of identical answers). `build` names the build scored ("" for the shared
+    fidelity reference)."""
+
+    RESULTS_FILE: ClassVar[str] = "results.jsonl"
+
+    results_path: Path | None
+    build: str = ""
+
+    def rows(self) -> list[dict[str, Any]]:
+        """results.jsonl's rows, in item order ([] when there is no results file)."""
+        if self.results_path is None:
+            return []
+        with self.results_path.open() as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    @classmethod
+    def _common(cls, art: Artifact) -> dict[str, Any]:
+        return {"results_path": _optional_path(art, "results"), "build": art.metrics.get("build", "")}
+
+    @classmethod
+    def write_rows(cls, b: Builder, rows: list[dict[str, Any]]) -> None:
+        """Write RESULTS_FILE into the artifact and record it."""
+        with (b.path / cls.RESULTS_FILE).open("w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        b.outputs["results"] = cls.RESULTS_FILE
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TaskEval(EvalOutput):
+    """One build's held-out task eval: rows (id, prompt_sha256, output, reference, correct, latency_s, score,
+    truncated, detail). Read by the report (rows, metric), the pairwise and pointwise judges (outputs) and
+    the report's judge summaries (scores)."""
+
+    KIND: ClassVar[str] = "eval-task"
+
+    accuracy: float  # share of items strictly `correct`
+    n: int
+    metric: str = "label"  # records from before the task metrics were all label-scored
+    score: float | None = None  # mean of the items' scores under `metric`
+    correct: int | None = None
+    truncated: int | None = None  # items cut off at max_new_tokens
+    max_new_tokens: int | None = None
+    latency_p50_s: float | None = None
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        m = art.metrics
+        return {**cls._common(art), "accuracy": m["accuracy"], "n": m["n"], "metric": m.get("metric", "label"),
+                **{k: m.get(k) for k in ("score", "correct", "truncated", "max_new_tokens", "latency_p50_s")}}
+
+    @staticmethod
+    def write(b: Builder, *, build: str, metric: str, score: float, accuracy: float, n: int, correct: int,
+              truncated: int, max_new_tokens: int, latency_p50_s: float) -> None:
+        b.metrics.update(build=build, metric=metric, score=score, accuracy=accuracy, n=n, correct=correct,
+                         truncated=truncated, max_new_tokens=max_new_tokens, latency_p50_s=latency_p50_s)
+
+    def item_scores(self) -> dict[str, float]:
+        """Item id -> its score under the metric (rows from before per-item scores: 1.0 when correct)."""
+        return {r["id"]: float(r.get("score", r["correct"])) for r in self.rows()}
+
+    def item_outputs(self) -> dict[str, str]:
+        """Item id -> the build's greedy answer."""
+        return {r["id"]: r["output"] for r in self.rows()}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class ForgettingEval(EvalOutput):
+    """One build on one log-likelihood multiple-choice set: rows (id, prompt sha256, the choice picked by acc
+    and acc_norm, the answer, every choice's log-likelihood). Read by the report's forgetting section."""
+
+    KIND: ClassVar[str] = "eval-forgetting"
+
+    acc: float
+    n: int
+    acc_norm: float | None = None
+    set: str = "mmlu"  # records from before the other sets are MMLU's
+    per_subject: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject -> acc, acc_norm, n
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        m = art.metrics
+        return {**cls._common(art), "acc": m["acc"], "n": m["n"], "acc_norm": m.get("acc_norm"),
+                "set": m.get("set", "mmlu"), "per_subject": dict(m.get("per_subject") or {})}
+
+    @staticmethod
+    def write(b: Builder, *, build: str, set_name: str, acc: float, acc_norm: float | None, n: int,
+              per_subject: dict[str, dict[str, Any]]) -> None:
+        b.metrics.update(build=build, set=set_name, acc=acc, acc_norm=acc_norm, n=n, per_subject=per_subject)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class FidelityReference(EvalOutput):
+    """The GPU build's greedy continuations of the gate prompts, shared by every GGUF's fidelity eval: rows
+    (id, prompt_ids, output_ids, stopped)."""
+
+    KIND: ClassVar[str] = "fidelity-ref"
+
+    n: int
+    stopped: int  # continuations that ended on a stop id
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        return {**cls._common(art), "n": art.metrics["n"], "stopped": art.metrics["stopped"]}
+
+    @staticmethod
+    def write(b: Builder, *, n: int, stopped: int) -> None:
+        b.metrics.update(n=n, stopped=stopped)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Fidelity(EvalOutput):
+    """One GGUF against the GPU build on the same tokens (evals.fidelity): rows per prompt. Read by the
+    fidelity gates (export.gates) and the report's fidelity columns."""
+
+    KIND: ClassVar[str] = "fidelity"
+    SUMMARY: ClassVar[tuple[str, ...]] = ("kld_mean", "kld_p99", "top1_agreement", "greedy_agreement",
+                                          "stop_agreement", "n_prompts", "n_positions")
+
+    kld_mean: float  # mean KL(GPU || edge) per position, nats
+    kld_p99: float
+    top1_agreement: float
+    greedy_agreement: float
+    stop_agreement: float
+    n_prompts: int
+    n_positions: int
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        return {**cls._common(art), **{k: art.metrics[k] for k in cls.SUMMARY}}
+
+    def summary(self) -> dict[str, float]:
+        """The summary figures by name (what export.gates.check and the report's row take)."""
+        return {k: getattr(self, k) for k in self.SUMMARY}
+
+    @staticmethod
+    def write(b: Builder, *, build: str, summary: dict[str, float]) -> None:
+        b.metrics.update(build=build, **summary)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PairwiseJudge(EvalOutput):
+    """The GPU build against one edge build, judged pairwise in both orders on the task eval's answers: rows
+    per item (none when every answer was identical). Read by the report's judge column."""
+
+    KIND: ClassVar[str] = "judge-pairwise"
+
+    n: int
+    wins_gpu: int
+    ties: int
+    wins_edge: int
+    invalid: int
+    flip_rate: float | None  # verdicts that changed with the order; None when nothing was judged
+    calls: int
+    identical: int | None
+    judge: dict[str, Any] | None  # the judge's description (endpoint and model, or the local GGUF)
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        m = art.metrics
+        return {**cls._common(art), **{k: m[k] for k in ("n", "wins_gpu", "ties", "wins_edge", "invalid",
+                                                         "flip_rate", "calls")},
+                "identical": m.get("identical"), "judge": m.get("judge")}
+
+    @staticmethod
+    def write(b: Builder, *, build: str, n: int, wins_gpu: int, ties: int, wins_edge: int, invalid: int,
+              flip_rate: float | None, calls: int, identical: int | None, judge: dict[str, Any] | None) -> None:
+        b.metrics.update(build=build, n=n, wins_gpu=wins_gpu, ties=ties, wins_edge=wins_edge, invalid=invalid,
+                         flip_rate=flip_rate, calls=calls, identical=identical, judge=judge)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class PointwiseJudge(EvalOutput):
+    """One build's answers graded 1-10 against the reference: rows (id, rating or None, valid, reason). Read
+    by the report's pointwise summary (report.pointwise)."""
+
+    KIND: ClassVar[str] = "judge-single"
+
+    n: int
+    n_valid: int
+    mean_rating: float | None
+    calls: int
+    judge: dict[str, Any] | None
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        m = art.metrics
+        return {**cls._common(art), "n": m["n"], "n_valid": m["n_valid"], "mean_rating": m.get("mean_rating"),
+                "calls": m["calls"], "judge": m.get("judge")}
+
+    @staticmethod
+    def write(b: Builder, *, build: str, n: int, n_valid: int, mean_rating: float | None, calls: int,
+              judge: dict[str, Any] | None) -> None:
+        b.metrics.update(build=build, n=n, n_valid=n_valid, mean_rating=mean_rating, calls=calls, judge=judge)
+
+    def ratings(self) -> dict[str, int | None]:
+        """Item id -> the 1-10 rating (None: the judge's reply did not parse)."""
+        return {r["id"]: r["rating"] for r in self.rows()}

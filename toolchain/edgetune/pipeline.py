@@ -27,7 +27,17 @@ from edgetune.export.gates import GateVerdict
 from edgetune.export.imatrix import LOW_BIT, calibration_text
 from edgetune.export.lora import lora_gguf_supported
 from edgetune.llamacpp import LlamaCppTools, load_tools
-from edgetune.outputs import Adapter, BaseModel, DataSplit, GGUFFile, LoraGGUF, MergedModel
+from edgetune.outputs import (
+    Adapter,
+    BaseModel,
+    DataSplit,
+    Fidelity,
+    ForgettingEval,
+    GGUFFile,
+    LoraGGUF,
+    MergedModel,
+    TaskEval,
+)
 from edgetune.planner import make_plan
 from edgetune.progress import NullProgress, Progress
 from edgetune.report import pointwise
@@ -252,6 +262,7 @@ class _Evaluator:
 
         self.cfg, self.store, self.stages, self.progress = cfg, store, stages, progress
         self.base, self.merged = base, merged
+        self.fidelities: dict[str, Fidelity] = {}  # build name -> its fidelity eval (GGUFs only)
         self.base_dir = base.model_dir
         self.merged_dir = merged.model_dir
         # every build is prompted in the fine-tune's format (the base's template, or the fallback train used)
@@ -290,10 +301,10 @@ class _Evaluator:
             n_tokens=g.n_tokens, progress=self.progress)
         verdicts = {}
         for quant, art in ggufs.items():
-            fid = self.stages[f"fidelity-{quant.value}"] = evals.run_fidelity(
+            fid = self.stages[f"fidelity-{quant.value}"] = self.fidelities[quant.value] = evals.run_fidelity(
                 quant.value, art.key, ref, self._hf(self.merged_dir), self._gguf(art), self.tokenizer, self.store,
                 progress=self.progress)
-            verdicts[quant] = gates.check(quant, fid.metrics, kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
+            verdicts[quant] = gates.check(quant, fid.summary(), kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
                                           top1_min={**gates.DEFAULT_TOP1_MIN, **g.top1_min},
                                           stop_min=g.stop_min, greedy_min=g.greedy_min)
         return verdicts
@@ -308,10 +319,11 @@ class _Evaluator:
         runs = [(BASE_BUILD, "base (HF fp32)", self.base, self._hf(self.base_dir), _weights_bytes(self.base_dir)),
                 (GPU_BUILD, "GPU build (HF fp32, merged)", self.merged, self._hf(self.merged_dir),
                  _weights_bytes(self.merged_dir))]
-        runs += [(q.value, "GGUF", a, self._gguf(a), a.metrics["size_bytes"]) for q, a in ggufs.items()]
-        task_arts, builds = {}, []
+        runs += [(q.value, "GGUF", a, self._gguf(a), a.size_bytes) for q, a in ggufs.items()]
+        task_arts: dict[str, TaskEval] = {}
+        builds = []
         ratings: dict[str, dict[str, int | None]] = {}
-        mc_arts: dict[str, dict[str, Artifact]] = {name: {} for name in mc_sets}
+        mc_arts: dict[str, dict[str, ForgettingEval]] = {name: {} for name in mc_sets}
         for build_name, kind, art, opener, size in runs:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
                 task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
@@ -330,14 +342,12 @@ class _Evaluator:
             if planned is not None:
                 row["plan"] = {"need_bytes": planned.need_bytes, "status": planned.status,
                                "predicted_prompt_tps": planned.prompt_tok_s, "predicted_gen_tps": planned.gen_tok_s}
-            fid = self.stages.get(f"fidelity-{build_name}")
+            fid = self.fidelities.get(build_name)
             if fid is not None:
-                summary = {k: fid.metrics[k] for k in ("kld_mean", "kld_p99", "top1_agreement", "greedy_agreement",
-                                                       "stop_agreement", "n_prompts", "n_positions")}
-                row["fidelity"] = {**summary, "gate": verdicts[Quant(build_name)].to_dict()}
+                row["fidelity"] = {**fid.summary(), "gate": verdicts[Quant(build_name)].to_dict()}
             builds.append(row)
         for row in builds if self.pointwise else []:  # after the loop: the base is judged before the GPU build
-            scores = {r["id"]: float(r.get("score", r["correct"])) for r in evals.read_results(task_arts[row["name"]])}
+            scores = task_arts[row["name"]].item_scores()
             gpu = None if row["name"] == GPU_BUILD else ratings[GPU_BUILD]
             row.setdefault("judge", {}).update(pointwise.summarise(ratings[row["name"]], gpu, scores))
             row["judge"].setdefault("judge", self.judge_id)
@@ -355,16 +365,16 @@ class _Evaluator:
         return [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
                 for i in self.items[: self.cfg.eval.judge_items]]
 
-    def _judge_single(self, build: str, task: Artifact) -> dict[str, int | None]:
+    def _judge_single(self, build: str, task: TaskEval) -> dict[str, int | None]:
         """Item id -> the pointwise judge's 1-10 rating of this build's answer (None: the reply did not parse)."""
         from edgetune.assets import smollm2_gguf
 
         art = self.stages[f"judge-single-{build}"] = evals.run_judge_single(
             build, task, self._judge_items(), self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
-        return {r["id"]: r["rating"] for r in evals.read_results(art)}
+        return art.ratings()
 
-    def _judge(self, build: str, gpu_task: Artifact, edge_task: Artifact) -> dict[str, Any]:
+    def _judge(self, build: str, gpu_task: TaskEval, edge_task: TaskEval) -> dict[str, Any]:
         from edgetune.assets import smollm2_gguf
         from edgetune.evals.judge_reliability import metric_agreement
 
@@ -372,16 +382,13 @@ class _Evaluator:
         art = self.stages[f"judge-{build}"] = evals.run_judge_pairwise(
             build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
-        m = art.metrics
-        scores = [{r["id"]: float(r.get("score", r["correct"])) for r in evals.read_results(t)}
-                  for t in (gpu_task, edge_task)]
-        judged = evals.read_results(art) if "results" in art.outputs else []
-        return {"pairwise": {"win": m["wins_edge"], "tie": m["ties"], "loss": m["wins_gpu"],
-                             "invalid": m["invalid"], "position_flip_rate": m["flip_rate"], "n": m["n"],
-                             "calls": m["calls"]}, "judge": m["judge"],
+        return {"pairwise": {"win": art.wins_edge, "tie": art.ties, "loss": art.wins_gpu,
+                             "invalid": art.invalid, "position_flip_rate": art.flip_rate, "n": art.n,
+                             "calls": art.calls}, "judge": art.judge,
                 "reliability": {"metric": self.plan.metric.name,
-                                "metric_agreement": metric_agreement(judged, *scores),
-                                "embedded_judge": is_embedded_judge(m["judge"] or {})}}
+                                "metric_agreement": metric_agreement(art.rows(), gpu_task.item_scores(),
+                                                                     edge_task.item_scores()),
+                                "embedded_judge": is_embedded_judge(art.judge or {})}}
 
 
 def _weights_bytes(model_dir: Path) -> int:

@@ -2,7 +2,8 @@
 
 Every build is fed the same token ids, made once with the base model's HF tokenizer and chat template, so
 per-item results pair up across builds. Each (build, suite) is its own cached artifact holding
-`results.jsonl` (one line per item) and the summary in its record's metrics.
+`results.jsonl` (one line per item) and the summary in its record's metrics; each stage returns its typed
+view (edgetune.outputs: TaskEval, ForgettingEval, FidelityReference, Fidelity, PairwiseJudge, PointwiseJudge).
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from pathlib import Path
 from typing import Any, Self
 
 from edgetune.artifacts import Artifact, Builder, Store
+from edgetune.outputs import (
+    Fidelity,
+    FidelityReference,
+    ForgettingEval,
+    PairwiseJudge,
+    PointwiseJudge,
+    TaskEval,
+)
 from edgetune.evals.forgetting import MCItem, run_multiple_choice
 from edgetune.errors import EvalError
 from edgetune.evals.metrics import MetricSpec, derive_max_new_tokens, make_metric, resolve_spec
@@ -25,8 +34,8 @@ from edgetune.runtimes.base import Runtime
 
 log = logging.getLogger(__name__)
 
-KIND_TASK = "eval-task"
-KIND_FORGET = "eval-forgetting"
+KIND_TASK = TaskEval.KIND
+KIND_FORGET = ForgettingEval.KIND
 
 
 class _Borrowed(Runtime):
@@ -126,15 +135,9 @@ def _items_hash(items: Sequence[Any]) -> str:
     return h.hexdigest()
 
 
-def _write_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-
-
 def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[TaskItem],
              tokenizer, store: Store, *, max_new_tokens: int, metric: MetricSpec | None = None,
-             progress: Progress | None = None) -> Artifact:
+             progress: Progress | None = None) -> TaskEval:
     """Score `items` on one build with `metric` (resolved, not `auto`; None: label). results.jsonl holds one
     row per item (id, prompt_sha256, output, reference, correct, latency_s, score, truncated, detail); the
     record's metrics hold metric, score, accuracy, n, correct, truncated and the median latency."""
@@ -152,17 +155,16 @@ def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], it
                                      decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                                      max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
         data = result.to_dict()
-        _write_results(b.path / "results.jsonl", data["items"])
-        b.outputs["results"] = "results.jsonl"
+        TaskEval.write_rows(b, data["items"])
         latencies = sorted(i["latency_s"] for i in data["items"])
-        b.metrics.update(build=build, metric=result.metric, score=result.score, accuracy=result.accuracy,
-                         n=result.n, correct=sum(i["correct"] for i in data["items"]), truncated=result.truncated,
-                         max_new_tokens=max_new_tokens, latency_p50_s=latencies[len(latencies) // 2])
+        TaskEval.write(b, build=build, metric=result.metric, score=result.score, accuracy=result.accuracy,
+                       n=result.n, correct=sum(i["correct"] for i in data["items"]), truncated=result.truncated,
+                       max_new_tokens=max_new_tokens, latency_p50_s=latencies[len(latencies) // 2])
         log.info("task eval %s: %s %.3f, accuracy %.3f on %d items (%d truncated)", build, result.metric,
                  result.score, result.accuracy, result.n, result.truncated)
 
     # the build's name labels the record; its key (in inputs) is what identifies it
-    return store.stage(KIND_TASK, params, inputs, score, record_params={**params, "build": build})
+    return TaskEval.of(store.stage(KIND_TASK, params, inputs, score, record_params={**params, "build": build}))
 
 
 def forgetting_stage(set_name: str, build: str) -> str:
@@ -172,7 +174,7 @@ def forgetting_stage(set_name: str, build: str) -> str:
 
 
 def run_forgetting(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[MCItem],
-                   store: Store, *, set_name: str = "mmlu", progress: Progress | None = None) -> Artifact:
+                   store: Store, *, set_name: str = "mmlu", progress: Progress | None = None) -> ForgettingEval:
     """Score `items` (one forgetting set) on one build: results.jsonl holds one row per item (id, prompt
     sha256, the choice picked by acc and by acc_norm, the answer, every choice's log-likelihood); the record's
     metrics hold acc, acc_norm, n and per-subject figures."""
@@ -185,27 +187,29 @@ def run_forgetting(build: str, build_key: str, open_runtime: Callable[[], Runtim
         with (progress or NullProgress()).task(f"{set_name}: {build}", len(items)) as bar, \
                 open_runtime() as rt:
             result = run_multiple_choice(rt, items, on_item=bar.advance)
-        data = result.to_dict()
-        _write_results(b.path / "results.jsonl", data.pop("items"))
-        b.outputs["results"] = "results.jsonl"
-        b.metrics.update(build=build, set=set_name, **{k: v for k, v in data.items()})
+        ForgettingEval.write_rows(b, result.to_dict()["items"])
+        ForgettingEval.write(b, build=build, set_name=set_name, acc=result.acc, acc_norm=result.acc_norm,
+                             n=result.n, per_subject=result.per_subject)
         log.info("forgetting %s on %s: acc %.3f, acc_norm %.3f (n=%d)", build, set_name, result.acc,
                  result.acc_norm, result.n)
 
-    return store.stage(KIND_FORGET, params, inputs, score, record_params={**params, "build": build})
+    return ForgettingEval.of(store.stage(KIND_FORGET, params, inputs, score,
+                                         record_params={**params, "build": build}))
 
 
 def read_results(artifact: Artifact) -> list[dict[str, Any]]:
+    """results.jsonl's rows of any eval artifact, typed or not (the typed ones also have `.rows()`)."""
     with artifact.file("results").open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-KIND_FID_REF = "fidelity-ref"
-KIND_FID = "fidelity"
+KIND_FID_REF = FidelityReference.KIND
+KIND_FID = Fidelity.KIND
 
 
 def run_fidelity_reference(build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[TaskItem],
-                           tokenizer, store: Store, *, n_tokens: int, progress: Progress | None = None) -> Artifact:
+                           tokenizer, store: Store, *, n_tokens: int,
+                           progress: Progress | None = None) -> FidelityReference:
     """The GPU build's greedy continuations of the gate prompts (computed once, shared by every GGUF)."""
     from edgetune.evals.fidelity import references
 
@@ -217,16 +221,15 @@ def run_fidelity_reference(build_key: str, open_runtime: Callable[[], Runtime], 
                 open_runtime() as rt:
             refs = references(rt, [(i.id, i.prompt_ids) for i in items], n_tokens=n_tokens,
                               stop_ids=stop_ids(tokenizer), on_item=bar.advance)
-        _write_results(b.path / "results.jsonl", [r.__dict__ for r in refs])
-        b.outputs["results"] = "results.jsonl"
-        b.metrics.update(n=len(refs), stopped=sum(r.stopped for r in refs))
+        FidelityReference.write_rows(b, [r.__dict__ for r in refs])
+        FidelityReference.write(b, n=len(refs), stopped=sum(r.stopped for r in refs))
 
-    return store.stage(KIND_FID_REF, params, inputs, generate)
+    return FidelityReference.of(store.stage(KIND_FID_REF, params, inputs, generate))
 
 
-def run_fidelity(build: str, build_key: str, reference: Artifact, open_reference: Callable[[], Runtime],
+def run_fidelity(build: str, build_key: str, reference: FidelityReference, open_reference: Callable[[], Runtime],
                  open_runtime: Callable[[], Runtime], tokenizer, store: Store, *,
-                 progress: Progress | None = None) -> Artifact:
+                 progress: Progress | None = None) -> Fidelity:
     """KLD, top-1, greedy and stop agreement of one edge build against the GPU build (see evals.fidelity)."""
     from edgetune.evals.fidelity import Reference, compare
 
@@ -234,24 +237,23 @@ def run_fidelity(build: str, build_key: str, reference: Artifact, open_reference
     inputs = {"build": build_key, "reference": reference.key}
 
     def score(b: Builder) -> None:
-        refs = [Reference(**row) for row in read_results(reference)]
+        refs = [Reference(**row) for row in reference.rows()]
         with (progress or NullProgress()).task(f"fidelity: {build}", len(refs)) as bar, \
                 open_reference() as ref_rt, open_runtime() as rt:
             result = compare(ref_rt, rt, refs, stop_ids=stop_ids(tokenizer), on_item=bar.advance)
-        _write_results(b.path / "results.jsonl", [i.__dict__ for i in result.items])
-        b.outputs["results"] = "results.jsonl"
-        b.metrics.update(build=build, **result.summary())
+        Fidelity.write_rows(b, [i.__dict__ for i in result.items])
+        Fidelity.write(b, build=build, summary=result.summary())
         log.info("fidelity %s: KLD %.4f, top-1 %.3f", build, result.kld_mean, result.top1_agreement)
 
-    return store.stage(KIND_FID, params, inputs, score, record_params={**params, "build": build})
+    return Fidelity.of(store.stage(KIND_FID, params, inputs, score, record_params={**params, "build": build}))
 
 
-KIND_JUDGE = "judge-pairwise"
+KIND_JUDGE = PairwiseJudge.KIND
 
 
-def run_judge_pairwise(build: str, gpu_task: Artifact, edge_task: Artifact, items: Sequence[Any], rubric_name: str,
+def run_judge_pairwise(build: str, gpu_task: TaskEval, edge_task: TaskEval, items: Sequence[Any], rubric_name: str,
                        judge_cfg, fallback_gguf: Path, cache_dir: Path, store: Store, *,
-                       progress: Progress | None = None) -> Artifact:
+                       progress: Progress | None = None) -> PairwiseJudge:
     """Pairwise GPU build vs one edge build on the task eval's own greedy answers, both orders judged.
 
     `items`: evals.judge.JudgeItem. With `judge_cfg` None a local llama.cpp judge over `fallback_gguf` is
@@ -267,34 +269,33 @@ def run_judge_pairwise(build: str, gpu_task: Artifact, edge_task: Artifact, item
     inputs = {"gpu": gpu_task.key, "edge": edge_task.key, "items": _items_hash(items)}
 
     def judge(b: Builder) -> None:
-        gpu = {r["id"]: r["output"] for r in read_results(gpu_task)}
-        edge = {r["id"]: r["output"] for r in read_results(edge_task)}
+        gpu, edge = gpu_task.item_outputs(), edge_task.item_outputs()
         answers_a, answers_b = [gpu[i.id] for i in items], [edge[i.id] for i in items]
         with (progress or NullProgress()).task(f"judge: gpu vs {build}", 2 * len(items)) as bar:
             if answers_a == answers_b:
                 result = None  # nothing to judge: every item is a tie by identity
-                b.metrics.update(build=build, n=len(items), wins_gpu=0, ties=len(items), wins_edge=0,
-                                 invalid=0, flip_rate=None, calls=0, identical=len(items), judge=judge_id)
+                PairwiseJudge.write(b, build=build, n=len(items), wins_gpu=0, ties=len(items), wins_edge=0,
+                                    invalid=0, flip_rate=None, calls=0, identical=len(items), judge=judge_id)
             else:
                 with judge_endpoint(judge_cfg, fallback_gguf) as cfg:
                     result = judge_pairwise(cfg, rubric, items, answers_a, answers_b, cache_dir,
                                             names=("gpu", build), on_verdict=bar.advance)
                 data = result.to_dict()
-                b.metrics.update(build=build, n=result.n, wins_gpu=result.wins_a, ties=result.ties,
-                                 wins_edge=result.wins_b, invalid=result.invalid, flip_rate=result.flip_rate,
-                                 calls=result.calls, identical=data.get("identical"), judge=data.get("judge"))
-                _write_results(b.path / "results.jsonl", data["items"])
-                b.outputs["results"] = "results.jsonl"
+                PairwiseJudge.write(b, build=build, n=result.n, wins_gpu=result.wins_a, ties=result.ties,
+                                    wins_edge=result.wins_b, invalid=result.invalid, flip_rate=result.flip_rate,
+                                    calls=result.calls, identical=data.get("identical"), judge=data.get("judge"))
+                PairwiseJudge.write_rows(b, data["items"])
 
-    return store.stage(KIND_JUDGE, params, inputs, judge, record_params={**params, "build": build})
-
-
-KIND_JUDGE_SINGLE = "judge-single"
+    return PairwiseJudge.of(store.stage(KIND_JUDGE, params, inputs, judge,
+                                        record_params={**params, "build": build}))
 
 
-def run_judge_single(build: str, task: Artifact, items: Sequence[Any], rubric_name: str, judge_cfg,
+KIND_JUDGE_SINGLE = PointwiseJudge.KIND
+
+
+def run_judge_single(build: str, task: TaskEval, items: Sequence[Any], rubric_name: str, judge_cfg,
                      fallback_gguf: Path, cache_dir: Path, store: Store, *,
-                     progress: Progress | None = None) -> Artifact:
+                     progress: Progress | None = None) -> PointwiseJudge:
     """Pointwise grading of one build's greedy answers (the task eval's own) 1-10 against each item's reference
     with the rubric's single template. `items`: evals.judge.JudgeItem, the same ones for every build, so ratings
     pair up across builds. results.jsonl: id, rating (None when the reply did not parse), valid, reason."""
@@ -308,15 +309,15 @@ def run_judge_single(build: str, task: Artifact, items: Sequence[Any], rubric_na
     inputs = {"task": task.key, "items": _items_hash(items)}
 
     def grade(b: Builder) -> None:
-        answers = {r["id"]: r["output"] for r in read_results(task)}
+        answers = task.item_outputs()
         with (progress or NullProgress()).task(f"judge (pointwise): {build}", len(items)) as bar, \
                 judge_endpoint(judge_cfg, fallback_gguf) as cfg:
             result = judge_single(cfg, rubric, items, [answers[i.id] for i in items], cache_dir,
                                   on_verdict=bar.advance)
-        _write_results(b.path / "results.jsonl", [{"id": i.id, "rating": i.rating, "valid": i.valid,
-                                                   "reason": i.reason} for i in result.items])
-        b.outputs["results"] = "results.jsonl"
-        b.metrics.update(build=build, n=result.n, n_valid=result.n_valid, mean_rating=result.mean_rating,
-                         calls=result.calls, judge=result.judge)
+        PointwiseJudge.write_rows(b, [{"id": i.id, "rating": i.rating, "valid": i.valid, "reason": i.reason}
+                                      for i in result.items])
+        PointwiseJudge.write(b, build=build, n=result.n, n_valid=result.n_valid, mean_rating=result.mean_rating,
+                             calls=result.calls, judge=result.judge)
 
-    return store.stage(KIND_JUDGE_SINGLE, params, inputs, grade, record_params={**params, "build": build})
+    return PointwiseJudge.of(store.stage(KIND_JUDGE_SINGLE, params, inputs, grade,
+                                         record_params={**params, "build": build}))

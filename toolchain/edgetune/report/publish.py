@@ -19,7 +19,8 @@ from typing import Any
 from edgetune.artifacts import Artifact, atomic_write_text, write_json
 from edgetune.constants import ARTIFACT_FILE, GPU_BUILD, REPORT_JSON, RUN_RECORD
 from edgetune.evals.mc_sets import FORGETTING_SETS
-from edgetune.evals.stage import forgetting_stage, read_results
+from edgetune.evals.stage import forgetting_stage
+from edgetune.outputs import TaskEval
 from edgetune.report import compare
 from edgetune.report.device import device_sections
 from edgetune.report.render import build_report, item_texts, load_report, write_report_files
@@ -107,7 +108,7 @@ def _label(report: dict[str, Any], run_dir: Path) -> str:
 
 def _item_correct(run_dir: Path, names: list[str]) -> dict[str, dict[str, bool]]:
     arts = run_artifacts(run_dir)
-    return {n: {r["id"]: bool(r["correct"]) for r in read_results(arts[TASK_PREFIX + n])}
+    return {n: {r["id"]: bool(r["correct"]) for r in TaskEval.of(arts[TASK_PREFIX + n]).rows()}
             for n in names if TASK_PREFIX + n in arts}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from edgetune.artifacts import Artifact, atomic_write_text, write_json
 from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_HTML, REPORT_JSON, REPORT_MD
 from edgetune.errors import ConfigError
-from edgetune.evals.stage import read_results
+from edgetune.outputs import ForgettingEval, TaskEval
 from edgetune.report.markdown import to_markdown
 from edgetune.report.recommend import COMPUTED, resolve
 from edgetune.report.finetune import answer_forms, label_set
@@ -56,38 +56,37 @@ def _flip_details(ids: Sequence[str], gpu: Mapping[str, Mapping[str, Any]],
     return rows
 
 
-def _forgetting(name: str, arts: Mapping[str, Artifact], results: Mapping[str, Mapping[str, Mapping[str, Any]]]
-                ) -> dict[str, Any]:
+def _forgetting(name: str, arts: Mapping[str, ForgettingEval],
+                results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
     """One build's figures on one forgetting set: acc and acc_norm with Wilson CIs, the change against the
     base, and the paired comparison with the GPU build on the same items (flips, McNemar p, bootstrap CI)."""
-    m = arts[name].metrics
+    m = arts[name]
     rows = results[name]
     right = {i: bool(r["correct"]) for i, r in rows.items()}
     right_norm = {i: bool(r.get("correct_norm", r["correct"])) for i, r in rows.items()}
     out: dict[str, Any] = {
-        "acc": m["acc"], "acc_norm": m.get("acc_norm"), "n": m["n"],
+        "acc": m.acc, "acc_norm": m.acc_norm, "n": m.n,
         "ci95": list(wilson_interval(sum(right.values()), len(right))),
         "ci95_norm": list(wilson_interval(sum(right_norm.values()), len(right_norm)))}
-    base = arts[BASE_BUILD].metrics if BASE_BUILD in arts else None
+    base = arts.get(BASE_BUILD)
     if base is not None and name != BASE_BUILD:
-        out["delta_vs_base"] = m["acc"] - base["acc"]
-        if m.get("acc_norm") is not None and base.get("acc_norm") is not None:
-            out["delta_norm_vs_base"] = m["acc_norm"] - base["acc_norm"]
+        out["delta_vs_base"] = m.acc - base.acc
+        if m.acc_norm is not None and base.acc_norm is not None:
+            out["delta_norm_vs_base"] = m.acc_norm - base.acc_norm
     if GPU_BUILD in arts and name != GPU_BUILD:
         gpu = {i: bool(r["correct"]) for i, r in results[GPU_BUILD].items()}
         lost, gained = paired_flips(gpu, right)
         n_paired = len(set(gpu) & set(right))
-        out.update(delta_vs_gpu=m["acc"] - arts[GPU_BUILD].metrics["acc"], n_paired=n_paired,
+        out.update(delta_vs_gpu=m.acc - arts[GPU_BUILD].acc, n_paired=n_paired,
                    flips_lost=lost, flips_gained=gained, mcnemar_p=mcnemar_exact_p(len(lost), len(gained)))
         if n_paired:  # no shared items: no interval at all, never a zero-width one
             out["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained)))
-    if "per_subject" in m and len(m["per_subject"]) > 1:
+    if len(m.per_subject) > 1:
         out["per_subject"] = {
             subject: {"acc": s["acc"], "n": s["n"],
-                      **({"delta_vs_base": s["acc"] - base["per_subject"][subject]["acc"]}
-                         if base is not None and name != BASE_BUILD
-                         and subject in base.get("per_subject", {}) else {})}
-            for subject, s in sorted(m["per_subject"].items())}
+                      **({"delta_vs_base": s["acc"] - base.per_subject[subject]["acc"]}
+                         if base is not None and name != BASE_BUILD and subject in base.per_subject else {})}
+            for subject, s in sorted(m.per_subject.items())}
     return out
 
 
@@ -102,11 +101,15 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
     build but the base gets `row["vs_gpu"]` (report.verdict), and the report gets `finetune` (report.finetune:
     the GPU build vs the base, with `training`, the train stage's curve, see finetune.training_curve)."""
     item_text = item_text or {}
-    results = {name: {r["id"]: r for r in read_results(a)} for name, a in task.items()}
+    # the typed view of each eval artifact (a run's artifacts read back by `edgetune report` come untyped)
+    tasks = {name: TaskEval.of(a) for name, a in task.items()}
+    mc_arts = {set_name: {name: ForgettingEval.of(a) for name, a in arts.items()}
+               for set_name, arts in forgetting.items()}
+    results = {name: {r["id"]: r for r in t.rows()} for name, t in tasks.items()}
     correct = {name: {i: bool(r["correct"]) for i, r in rs.items()} for name, rs in results.items()}
     scores = {name: item_scores(rs.values()) for name, rs in results.items()}
-    mc = {set_name: {name: {r["id"]: r for r in read_results(a)} for name, a in arts.items()}
-          for set_name, arts in forgetting.items()}
+    mc = {set_name: {name: {r["id"]: r for r in a.rows()} for name, a in arts.items()}
+          for set_name, arts in mc_arts.items()}
     rows = []
     for build in builds:
         name = build["name"]
@@ -117,7 +120,7 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
             row.update(accuracy=hits / n, n=n, ci95=[lo, hi])
             # the task metric's own figures (accuracy above is the strict `correct` share); rows written before
             # per-item scores existed score as their `correct` (report.verdict.item_scores)
-            row.update(metric=task[name].metrics.get("metric", "label"),
+            row.update(metric=tasks[name].metric,
                        score=sum(scores[name].values()) / n,
                        truncated=sum(bool(r.get("truncated", False)) for r in results[name].values()))
             if GPU_BUILD in correct and name != GPU_BUILD:
@@ -134,7 +137,7 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
                     row["delta_vs_gpu_ci95"] = list(paired_bootstrap_diff_ci(n_paired, len(lost), len(gained)))
                 if name != BASE_BUILD:
                     row["vs_gpu"] = paired_verdict(scores[GPU_BUILD], scores[name], margin=margin).to_dict()
-        sets = {set_name: _forgetting(name, arts, mc[set_name]) for set_name, arts in forgetting.items()
+        sets = {set_name: _forgetting(name, arts, mc[set_name]) for set_name, arts in mc_arts.items()
                 if name in arts}
         if sets:
             row["forgetting"] = sets
