@@ -18,14 +18,16 @@ def main(out_dir: Path) -> int:
                               str(out_dir)], capture_output=True, text=True, check=True)
     result = json.loads(rebuild.stdout)
     assert result["ran"] == [], f"a rebuild re-ran stages: {result['ran']}"
-    report = json.loads(Path(result["report_json"]).read_text())
-    acc = {b["name"]: b.get("accuracy") for b in report["builds"]}
+    from edgetune.report.schema import Report
+
+    report = Report.load(json.loads(Path(result["report_json"]).read_text()))
+    acc = {b.name: b.accuracy for b in report.builds}
     print("accuracy:", json.dumps(acc))
     assert acc["gpu"] > acc["base"], "the fine-tune does not beat the base on held-out SST-2"
-    finetune = report["finetune"]
-    assert finetune["worked"], f"the report's fine-tune check says {finetune['verdict']}, not beats"
-    rec = report["recommendation"]
-    print(f"fine-tune: {finetune['verdict']}; recommendation: {rec.get('quant') or 'none'} ({rec.get('reason')})")
+    finetune, rec = report.finetune, report.recommendation
+    assert finetune is not None and rec is not None, "the report has no fine-tune check or recommendation"
+    assert finetune.worked, f"the report's fine-tune check says {finetune.verdict}, not beats"
+    print(f"fine-tune: {finetune.verdict}; recommendation: {rec.quant or 'none'} ({rec.reason})")
     assert all(v is not None for v in acc.values()), "a build has no accuracy"
 
     from edgetune.bundle import verify_bundle

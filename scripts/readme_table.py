@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgetune.report.schema import BuildRow, Report
+
 FORGETTING = ("mmlu", "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande")
 
 
@@ -23,39 +25,41 @@ def pts(x: float) -> str:
     return f"{100 * x:+.1f}".replace("-", "−")
 
 
-def vs_gpu(row: dict) -> str:
-    v = row.get("vs_gpu")
-    if not v or v.get("ci95") is None:
+def vs_gpu(row: BuildRow) -> str:
+    v = row.vs_gpu
+    if v is None or v.ci95 is None or v.diff is None:
         return "–"
-    lo, hi = v["ci95"]
-    flips = f", {v['lost']} lost / {v['gained']} gained" if v.get("lost") is not None else ""
-    return f"{pts(v['diff'])} pts [{pts(lo)}, {pts(hi)}]{flips}: **{v['verdict']}**"
+    lo, hi = v.ci95
+    flips = f", {v.lost} lost / {v.gained} gained" if v.lost is not None else ""
+    return f"{pts(v.diff)} pts [{pts(lo)}, {pts(hi)}]{flips}: **{v.verdict}**"
 
 
-def fidelity(row: dict) -> str:
-    f = row.get("fidelity")
-    return "–" if not f else f"{f['kld_mean']:.4f} / {100 * f['top1_agreement']:.1f}%"
+def fidelity(row: BuildRow) -> str:
+    f = row.fidelity
+    if f is None or f.kld_mean is None or f.top1_agreement is None:
+        return "–"
+    return f"{f.kld_mean:.4f} / {100 * f.top1_agreement:.1f}%"
 
 
-def forgetting(row: dict) -> str:
-    f = row.get("forgetting") or {}
-    return " / ".join(pct((f.get(name) or {}).get("acc")) for name in FORGETTING)
+def forgetting(row: BuildRow) -> str:
+    f = row.forgetting or {}
+    return " / ".join(pct(f[name].acc if name in f else None) for name in FORGETTING)
 
 
-def table(report: dict) -> str:
-    rows = report["builds"]
-    n = next((r["n"] for r in rows if r.get("n")), None)
-    metric = next((r.get("metric") for r in rows if r.get("metric")), "label")
+def table(report: Report) -> str:
+    rows = report.builds
+    n = next((r.n for r in rows if r.n), None)
+    metric = next((r.metric for r in rows if r.metric), "label")
     out = [f"| build | size | held-out {metric} accuracy (n={n}) | vs GPU build (95% CI, verdict) | KLD vs GPU / "
            "top-1 | MMLU / ARC-E / ARC-C / HellaSwag / PIQA / WinoGrande |", "|---|---|---|---|---|---|"]
     for r in rows:
-        size = f"{r['size_bytes'] / 1e6:.0f} MB" if r.get("size_bytes") else "–"
-        label = f"GGUF {r['name']}" if r["kind"] == "GGUF" else r["kind"]
-        out.append(f"| {label} | {size} | {pct(r.get('accuracy'))} | {vs_gpu(r)} | {fidelity(r)} "
+        size = f"{r.size_bytes / 1e6:.0f} MB" if r.size_bytes else "–"
+        label = f"GGUF {r.name}" if r.kind == "GGUF" else r.kind
+        out.append(f"| {label} | {size} | {pct(r.accuracy)} | {vs_gpu(r)} | {fidelity(r)} "
                    f"| {forgetting(r)} |")
-    rec = report.get("recommendation") or {}
+    rec = report.recommendation
     out.append("")
-    out.append(f"Recommendation: **{rec.get('quant') or 'none'}**: {rec.get('reason', '')}")
+    out.append(f"Recommendation: **{(rec.quant if rec else None) or 'none'}**: {(rec.reason if rec else '') or ''}")
     return "\n".join(out)
 
 
@@ -63,7 +67,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
-    print(table(json.loads(Path(argv[0]).read_text())))
+    print(table(Report.load(json.loads(Path(argv[0]).read_text()))))
     return 0
 
 

@@ -23,6 +23,7 @@ from edgetune.evals.stage import forgetting_stage
 from edgetune.outputs import TaskEval
 from edgetune.report import compare
 from edgetune.report.device import device_sections
+from edgetune.report.schema import Report
 from edgetune.report.render import build_report, item_texts, load_report, write_report_files
 from edgetune.report.verdict import DEFAULT_MARGIN
 
@@ -72,11 +73,12 @@ def refresh(report: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if DATA_STAGE in arts and "heldout" in arts[DATA_STAGE].outputs:
         with arts[DATA_STAGE].file("heldout").open() as fh:
             texts = item_texts([json.loads(line) for line in fh if line.strip()])
-    core = [{k: r[k] for k in ("name", "kind", "size_bytes") if k in r} for r in report["builds"]]
-    finetune = report.get("finetune") if isinstance(report.get("finetune"), dict) else {}
-    rebuilt = build_report(title=report["title"], builds=core, task=task, forgetting=forgetting,
+    typed = Report.load(report)
+    core = [r.model_dump(include={"name", "kind", "size_bytes"}, exclude_unset=True) for r in typed.builds]
+    rebuilt = build_report(title=typed.title, builds=core, task=task, forgetting=forgetting,
                            context=report.get("context", {}), item_text=texts,
-                           margin=report.get("margin", DEFAULT_MARGIN), training=finetune.get("training"))
+                           margin=typed.margin if typed.margin is not None else DEFAULT_MARGIN,
+                           training=typed.finetune.training if typed.finetune is not None else None)
     for old, new in zip(report["builds"], rebuilt["builds"]):
         if (old.get("accuracy"), old.get("n")) != (new.get("accuracy"), new.get("n")):
             log.warning("%s: the eval artifacts in %s give %s accuracy %s (n=%s), the report says %s "

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edgetune.artifacts import Artifact, atomic_write_text, write_json
 from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_HTML, REPORT_JSON, REPORT_MD
 from edgetune.errors import ConfigError
 from edgetune.outputs import ForgettingEval, TaskEval
 from edgetune.report.markdown import to_markdown
 from edgetune.report.recommend import COMPUTED, resolve
+from edgetune.report.schema import SCHEMA_VERSION, Report
 from edgetune.report.finetune import answer_forms, label_set
 from edgetune.report.finetune import check as finetune_check
 from edgetune.report.stats import mcnemar_exact_p, paired_bootstrap_diff_ci, paired_flips, wilson_interval
@@ -99,7 +102,9 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
     `row["forgetting"][set]` (see `_forgetting`); `item_text`: item id → prompt text shown next to flipped
     items (see `item_texts`). `margin`: the non-inferiority margin (eval.margin, a share of the metric): every
     build but the base gets `row["vs_gpu"]` (report.verdict), and the report gets `finetune` (report.finetune:
-    the GPU build vs the base, with `training`, the train stage's curve, see finetune.training_curve)."""
+    the GPU build vs the base, with `training`, the train stage's curve, see finetune.training_curve).
+    The result is validated by report.schema.Report (a row that breaks the contract fails here, not in a
+    reader) and returned in its JSON form."""
     item_text = item_text or {}
     # the typed view of each eval artifact (a run's artifacts read back by `edgetune report` come untyped)
     tasks = {name: TaskEval.of(a) for name, a in task.items()}
@@ -151,7 +156,7 @@ def build_report(*, title: str, builds: Sequence[Mapping[str, Any]], task: Mappi
         report["finetune"] = finetune_check(results[BASE_BUILD], results[GPU_BUILD], scores[BASE_BUILD],
                                             scores[GPU_BUILD], margin=margin, item_text=item_text,
                                             training=training, max_new_tokens=max_new_tokens)
-    return report
+    return Report.load(report).to_dict()
 
 
 def complete(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +178,7 @@ def complete(report: Mapping[str, Any]) -> dict[str, Any]:
     rec = out.get("recommendation")
     if not isinstance(rec, Mapping) or rec.get("source") == COMPUTED:
         out["recommendation"] = resolve(out)
-    return out
+    return Report.load(out).to_dict()
 
 
 @dataclass(frozen=True)
@@ -218,4 +223,8 @@ def load_report(path: Path) -> dict[str, Any]:
     if not isinstance(report, dict) or not isinstance(report.get("builds"), list) or "title" not in report:
         raise ConfigError(f"{path} is not an edgetune report (no title or builds)",
                           "give the report.json written by `edgetune build`")
-    return report
+    try:
+        return Report.load(report).to_dict()
+    except ValidationError as exc:
+        raise ConfigError(f"{path} does not match the report schema (version {SCHEMA_VERSION}): {exc}",
+                          "re-run `edgetune build` to rewrite it") from exc

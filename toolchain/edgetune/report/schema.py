@@ -1,0 +1,234 @@
+"""The contract of `report.json`: what `build_report` (and `complete`) write and every report reader reads.
+
+`Report.load` validates a report dict (one written now, or by an older edgetune: every field added after the
+first reports is optional) and `Report.to_dict` gives back the same JSON. Models allow extra keys: other stages
+and later versions add sections (`device`, a row's `flipped_items` text) that a reader of this version passes
+through untouched, and a dict that round-trips through the schema keeps every key it had and gains none but
+`schema_version`. Bump SCHEMA_VERSION when a field changes meaning or is removed (adding an optional one does
+not need it); reports without the key are version 1, the shape before the schema existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+# Figures that json.dumps wrote as an int (0, 1) load back as an int: a float field would re-emit them as 0.0.
+Number = int | float
+
+
+class _Part(BaseModel):
+    # extra="allow": sections this version does not model are kept as they are (see the module docstring)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Verdict(_Part):
+    """report.verdict.Verdict as a dict: a paired comparison of two builds' item scores with its rule."""
+
+    verdict: str  # report.verdict's BEATS, NOT_BETTER, NOT_WORSE, WORSE, INCONCLUSIVE
+    diff: Number | None = None  # other − reference, a share of the metric
+    ci95: list[Number] | None = None
+    margin: Number | None = None
+    rule: str | None = None  # "non-inferiority" or "superiority"
+    method: str | None = None
+    n: int | None = None
+    lost: int | None = None
+    gained: int | None = None
+    mdd: Number | None = None  # minimal detectable difference at this n
+    n_needed: int | None = None  # items that would decide an inconclusive verdict
+
+
+class Forgetting(_Part):
+    """One build on one multiple-choice set (report.render._forgetting)."""
+
+    acc: Number
+    n: int
+    acc_norm: Number | None = None
+    ci95: list[Number] | None = None
+    ci95_norm: list[Number] | None = None
+    delta_vs_base: Number | None = None
+    delta_norm_vs_base: Number | None = None
+    delta_vs_gpu: Number | None = None
+    delta_vs_gpu_ci95: list[Number] | None = None
+    n_paired: int | None = None
+    flips_lost: list[str] | None = None
+    flips_gained: list[str] | None = None
+    mcnemar_p: Number | None = None
+    per_subject: dict[str, dict[str, Any]] | None = None
+
+
+class Gate(_Part):
+    passed: bool
+    quant: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Fidelity(_Part):
+    """A GGUF against the GPU build (outputs.Fidelity's summary) and its gate verdict. A build writes every
+    figure; a section another tool added may hold only some, and the readers show what is there."""
+
+    kld_mean: Number | None = None  # mean KL(GPU || edge) per position, nats
+    kld_p99: Number | None = None
+    top1_agreement: Number | None = None
+    greedy_agreement: Number | None = None
+    stop_agreement: Number | None = None
+    n_prompts: int | None = None
+    n_positions: int | None = None
+    gate: Gate | None = None
+
+
+class Pairwise(_Part):
+    """The pairwise judge's counts from the edge build's side (win: the edge build's answer preferred)."""
+
+    win: int
+    tie: int
+    loss: int
+    invalid: int
+    n: int
+    calls: int
+    position_flip_rate: Number | None = None
+
+
+class PointwiseVsGpu(_Part):
+    n: int
+    diff: Number | None = None
+    ci95: list[Number] | None = None
+
+
+class Judge(_Part):
+    """A row's judge section: the pairwise comparison (GGUF rows) and/or the pointwise ratings (every row, with
+    eval.judge_pointwise), the judge's description and how far to trust it."""
+
+    judge: dict[str, Any] | None = None
+    pairwise: Pairwise | None = None
+    reliability: dict[str, Any] | None = None  # metric, metric_agreement (pairwise), embedded_judge
+    # pointwise (report.pointwise.summarise)
+    n: int | None = None
+    n_valid: int | None = None
+    invalid: int | None = None
+    mean_score: Number | None = None  # mean 1-10 rating over valid replies
+    ci95: list[Number] | None = None
+    vs_gpu: PointwiseVsGpu | None = None
+    metric_spearman: Number | None = None
+    n_metric: int | None = None
+
+
+class Plan(_Part):
+    """The planner's row for a GGUF on the target."""
+
+    need_bytes: int | None = None
+    status: str | None = None  # "fits", or why not
+    predicted_prompt_tps: Number | None = None
+    predicted_gen_tps: Number | None = None
+
+
+class BuildRow(_Part):
+    """One build (base, GPU build, each GGUF): its task metric, the paired comparison with the GPU build,
+    forgetting per set, and the optional fidelity, judge and plan sections."""
+
+    name: str
+    kind: str  # "base (HF fp32)", "GPU build (HF fp32, merged)", "GGUF"
+    size_bytes: int | None = None
+    # the task metric
+    accuracy: Number | None = None  # share of items strictly correct
+    n: int | None = None
+    ci95: list[Number] | None = None
+    metric: str | None = None
+    score: Number | None = None  # mean item score under `metric`
+    truncated: int | None = None
+    answer_forms: dict[str, int] | None = None
+    # against the GPU build on the same items
+    delta_vs_gpu: Number | None = None
+    delta_vs_gpu_ci95: list[Number] | None = None
+    n_paired: int | None = None
+    flips_lost: list[str] | None = None
+    flips_gained: list[str] | None = None
+    mcnemar_p: Number | None = None
+    flipped_items: dict[str, list[dict[str, Any]]] | None = None
+    vs_gpu: Verdict | None = None
+    forgetting: dict[str, Forgetting] | None = None
+    fidelity: Fidelity | None = None
+    judge: Judge | None = None
+    plan: Plan | None = None
+
+
+class Finetune(Verdict):
+    """Did the fine-tune work: the GPU build against the base (superiority), with the training curve."""
+
+    worked: bool | None = None
+    base_score: Number | None = None
+    gpu_score: Number | None = None
+    labels: list[str] | None = None
+    training: dict[str, Any] | None = None  # report.finetune.training_curve
+
+
+class Split(_Part):
+    """The data split behind the held-out numbers (pipeline._check_heldout)."""
+
+    n_train: int
+    n_heldout: int
+    n_examples: int | None = None
+    labels: list[str] | None = None
+    heldout_needed_2pct: int | None = None
+    margin: Number | None = None
+    summary: str | None = None
+
+
+class Context(_Part):
+    """What was built: target, model, sources, tool versions, the task metric's plan."""
+
+    target: str | None = None
+    model: str | None = None
+    base: str | None = None
+    data: str | None = None
+    method: str | None = None
+    llama_cpp: str | None = Field(default=None, alias="llama.cpp")  # the revision, 12 hex digits
+    edgetune: str | None = None
+    train_loss: str | None = None
+    gate_mode: str | None = None  # "block" or "warn"
+    split: str | None = None
+    task_metric: dict[str, Any] | None = None  # evals.stage.TaskPlan.to_dict
+
+
+class Recommendation(_Part):
+    """Which build to ship (report.recommend), or None with the reason."""
+
+    quant: str | None = None
+    reason: str | None = None
+    rule: str | None = None
+    source: str | None = None  # "computed" (report.recommend) or "report" (a stage wrote it)
+    margin: Number | None = None
+    excluded: dict[str, str] | None = None
+
+
+class Report(_Part):
+    """The whole report.json (report.render.load_report insists on a title; a section passed around alone,
+    as recommend() takes, may lack it)."""
+
+    builds: list[BuildRow]
+    title: str = ""
+    schema_version: int = SCHEMA_VERSION
+    context: Context = Field(default_factory=Context)
+    margin: Number | None = None  # the non-inferiority margin (eval.margin)
+    finetune: Finetune | None = None
+    split: Split | None = None
+    recommendation: Recommendation | None = None
+
+    @classmethod
+    def load(cls, report: Mapping[str, Any] | Report) -> Report:
+        """Validate a report dict (raises pydantic.ValidationError naming the bad field's path)."""
+        return report if isinstance(report, Report) else cls.model_validate(dict(report))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: only the keys the report holds (unset optional fields stay absent), aliases as
+        written (`llama.cpp`), plus `schema_version`."""
+        out: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        out["schema_version"] = self.schema_version
+        return out
+
+    def row(self, name: str) -> BuildRow | None:
+        return next((r for r in self.builds if r.name == name), None)
