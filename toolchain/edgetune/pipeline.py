@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgetune import __version__, bundle, data, merge, train
+from edgetune import __version__, bundle, data, merge
 from edgetune.artifacts import Artifact, Store, write_json
 from edgetune.assets import EMBEDDED_MODEL
 from edgetune.config import BuildConfig
@@ -45,8 +45,8 @@ from edgetune.report.finetune import training_curve
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report_files
 from edgetune.report.verdict import heldout_needed
 from edgetune.targets import get_target
-from edgetune.train.registry import Registry, default_root, register_trained
 from edgetune.train.workflow import inputs as train_inputs
+from edgetune.train.workflow import train_registered
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,10 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     split = _check_heldout(data_art, cfg.eval.margin)
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=base.model_dir / "config.json", quants=quants).require_pick()
-    stages["train"] = trained = train.run(cfg.train, base, data_art, store, threads=cfg.threads, progress=progress)
-    adapter_entry = register_trained(Registry(default_root(cfg.out_dir)), trained, base, data_art)
+    # trained and registered exactly as `edgetune train` does it (one process here: build has no --gpus)
+    train_run = train_registered(cfg, store, data_art, base, progress=progress)
+    stages["train"] = trained = train_run.trained.artifact
+    adapter_entry = train_run.entry
     stages["merge"] = merged = merge.run(base, trained, store)
     name = model_name(cfg)
     provenance = _provenance(cfg, base, data_art, trained, adapter_entry.id)

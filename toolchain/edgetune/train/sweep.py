@@ -25,7 +25,7 @@ from edgetune.data import read_examples
 from edgetune.errors import ConfigError
 from edgetune.outputs import BaseModel, DataSplit
 from edgetune.progress import Progress
-from edgetune.train import stage as train_stage
+from edgetune.train.launch import train_adapter
 
 log = logging.getLogger("edgetune.train")
 
@@ -129,8 +129,9 @@ def run_sweep(cfg: TrainConfig, base: BaseModel, data: DataSplit, store: Store, 
     rows = []
     for r in sorted(ranks):
         alpha = max(1, round(cfg.alpha * r / cfg.r))
-        trained = train_stage.run(cfg.model_copy(update={"r": r, "alpha": alpha}), base, part, store,
-                                  threads=threads, progress=progress)
+        # through the launcher, as build and train do (one process: a rank is a small run on one device)
+        trained = train_adapter(cfg.model_copy(update={"r": r, "alpha": alpha}), base, part, store,
+                                threads=threads, progress=progress).artifact
         merged = merge.run(base, trained, store)
         acc, nll = _score(merged.model_dir, heldout, max_new_tokens)
         m = trained.training

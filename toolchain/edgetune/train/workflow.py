@@ -1,6 +1,8 @@
-"""`edgetune train` and `edgetune sweep` as library calls: the build's first stages (data, base) and then the
-adapter alone, registered; or the rank sweep. Same store and cache as `edgetune build` (`<out_dir>/store`), so a
-later build reuses the data, base and (same settings) train artifacts.
+"""The stage composition that `edgetune build`, `edgetune train` and `edgetune sweep` share: `inputs` (data and
+base), `train_registered` (the adapter through the launcher, registered), and the two short commands built from
+them (`train_only`, `sweep_only`). `pipeline.build` runs `inputs` and `train_registered` and goes on to merge,
+export and evals, so the three commands cannot drift apart in how they make what they share. Same store and
+cache for all (`<out_dir>/store`), so a later build reuses the data, base and (same settings) train artifacts.
 
 Writes the stage artifacts, the registry entry (`<out_dir>/registry/<id>/`) and, for the sweep,
 `<out_dir>/runs/sweep-<name>/sweep.json|md`. Raises what the stages raise (ConfigError, DataError, ModelError,
@@ -56,15 +58,24 @@ def inputs(cfg: BuildConfig) -> tuple[Store, DataSplit, BaseModel]:
     return store, data.run(cfg.data, store, verdict_items=verdict_items), basemodel.run(cfg.model, store)
 
 
-def train_only(cfg: BuildConfig, *, gpus: int = 1, fsdp: bool | None = None, tracking_uri: str | None = None,
-               progress: Progress | None = None) -> TrainRun:
-    """data → base → train (N GPUs through accelerate when gpus > 1), then register the adapter."""
-    store, data_art, base = inputs(cfg)
+def train_registered(cfg: BuildConfig, store: Store, data_art: DataSplit, base: BaseModel, *, gpus: int = 1,
+                     fsdp: bool | None = None, tracking_uri: str | None = None,
+                     progress: Progress | None = None) -> TrainRun:
+    """The train stage through the launcher (train/launch.py: in this process on a CPU or one GPU, N GPUs
+    through accelerate when gpus > 1), then the adapter registered. What `build` and `train` both run."""
     trained = train_adapter(cfg.train, base, data_art, store, gpus=gpus, fsdp=fsdp, threads=cfg.threads,
                             progress=progress)
     entry = register_trained(Registry(default_root(cfg.out_dir), tracking_uri=tracking_uri), trained.artifact,
                              base, data_art)
     return TrainRun(trained, entry)
+
+
+def train_only(cfg: BuildConfig, *, gpus: int = 1, fsdp: bool | None = None, tracking_uri: str | None = None,
+               progress: Progress | None = None) -> TrainRun:
+    """data → base → train, registered (`edgetune train`)."""
+    store, data_art, base = inputs(cfg)
+    return train_registered(cfg, store, data_art, base, gpus=gpus, fsdp=fsdp, tracking_uri=tracking_uri,
+                            progress=progress)
 
 
 def sweep_only(cfg: BuildConfig, run_dir: Path, *, ranks: tuple[int, ...] = DEFAULT_RANKS, fraction: float = 0.1,
