@@ -7,6 +7,7 @@ hours into a run. CLI flags override file values through `BuildConfig.with_overr
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,7 +176,8 @@ class ExportConfig(_Section):
                                            "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
     lora_gguf: bool = Field(True, description="Also export the adapter as a LoRA GGUF, checked to load on each "
                                               "quantized base GGUF (ship the base once, small adapters after).")
-    gates: GateConfig = GateConfig()
+    gates: GateConfig = Field(GateConfig(), description="Fidelity of each GGUF to the GPU build, on held-out "
+                              "prompts.")
 
 
 # Forgetting sets of the default build and their sizes: MMLU carries the check; the small subsets of the
@@ -238,13 +240,19 @@ class BuildConfig(_Section):
     target: str = Field("rpi5", description="Target board profile from targets/ (see `edgetune targets`).")
     out_dir: Path = Field(Path("edgetune-out"), description="Where stage artifacts, bundles and reports go.")
     threads: int | None = Field(None, ge=1, description="CPU threads for training and llama.cpp (None: all).")
-    model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
-    train: TrainConfig = TrainConfig()
-    export: ExportConfig = ExportConfig()
-    eval: EvalConfig = EvalConfig()
-    judge: JudgeConfig | None = Field(None, description="OpenAI-compatible judge endpoint; None: a local "
-                                      "llama.cpp judge over the embedded SmolLM2 (weak, a smoke test).")
+    model: ModelConfig = Field(ModelConfig(), description="The base model to fine-tune.")
+    data: DataConfig = Field(DataConfig(), description="The examples: where they come from and how they split "
+                             "into training and held-out parts.")
+    train: TrainConfig = Field(TrainConfig(), description="The adapter and its training run.")
+    export: ExportConfig = Field(ExportConfig(), description="GGUF conversion, quantization and the fidelity "
+                                 "gates.")
+    eval: EvalConfig = Field(EvalConfig(), description="How every build (base, GPU build, each GGUF) is scored.")
+    judge: JudgeConfig | None = Field(
+        None, description="OpenAI-compatible judge endpoint; None: a local llama.cpp judge over the embedded "
+                          "SmolLM2 (weak, a smoke test). api_key_env names the variable holding the key, never "
+                          "the key itself.",
+        json_schema_extra={"example": {"base_url": "https://api.openai.com/v1", "model": "gpt-4o-mini",
+                                       "api_key_env": "OPENAI_API_KEY", "concurrency": 4}})
 
     @field_validator("target")
     @classmethod
@@ -304,95 +312,53 @@ def load_config(path: Path | None) -> BuildConfig:
     return _validate(data, str(path))
 
 
-STARTER = """\
+STARTER_HEADER = """\
 # edgetune.yaml: what to fine-tune, for which board, and how to check it. Every key is optional;
 # the values shown are the defaults (the embedded SmolLM2 + SST-2 sentiment example).
 # CLI flags override this file, e.g. `edgetune build --target rpi4-4gb --quant Q4_0 --rank 8`.
-
-target: rpi5               # a board profile from targets/ (`edgetune targets list`)
-out_dir: edgetune-out      # stage artifacts (cached by content), bundles and reports
-threads: null              # CPU threads (null: all cores)
-
-model:
-  source: embedded:smollm2-135m-instruct   # or ./my-model (HF folder), model.gguf, org/name (hub id)
-  revision: null                           # hub revision when source is a hub id
-  trust_remote_code: false                 # never run repo code unless you trust it
-
-data:
-  source: embedded:sst2    # or data.jsonl / data.csv (input,output or messages), an HF dataset folder, a hub id
-  split: train
-  input_column: input
-  output_column: output
-  messages_column: messages
-  system_prompt: null
-  heldout_size: null       # kept out of training, used for every build's accuracy (null: from the share)
-  heldout_share: 0.2       # held-out share of the data when heldout_size is null...
-  heldout_min: 50          # ...at least this many items...
-  heldout_max: 500         # ...at most this many (and never more than half the data)
-  stratify: true           # label tasks: every label keeps its share in both parts
-  train_size: 384          # null: everything not held out
-  seed: 0
-
-train:
-  method: auto             # base precision. auto: QLoRA NF4 on CUDA, fp32 LoRA on CPU; or lora / qlora
-  adapter: lora            # lora | dora | rslora | ia3 (prefix/prompt tuning cannot be merged or run by llama.cpp)
-  r: 16
-  alpha: 32
-  dropout: 0.05
-  target_modules: [q_proj, k_proj, v_proj, o_proj]
-  ia3_target_modules: [k_proj, v_proj, down_proj]   # used by adapter: ia3
-  ia3_feedforward_modules: [down_proj]
-  learning_rate: 2.0e-4
-  lr_scheduler: cosine
-  warmup_ratio: 0.03
-  epochs: null             # null: 1, or more for a small data set (see min_steps)
-  max_steps: null
-  min_steps: 60            # a small data set gets more epochs (up to 10) until it sees this many steps (0: off)
-  batch_size: 8
-  grad_accum: 1
-  max_length: 256
-  gradient_checkpointing: null   # null: on for CUDA, off on CPU
-  save_steps: 50           # checkpoint every N steps; a rerun of the same build resumes (0: off)
-  eval_items: 16           # held-out items answered after each epoch for accuracy (0: off)
-  packing: false           # pack examples into max_length rows (padding-free; no attention across examples)
-  chat_template_fallback: null   # for a base without a chat template: chatml or path/to/template.jinja
-  seed: 0
-
-export:
-  quants: null             # null: the target's list, e.g. [Q4_0, Q8_0] for rpi5
-  imatrix: true            # importance matrix from the training text for 4-bit and lower types
-  lora_gguf: true          # also ship the adapter as a LoRA GGUF for the base model's quantized GGUFs
-  gates:                   # fidelity of each GGUF to the GPU build, on held-out prompts
-    mode: null             # block | warn (null: block; warn for the embedded 135M demo model)
-    prompts: 20
-    n_tokens: 64
-    kld_max: {}            # e.g. {Q4_0: 0.08}; unset types use llama.cpp-derived defaults
-    top1_min: {}           # e.g. {Q4_0: 0.85}
-    stop_min: 0.95
-    greedy_min: 0.0
-
-eval:
-  metric: auto             # auto | label | exact | contains | regex | json | number | text, or a mapping:
-                           # {name: regex, pattern: "Answer: (.+)"}, {name: json, json_schema: schema.json},
-                           # {name: number, tolerance: 0.01}
-  max_new_tokens: null     # null: 4 for labels, else from the references' token lengths
-  margin: 0.02             # a build ships only if shown no worse than the GPU build by more than this (0.02 = 2 pts)
-  judge_items: 20          # held-out items judged pairwise, GPU build vs each GGUF (0: off)
-  judge_rubric: reference-match   # evals/judge/<name>.yaml
-  judge_pointwise: null    # grade each build 1-10 against the reference too (null: for the text metric)
-  forgetting:              # forgetting check vs the base: items per log-likelihood multiple-choice set (0: off)
-    mmlu: 100
-    arc_easy: 30
-    arc_challenge: 30
-    hellaswag: 15
-    piqa: 25
-    winogrande: 30
-  seed: 0                  # seed of every forgetting subset
-
-judge: null                # an OpenAI-compatible judge; null: a local llama.cpp judge (weak, a smoke test)
-# judge:
-#   base_url: https://api.openai.com/v1
-#   model: gpt-4o-mini
-#   api_key_env: OPENAI_API_KEY    # the NAME of the variable holding the key, never the key itself
-#   concurrency: 4
 """
+STARTER_WIDTH = 110  # the repository's line length
+
+
+def _yaml_value(value: Any) -> str:
+    """One value in YAML flow style, as a line of the starter file shows it."""
+    text: str = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000)
+    return text.strip().removesuffix("...").strip()
+
+
+def _starter_lines(model: BaseModel, indent: str) -> list[str]:
+    lines: list[str] = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if info.description:
+            width = STARTER_WIDTH - len(indent) - 2
+            lines += [f"{indent}# {line}" for line in textwrap.wrap(info.description, width)]
+        if isinstance(value, _Section):  # a section: its own fields, indented under its key
+            lines.append(f"{indent}{name}:")
+            lines += _starter_lines(value, indent + "  ")
+            continue
+        if isinstance(value, MetricSpec):  # the default metric is written by name, as users write it
+            dumped = value.model_dump(mode="json", exclude_defaults=True)
+            shown = _yaml_value(dumped) if dumped else value.name
+        else:
+            shown = _yaml_value(value.value if isinstance(value, Quant) else
+                                [q.value for q in value] if isinstance(value, list) and value
+                                and isinstance(value[0], Quant) else
+                                str(value) if isinstance(value, Path) else value)
+        lines.append(f"{indent}{name}: {shown}")
+        extra = info.json_schema_extra
+        example = extra.get("example") if isinstance(extra, dict) else None
+        if example is not None:  # an optional section left unset: how it looks when set, commented out
+            body = yaml.safe_dump({name: example}, default_flow_style=False, sort_keys=False)
+            lines += [f"{indent}# {line}" for line in body.splitlines()]
+    return lines
+
+
+def starter_yaml() -> str:
+    """The commented edgetune.yaml that `edgetune init` writes, generated from the models above: every field
+    with its default and its description, so a field added to a section appears here by construction.
+    tests/test_config.py checks it loads back to BuildConfig()."""
+    return STARTER_HEADER + "\n" + "\n".join(_starter_lines(BuildConfig(), "")) + "\n"
+
+
+STARTER = starter_yaml()
