@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.evals.metrics import Metric, MetricSpec, make_metric
+from edgetune.report.schema import Report
 from edgetune.report.stats import mcnemar_exact_p, paired_flips, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,18 @@ def _p(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def task_metric(report: Mapping[str, Any]) -> Metric:
+def task_metric(report: Mapping[str, Any] | Report) -> Metric:
     """The metric the build scored its held-out task with (report.json's context.task_metric), so device
     answers are scored exactly as the build's were; label for a report from before task metrics."""
-    plan = report.get("context", {}).get("task_metric") or {}
+    plan = Report.load(report).context.task_metric or {}
     return make_metric(MetricSpec(name=plan.get("metric", "label"), **plan.get("metric_options", {})))
 
 
 def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mapping[str, bool]) -> dict[str, dict]:
     """'<quant> @ <device>' → accuracy (Wilson CI) and the task metric's mean score, paired flips vs the GPU
     build, speeds, TTFT, peak RSS and the planner's prediction; empty when no device results were fetched."""
-    rows = {r["name"]: r for r in report.get("builds", [])}
-    metric = task_metric(report)
+    typed = Report.load(report)
+    metric = task_metric(typed)
     out: dict[str, dict] = {}
     for record_path in sorted((Path(run_dir) / DEVICES_DIR).glob("*/*/device_run.json")):
         job = record_path.parent
@@ -67,7 +68,7 @@ def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mappi
         entry: dict[str, Any] = {"device": record.get("device"), "quant": quant, "n": n,
                                  "device_facts": record.get("device_facts", {})}
         if n:
-            lost, gained = paired_flips(gpu_correct, correct)
+            lost, gained = paired_flips(dict(gpu_correct), correct)
             entry.update(metric=metric.name, score=sum(s.score for s in scored.values()) / n,
                          accuracy=hits / n, ci95=list(wilson_interval(hits, n)), flips_lost=len(lost),
                          flips_gained=len(gained), mcnemar_p=mcnemar_exact_p(len(lost), len(gained)))
@@ -78,8 +79,9 @@ def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mappi
         entry.update(prompt_tps=statistics.median(prompt) if prompt else None,
                      gen_tps=statistics.median(gen) if gen else None,
                      ttft_p50_s=_p(ttft, 0.5), ttft_p95_s=_p(ttft, 0.95), peak_rss_mb=max(rss) if rss else None)
-        plan = rows.get(quant, {}).get("plan", {})
-        entry.update(predicted_prompt_tps=plan.get("predicted_prompt_tps"),
-                     predicted_gen_tps=plan.get("predicted_gen_tps"))
+        row = typed.row(quant)
+        plan = row.plan if row is not None else None
+        entry.update(predicted_prompt_tps=plan.predicted_prompt_tps if plan else None,
+                     predicted_gen_tps=plan.predicted_gen_tps if plan else None)
         out[f"{quant} @ {record.get('device', job.parent.name)}"] = entry
     return out

@@ -131,7 +131,7 @@ class BuildRow(_Part):
     forgetting per set, and the optional fidelity, judge and plan sections."""
 
     name: str
-    kind: str  # "base (HF fp32)", "GPU build (HF fp32, merged)", "GGUF"
+    kind: str | None = None  # "base (HF fp32)", "GPU build (HF fp32, merged)", "GGUF"
     size_bytes: int | None = None
     # the task metric
     accuracy: Number | None = None  # share of items strictly correct
