@@ -47,3 +47,21 @@ def test_no_paired_items_is_no_comparison_not_a_zero_width_interval():
     assert out["vs_gpu"] == {"n": 0, "diff": None, "ci95": None}
     none_valid = summarise({"a": None}, None, {"a": 1.0})
     assert none_valid["mean_score"] is None and none_valid["ci95"] is None and none_valid["vs_gpu"] is None
+
+
+def test_a_judge_that_rates_everything_alike_is_named_as_such():
+    # the embedded 135M judge on the instruct-text run rated all 20 answers of every build 10, the base's too
+    gpu = {f"i{k}": 10 for k in range(20)}
+    out = summarise(gpu, None, {f"i{k}": k / 20 for k in range(20)})
+    assert out["constant_rating"] == 10 and out["metric_spearman"] is None
+    varied = summarise({"a": 3, "b": 9, "c": 9}, None, {"a": 0.1, "b": 0.8, "c": 0.9})
+    assert "constant_rating" not in varied and varied["metric_spearman"] is not None
+
+
+def test_the_judge_table_says_when_ratings_carry_nothing():
+    from edgetune.report.sections import judge_table
+
+    row = {"name": "gpu", "kind": "GPU build", "judge": {**summarise({f"i{k}": 10 for k in range(5)}, None, {}),
+                                                         "reliability": {"embedded_judge": True}}}
+    table = judge_table({"builds": [row]})
+    assert table.rows[0][-1] == "none: every rating 10"

@@ -1,7 +1,9 @@
 """The pointwise judge's numbers for one build: mean rating (1-10) with a 95% CI, the paired difference from the
 GPU build's ratings on the same items, and how well the ratings follow the task metric (Spearman rank
 correlation over the items both scored; a judge that tracks the reference metric earns some trust, one near 0
-is noise). Invalid replies are left out, never guessed; their count is kept."""
+is noise). Invalid replies are left out, never guessed; their count is kept. A judge that gives every answer
+the same rating (the embedded 135M model rates nearly everything 10) has no rank correlation to report:
+`constant_rating` says so instead of a silent blank."""
 
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ def summarise(ratings: Mapping[str, float | None], gpu_ratings: Mapping[str, flo
     shared = sorted(k for k in valid if k in scores)
     out["metric_spearman"] = spearman([valid[k] for k in shared], [scores[k] for k in shared])
     out["n_metric"] = len(shared)
+    if len(valid) >= 3 and len(set(valid.values())) == 1:
+        out["constant_rating"] = next(iter(valid.values()))
     if gpu_ratings is not None:
         ids = sorted(k for k in valid if gpu_ratings.get(k) is not None)
         if ids:

@@ -115,6 +115,7 @@ class Judge(_Part):
     vs_gpu: PointwiseVsGpu | None = None
     metric_spearman: Number | None = None
     n_metric: int | None = None
+    constant_rating: Number | None = None  # every valid reply gave this one rating: the ratings carry nothing
 
 
 class Plan(_Part):

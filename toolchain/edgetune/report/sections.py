@@ -306,14 +306,16 @@ def judge_table(report: Mapping[str, Any]) -> Table | None:
                       pct(pw.get("position_flip_rate")),
                       f"{pct(agree['agreement_decisive'])} (n={agree['n_decisive']})"
                       if agree.get("agreement_decisive") is not None else "–",
-                      "–" if rho is None else f"{rho:+.2f} (n={j.get('n_metric')})"])
+                      f"none: every rating {num(j['constant_rating'])}" if j.get("constant_rating") is not None
+                      else "–" if rho is None else f"{rho:+.2f} (n={j.get('n_metric')})"])
     note = ("Mean score: the pointwise judge's 1-10 rating of each build's answer against the reference (95% CI "
             "over items; Δ vs GPU: paired difference on the same items). Pairwise outcomes are against the GPU "
             "build; the position flip rate is how often the judge changed its verdict when the two answers "
             "swapped places (high: the verdicts are noise). \"Agrees with the metric\" is the share of items "
             "where the task metric prefers one build and the judge picks the same one (chance is about a third); "
             "\"rating ~ metric\" is the rank correlation of the pointwise ratings with the task metric's "
-            "per-item scores (near 0: the ratings do not follow the reference metric).")
+            "per-item scores (near 0: the ratings do not follow the reference metric; \"every rating N\": the judge "
+            "gave every answer the same rating, so its scores say nothing about any build).")
     if any((j.get("reliability") or {}).get("embedded_judge") for j in judge.values()):
         note = ("Warning: the judge is the embedded SmolLM2-135M (no `judge:` endpoint configured), a smoke "
                 "test, not evidence; set judge.base_url / judge.model to a capable model. ") + note
