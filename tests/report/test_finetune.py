@@ -136,3 +136,27 @@ def test_report_json_carries_the_new_keys(tmp_path):
                                                    "diff"}
     assert written["margin"] == 0.02 and written["recommendation"]["margin"] == 0.02
     assert "vs_gpu" not in written["builds"][0]  # the base is judged by the fine-tune check, not vs the GPU
+
+
+def test_learning_the_form_but_not_the_task_is_not_a_working_fine_tune(tmp_path):
+    # the 277-row RTE run: the base said "No, the premise ..." (0 under the strict rule), the GPU build learned to
+    # answer with a bare label but scored what always answering the commonest label scores
+    refs = ["yes"] * 44 + ["no"] * 39
+    base = ["No, the premise does not say so."] * len(refs)
+    gpu = ["yes"] * len(refs)
+    report = task_run(tmp_path, {"base": base, "gpu": gpu, "Q8_0": gpu}, refs)
+    ft = report["finetune"]
+    assert ft["verdict"] == "beats"  # over the base, strictly scored
+    maj = ft["vs_majority"]
+    assert maj["label"] == "yes" and maj["score"] == pytest.approx(44 / 83) and maj["diff"] == 0.0
+    lo, hi = independent_newcombe_paired(44, 0, 0, 39)  # the same answer as the constant on every item
+    assert maj["ci95"] == pytest.approx([lo, hi], abs=1e-7) and maj["verdict"] != "beats"
+    assert ft["worked"] is False
+    assert ft["causes"][0].startswith("the task itself was not learned: the GPU build scores 53.0% where always "
+                                      "answering 'yes' scores 53.0% (its answers: 83 × 'yes')")
+    assert report["recommendation"]["quant"] is None
+    md = to_markdown(report)
+    assert "The fine-tune learned the answer form but not the task" in md and "Nothing to ship yet." in md
+    # a build that does better than the constant on the same items is a working fine-tune
+    better = ["yes"] * 44 + ["no"] * 39
+    assert task_run(tmp_path / "b", {"base": base, "gpu": better}, refs)["finetune"]["worked"] is True

@@ -3,7 +3,11 @@ base on the held-out task, paired item by item with the superiority rule of `rep
 curve and per-epoch held-out metric the train stage logged, and, for label tasks, how many answers are near
 misses (a label and then more, or no label at all) next to the strict score.
 
-When the GPU build does not beat the base, `check` names the likely causes from the tutorial's checklist
+For a label task the GPU build must also beat always answering the held-out set's most common label (the
+majority baseline, same paired rule): a fine-tune that only learned the answer form (the base said "No, the
+premise ...", the GPU build says "yes" to everything) beats a base scored strictly and still knows nothing.
+
+When the GPU build does not beat the base (or the majority baseline), `check` names the likely causes from the tutorial's checklist
 (learning rate, chat template, too few steps, answers not in the expected form), each with the evidence this
 run holds, and keeps three example answers. Pure: builds dicts and tables, reads and writes nothing.
 """
@@ -53,16 +57,28 @@ def training_curve(metrics: Mapping[str, Any], history: Sequence[Mapping[str, An
             "n_examples": metrics.get("n_examples"), "learning_rate": learning_rate}
 
 
-def _causes(training: Mapping[str, Any] | None, forms: Mapping[str, int] | None, max_new_tokens: int | None
+def _causes(training: Mapping[str, Any] | None, forms: Mapping[str, int] | None, max_new_tokens: int | None,
+            majority: Mapping[str, Any] | None = None, gpu: Mapping[str, Mapping[str, Any]] | None = None
             ) -> list[str]:
     """The tutorial's checklist, each point with this run's evidence; points with evidence first."""
     t = training or {}
+    out: list[tuple[bool, str]] = []
+    if majority is not None and majority.get("verdict") != BEATS:
+        said: dict[str, int] = {}
+        for row in (gpu or {}).values():
+            answer = normalise_label(str(row.get("output", "")))
+            said[answer] = said.get(answer, 0) + 1
+        spread = ", ".join(f"{n} × {a!r}" for a, n in sorted(said.items(), key=lambda e: -e[1])[:3])
+        scored = (majority.get("score") or 0.0) + (majority.get("diff") or 0.0)
+        out.append((True, f"the task itself was not learned: the GPU build scores {pct(scored)} where always "
+                          f"answering {majority['label']!r} scores {pct(majority.get('score'))} (its answers: "
+                          f"{spread}); add data or steps, try a larger base model or a clearer instruction"))
     check = t.get("loss_check") or {}
     lr = t.get("learning_rate")
     flat = check.get("judged") and not check.get("falling")
-    out = [(bool(flat), "learning rate: " + (
+    out.append((bool(flat), "learning rate: " + (
         f"the training loss did not fall ({check['first']:.3f} → {check['last']:.3f}); " if flat else "")
-        + (f"train.learning_rate={lr:g}; " if lr else "") + "try 1e-4 or 5e-5")]
+        + (f"train.learning_rate={lr:g}; " if lr else "") + "try 1e-4 or 5e-5"))
     steps, n = t.get("steps"), t.get("n_examples")
     few = steps is not None and steps < FEW_STEPS
     out.append((few, "too few steps: " + (f"{steps} optimizer steps on {n} examples; " if steps is not None else "")
@@ -95,15 +111,33 @@ def check(base: Mapping[str, Mapping[str, Any]], gpu: Mapping[str, Mapping[str, 
     if labels is not None:
         out["labels"] = labels
         forms = answer_forms(list(gpu.values()), labels)
+        out["vs_majority"] = majority = _vs_majority(gpu, gpu_scores, margin)
+        out["worked"] = out["worked"] and majority["verdict"] == BEATS
     if training:
         out["training"] = dict(training)
     if not out["worked"]:
-        out["causes"] = _causes(training, forms, max_new_tokens)
+        # the majority point only when the base was beaten: otherwise the form (or the rest) is the first problem
+        majority = out.get("vs_majority") if verdict.verdict == BEATS else None
+        out["causes"] = _causes(training, forms, max_new_tokens, majority, gpu)
         ordered = sorted(gpu, key=lambda i: (gpu_scores.get(i, 0.0), i))  # wrong answers first
         out["examples"] = [{"id": i, "text": item_text.get(i, "")[:500], "reference": gpu[i].get("reference"),
                             "gpu_output": gpu[i].get("output"), "base_output": base.get(i, {}).get("output")}
                            for i in ordered[:N_EXAMPLES]]
     return out
+
+
+def _vs_majority(gpu: Mapping[str, Mapping[str, Any]], gpu_scores: Mapping[str, float], margin: float
+                 ) -> dict[str, Any]:
+    """The GPU build against always answering the most common held-out label (ties: the first in sorted
+    order), paired per item with the superiority rule."""
+    refs = {i: normalise_label(str(row.get("reference", ""))) for i, row in gpu.items() if i in gpu_scores}
+    counts: dict[str, int] = {}
+    for label in refs.values():
+        counts[label] = counts.get(label, 0) + 1
+    label = min(counts, key=lambda k: (-counts[k], k))
+    constant = {i: float(ref == label) for i, ref in refs.items()}
+    verdict = paired_verdict(constant, gpu_scores, margin=margin, rule="superiority")
+    return {**verdict.to_dict(), "label": label, "score": _mean(constant)}
 
 
 def _mean(scores: Mapping[str, float]) -> float | None:
@@ -118,6 +152,11 @@ def headline(ft: Mapping[str, Any]) -> str:
         return "Fine-tune not checked: the base and the GPU build share no scored held-out items."
     figures = (f"{pct(ft['base_score'])} → {pct(ft['gpu_score'])} ({signed_pts(ft['diff'])}, 95% CI "
                f"{pts_range(ft['ci95'])}, n={ft['n']}, margin {100 * ft['margin']:.1f} pts)")
+    majority = ft.get("vs_majority")
+    if ft["verdict"] == BEATS and majority and majority.get("verdict") != BEATS:
+        return (f"The fine-tune learned the answer form but not the task: the GPU build beats the base, {figures}, "
+                f"but not always answering {majority['label']!r} ({pct(majority.get('score'))}; "
+                f"{signed_pts(majority['diff'])}, 95% CI {pts_range(majority['ci95'])}). Nothing to ship yet.")
     if ft["worked"]:
         return f"The fine-tune worked: the GPU build beats the base on held-out items, {figures}."
     if ft["verdict"] == INCONCLUSIVE:

@@ -165,6 +165,7 @@ class Finetune(Verdict):
     gpu_score: Number | None = None
     labels: list[str] | None = None
     training: dict[str, Any] | None = None  # report.finetune.training_curve
+    vs_majority: dict[str, Any] | None = None  # label tasks: the GPU build vs always the commonest label
 
 
 class Split(_Part):
