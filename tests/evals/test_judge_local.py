@@ -112,3 +112,20 @@ def test_smollm2_judges_one_pair_end_to_end(smollm2_gguf, tmp_path):
     assert result.calls == 2 and result.invalid == 0 and result.n == 1
     assert result.items[0].verdict_ab in ("A", "B", "tie") and result.items[0].verdict_ba in ("A", "B", "tie")
     assert not _alive(server.pid)
+
+
+def test_sync_judge_works_inside_a_running_event_loop(tiny_server, tmp_path):
+    # a notebook, a caller's async code, or a library that left its loop running (the full test suite once
+    # did): asyncio.run refuses to nest, so the sync wrappers run the judge on a worker thread instead
+    import asyncio
+
+    cfg = tiny_server.config(max_tokens=24)
+    rubric = load_rubric("helpfulness")
+
+    async def inside_a_loop():
+        return (judge_single(cfg, rubric, ITEMS, ANSWERS, tmp_path),
+                judge_pairwise(cfg, rubric, ITEMS, ANSWERS, ["Lyon.", "5"], tmp_path))
+
+    single, pair = asyncio.run(inside_a_loop())
+    assert single.n_valid == 2 and all(1 <= item.rating <= 10 for item in single.items)
+    assert pair.identical == 1 and pair.invalid == 0
