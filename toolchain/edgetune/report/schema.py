@@ -157,6 +157,13 @@ class BuildRow(_Part):
     plan: Plan | None = None
 
 
+class Majority(Verdict):
+    """A label task's GPU build against always answering the commonest held-out label (superiority)."""
+
+    label: str
+    score: Number | None = None  # the constant answer's share right
+
+
 class Finetune(Verdict):
     """Did the fine-tune work: the GPU build against the base (superiority), with the training curve."""
 
@@ -165,7 +172,7 @@ class Finetune(Verdict):
     gpu_score: Number | None = None
     labels: list[str] | None = None
     training: dict[str, Any] | None = None  # report.finetune.training_curve
-    vs_majority: dict[str, Any] | None = None  # label tasks: the GPU build vs always the commonest label
+    vs_majority: Majority | None = None  # label tasks only
 
 
 class Split(_Part):
