@@ -36,6 +36,7 @@ from edgetune.outputs import (
     GGUFFile,
     LoraGGUF,
     MergedModel,
+    PointwiseJudge,
     TaskEval,
 )
 from edgetune.planner import make_plan
@@ -273,14 +274,9 @@ class _Evaluator:
         self.texts = item_texts(self.examples)
         self.items = evals.task_items(self.examples, self.tokenizer)
         self.plan = evals.plan_task(self.items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
-        from edgetune.assets import smollm2_gguf
-        from edgetune.evals.judge_server import local_model_name
-
         # pointwise grading against the reference: where the metric is text (chrF says least) unless set
         self.pointwise = bool(cfg.eval.judge_items) and (
             cfg.eval.judge_pointwise if cfg.eval.judge_pointwise is not None else self.plan.metric.name == "text")
-        self.judge_id = (cfg.judge.describe() if cfg.judge is not None
-                         else {"local": local_model_name(smollm2_gguf())} if self.pointwise else {})
         if cfg.threads:
             import torch
 
@@ -324,7 +320,7 @@ class _Evaluator:
         runs += [(q.value, "GGUF", a, self._gguf(a), a.size_bytes) for q, a in ggufs.items()]
         task_arts: dict[str, TaskEval] = {}
         builds = []
-        ratings: dict[str, dict[str, int | None]] = {}
+        graded: dict[str, PointwiseJudge] = {}
         mc_arts: dict[str, dict[str, ForgettingEval]] = {name: {} for name in mc_sets}
         for build_name, kind, art, opener, size in runs:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
@@ -337,7 +333,7 @@ class _Evaluator:
                                              progress=self.progress)
             row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
             if self.pointwise:
-                ratings[build_name] = self._judge_single(build_name, task_arts[build_name])
+                graded[build_name] = self._judge_single(build_name, task_arts[build_name])
             if kind == "GGUF" and cfg.eval.judge_items:
                 row["judge"] = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
             planned = next((r for r in plan.rows if r.quant == build_name), None)
@@ -349,12 +345,13 @@ class _Evaluator:
                 row["fidelity"] = {**fid.summary(), "gate": verdicts[Quant(build_name)].to_dict()}
             builds.append(row)
         for row in builds if self.pointwise else []:  # after the loop: the base is judged before the GPU build
-            scores = task_arts[row["name"]].item_scores()
-            gpu = None if row["name"] == GPU_BUILD else ratings[GPU_BUILD]
-            row.setdefault("judge", {}).update(pointwise.summarise(ratings[row["name"]], gpu, scores))
-            row["judge"].setdefault("judge", self.judge_id)
+            art = graded[row["name"]]
+            gpu = None if row["name"] == GPU_BUILD else graded[GPU_BUILD].ratings()
+            row.setdefault("judge", {}).update(pointwise.summarise(art.ratings(), gpu,
+                                                                   task_arts[row["name"]].item_scores()))
+            row["judge"].setdefault("judge", art.judge)
             row["judge"].setdefault("reliability", {"metric": self.plan.metric.name,
-                                                    "embedded_judge": is_embedded_judge(self.judge_id)})
+                                                    "embedded_judge": is_embedded_judge(art.judge or {})})
         return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
                             task=task_arts, forgetting=mc_arts, context=context,
                             item_text=self.texts, margin=cfg.eval.margin, training=training,
@@ -367,14 +364,14 @@ class _Evaluator:
         return [JudgeItem(i.id, question=self.texts.get(i.id, ""), reference=i.reference)
                 for i in self.items[: self.cfg.eval.judge_items]]
 
-    def _judge_single(self, build: str, task: TaskEval) -> dict[str, int | None]:
-        """Item id -> the pointwise judge's 1-10 rating of this build's answer (None: the reply did not parse)."""
+    def _judge_single(self, build: str, task: TaskEval) -> PointwiseJudge:
+        """The pointwise judge's 1-10 ratings of this build's answers (`ratings()`) and who judged."""
         from edgetune.assets import smollm2_gguf
 
         art = self.stages[f"judge-single-{build}"] = evals.run_judge_single(
             build, task, self._judge_items(), self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
-        return art.ratings()
+        return art
 
     def _judge(self, build: str, gpu_task: TaskEval, edge_task: TaskEval) -> dict[str, Any]:
         from edgetune.assets import smollm2_gguf

@@ -283,7 +283,7 @@ def run_judge_pairwise(build: str, gpu_task: TaskEval, edge_task: TaskEval, item
                 data = result.to_dict()
                 PairwiseJudge.write(b, build=build, n=result.n, wins_gpu=result.wins_a, ties=result.ties,
                                     wins_edge=result.wins_b, invalid=result.invalid, flip_rate=result.flip_rate,
-                                    calls=result.calls, identical=data.get("identical"), judge=data.get("judge"))
+                                    calls=result.calls, identical=data.get("identical"), judge=judge_id)
                 PairwiseJudge.write_rows(b, data["items"])
 
     return PairwiseJudge.of(store.stage(KIND_JUDGE, params, inputs, judge,
@@ -317,7 +317,7 @@ def run_judge_single(build: str, task: TaskEval, items: Sequence[Any], rubric_na
         PointwiseJudge.write_rows(b, [{"id": i.id, "rating": i.rating, "valid": i.valid, "reason": i.reason}
                                       for i in result.items])
         PointwiseJudge.write(b, build=build, n=result.n, n_valid=result.n_valid, mean_rating=result.mean_rating,
-                             calls=result.calls, judge=result.judge)
+                             calls=result.calls, judge=judge_id)
 
     return PointwiseJudge.of(store.stage(KIND_JUDGE_SINGLE, params, inputs, grade,
                                          record_params={**params, "build": build}))
