@@ -111,7 +111,10 @@ class TrainConfig(_Section):
                           "max_length), raising accumulation so every optimizer step still sees batch_size "
                           "examples: the same gradients in less activation memory, but slower (H200, Mistral-7B "
                           "shape, 4 x 2048: 4096 tokens gave 0.76x the memory at 0.73x the tok/s). None: off.")
-    max_length: int = Field(256, ge=16, description="Longest tokenised example, in tokens; longer ones are cut.")
+    max_length: int | None = Field(
+        None, ge=16, description="Longest tokenised example, in tokens (None: the training data's 99th percentile, "
+                                 "rounded up to 64, capped by the model's context). Longer examples are shortened "
+                                 "in the prompt, never in the answer.")
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations in the backward pass (less memory, ~25% slower). None: on for "
                           "CUDA, off on CPU.")
@@ -210,6 +213,14 @@ class EvalConfig(_Section):
                     "arc_easy, arc_challenge, hellaswag, piqa, winogrande; log-likelihood multiple choice on the "
                     "base, the GPU build and every GGUF.")
     seed: int = Field(0, description="Seed of every forgetting subset.")
+    context_length: int | None = Field(
+        None, ge=128, description="Context the edge builds run with, tokens: the bundle's runner, Modelfile and "
+                                  "llama-server line, and every GGUF eval. None: the target profile's "
+                                  "context_length (never more than the model's own).")
+    over_context: Literal["exclude", "fail"] = Field(
+        "exclude", description="Held-out items whose prompt plus answer budget exceed that context: exclude (left "
+                               "out of every build's score) or fail (scored as failures on the GGUF builds). The "
+                               "report says how many.")
 
     @model_validator(mode="before")
     @classmethod

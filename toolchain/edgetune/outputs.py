@@ -147,7 +147,12 @@ class TrainMetrics:
     batch_size: int | None = None
     grad_accum: int | None = None
     micro_batch: int | None = None
-    max_length: int | None = None
+    max_length: int | None = None  # resolved: the config's, or sized from the data (train/lengths.py)
+    max_length_why: str | None = None
+    longest_example: int | None = None  # tokens, before any cut
+    shortened: int = 0  # examples whose prompt was cut to fit max_length
+    most_cut: int = 0  # the most tokens cut from one prompt
+    dropped: int = 0  # examples whose answer alone left no room
     gradient_checkpointing: bool | None = None
     peak_gpu_gib: float | None = None
     chat_template: str | None = None  # "model", or "fallback:<name>"

@@ -20,7 +20,9 @@ from edgetune.config import BuildConfig
 from edgetune.constants import Quant
 from edgetune.errors import GateError, NothingToShip
 from edgetune.evals.judge_reliability import is_embedded_judge
+from edgetune.evals import context as board_context
 from edgetune.evals import stage as evals
+from edgetune.evals.context import ContextCheck
 from edgetune.export import gates
 from edgetune.export import stage as export
 from edgetune.export.gates import GateVerdict
@@ -45,7 +47,7 @@ from edgetune.report import pointwise
 from edgetune.report.finetune import training_curve
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report_files
 from edgetune.report.verdict import heldout_needed
-from edgetune.targets import get_target
+from edgetune.targets import Target, get_target
 from edgetune.train.workflow import inputs as train_inputs
 from edgetune.train.workflow import train_registered
 
@@ -98,6 +100,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     `strict`, NothingToShip (report written, no bundle) when the report recommends no build."""
     progress = progress or NullProgress()
     target = get_target(cfg.target)
+    if cfg.eval.context_length is not None:  # the board runs the edge builds with this context instead
+        target = target.model_copy(update={"context_length": cfg.eval.context_length})
     quants = list(dict.fromkeys(cfg.export.quants or target.quants))
     tools = load_tools(home)
     stages: dict[str, Artifact] = {}
@@ -105,6 +109,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     store, data_art, base = train_inputs(cfg)  # data and base exactly as `edgetune train` makes them
     stages["data"], stages["base"] = data_art, base
     split = _check_heldout(data_art, cfg.eval.margin)
+    # held-out items the board's context cannot take are known from the data: counted (or fatal) before training
+    board = _check_context(cfg, target, base, data_art)
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=base.model_dir / "config.json", quants=quants).require_pick()
     # trained and registered exactly as `edgetune train` does it (one process here: build has no --gpus)
@@ -125,7 +131,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     shipped = [q for q in quants if q in fits]
 
     gate_mode = resolve_gate_mode(cfg)
-    ev = _Evaluator(cfg, base, merged, data_art, store, stages, progress)
+    ev = _Evaluator(cfg, base, merged, data_art, store, stages, progress, board)
     verdicts = ev.fidelity(ggufs)
     report = ev.report(ggufs, verdicts, plan, context={
         "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
@@ -134,6 +140,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         "gate_mode": gate_mode, "split": split["summary"], "task_metric": ev.plan.to_dict()},
         training=_training(trained, cfg))
     report["split"] = split
+    report["lengths"] = {"train": _train_lengths(trained), "context": board.to_dict()}
     run_dir = cfg.out_dir / "runs" / target.name
     written = write_report_files(report, run_dir)
     report_json, report_md = written.json_path, written.md_path
@@ -158,7 +165,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         stages["lora-gguf"] = lora
     # the device side: cross-built llama.cpp + the stdlib runner + the held-out suite on the same token ids
     suite_rows = [{"id": i.id, "prompt_ids": i.prompt_ids, "max_tokens": ev.plan.max_new_tokens,
-                   "reference": i.reference} for i in ev.items]
+                   "reference": i.reference} for i in ev.items if board.fits(i)]
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
                                             llama_cpp, store, model_name=name, runtime=target.arch == "aarch64",
@@ -185,6 +192,36 @@ def _check_heldout(data_art: DataSplit, margin: float) -> dict[str, Any]:
                + (f", stratified by {len(labels)} labels" if labels else ""))
     return {"n_train": n_train, "n_heldout": n_heldout, "n_examples": n_examples, "labels": labels or None,
             "heldout_needed_2pct": needed, "margin": margin, "summary": summary}
+
+
+def _check_context(cfg: BuildConfig, target: Target, base: BaseModel, data_art: DataSplit) -> ContextCheck:
+    """The held-out items against the context the edge builds get on the board (evals/context.py), from the
+    base's tokenizer and chat template (or the fallback training will use: the merged model carries it).
+    Raises DataError when no item fits, TrainError for a model with no chat template and no fallback."""
+    from transformers import AutoTokenizer
+
+    from edgetune.train.lengths import model_context
+    from edgetune.train.stage import apply_template_fallback
+
+    tok = AutoTokenizer.from_pretrained(base.model_dir)
+    apply_template_fallback(tok, cfg.train.chat_template_fallback, base.model_dir)
+    items = evals.task_items(data.read_examples(data_art.heldout_path), tok)
+    budget = evals.plan_task(items, tok, cfg.eval.metric, cfg.eval.max_new_tokens).max_new_tokens
+    where = "eval.context_length" if cfg.eval.context_length is not None else f"{target.name}'s context_length"
+    limit = model_context(base.model_dir)
+    if limit is not None and limit < target.context_length:
+        where = f"the model's context ({where} is {target.context_length:,})"
+    checked = board_context.check(items, budget, min(target.context_length, limit or target.context_length),
+                                  where, cfg.eval.over_context)
+    (log.warning if checked.over else log.info)("eval: %s", checked.summary())
+    return checked
+
+
+def _train_lengths(trained: Adapter) -> dict[str, Any]:
+    """What the training length did to the examples (train/lengths.py), for the report."""
+    m = trained.training
+    return {"max_length": m.max_length, "why": m.max_length_why, "longest": m.longest_example,
+            "n": m.n_examples, "shortened": m.shortened, "most_cut": m.most_cut, "dropped": m.dropped}
 
 
 def _training(trained: Adapter, cfg: BuildConfig) -> dict[str, Any]:
@@ -260,7 +297,7 @@ class _Evaluator:
     """Scores every build on the same items and token ids: base and GPU build in transformers, GGUFs in
     llama.cpp. Each (build, suite) is a cached eval artifact recorded in `stages`."""
 
-    def __init__(self, cfg, base, merged, data_art, store, stages, progress):
+    def __init__(self, cfg, base, merged, data_art, store, stages, progress, board: ContextCheck):
         from transformers import AutoTokenizer
 
         self.cfg, self.store, self.stages, self.progress = cfg, store, stages, progress
@@ -272,8 +309,11 @@ class _Evaluator:
         self.tokenizer = AutoTokenizer.from_pretrained(self.merged_dir)
         self.examples = data.read_examples(data_art.heldout_path)
         self.texts = item_texts(self.examples)
-        self.items = evals.task_items(self.examples, self.tokenizer)
-        self.plan = evals.plan_task(self.items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
+        items = evals.task_items(self.examples, self.tokenizer)
+        # the plan from every item, as the context check made it; then the items the policy keeps
+        self.plan = evals.plan_task(items, self.tokenizer, cfg.eval.metric, cfg.eval.max_new_tokens)
+        self.board = board
+        self.items = board_context.keep(items, board)
         # pointwise grading against the reference: where the metric is text (chrF says least) unless set
         self.pointwise = bool(cfg.eval.judge_items) and (
             cfg.eval.judge_pointwise if cfg.eval.judge_pointwise is not None else self.plan.metric.name == "text")
@@ -290,12 +330,16 @@ class _Evaluator:
     def _gguf(self, art: GGUFFile):
         from edgetune.runtimes import LlamaCppRuntime
 
-        return lambda: LlamaCppRuntime(art.gguf_path, n_ctx=1024, n_threads=self.cfg.threads)
+        # the board's context, or 1024 where that is less: the forgetting sets are a host-side check, and
+        # held-out items over the board's context are excluded or failed before they reach the runtime
+        return lambda: LlamaCppRuntime(art.gguf_path, n_ctx=max(self.board.context, 1024),
+                                       n_threads=self.cfg.threads)
 
     def fidelity(self, ggufs: dict[Quant, GGUFFile]) -> dict[Quant, GateVerdict]:
         g = self.cfg.export.gates
         self.stages["fidelity-ref"] = ref = evals.run_fidelity_reference(
-            self.merged.key, self._hf(self.merged_dir), self.items[: g.prompts], self.tokenizer, self.store,
+            self.merged.key, self._hf(self.merged_dir), [i for i in self.items if self.board.fits(i)][: g.prompts],
+            self.tokenizer, self.store,
             n_tokens=g.n_tokens, progress=self.progress)
         verdicts = {}
         for quant, art in ggufs.items():
@@ -326,7 +370,8 @@ class _Evaluator:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
                 task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
                     build_name, art.key, lease, self.items, self.tokenizer, self.store,
-                    max_new_tokens=self.plan.max_new_tokens, metric=self.plan.metric, progress=self.progress)
+                    max_new_tokens=self.plan.max_new_tokens, metric=self.plan.metric, progress=self.progress,
+                    context=self.board.context if kind == "GGUF" and self.board.policy == "fail" else None)
                 for set_name, mc in mc_sets.items():
                     mc_arts[set_name][build_name] = self.stages[evals.forgetting_stage(set_name, build_name)] = \
                         evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,

@@ -137,14 +137,18 @@ def _items_hash(items: Sequence[Any]) -> str:
 
 def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], items: Sequence[TaskItem],
              tokenizer, store: Store, *, max_new_tokens: int, metric: MetricSpec | None = None,
-             progress: Progress | None = None) -> TaskEval:
+             progress: Progress | None = None, context: int | None = None) -> TaskEval:
     """Score `items` on one build with `metric` (resolved, not `auto`; None: label). results.jsonl holds one
     row per item (id, prompt_sha256, output, reference, correct, latency_s, score, truncated, detail); the
-    record's metrics hold metric, score, accuracy, n, correct, truncated and the median latency."""
+    record's metrics hold metric, score, accuracy, n, correct, truncated and the median latency. `context`:
+    items over it are scored as failures (evals/context.py's `fail` policy)."""
     spec = metric or MetricSpec(name="label")
     scorer = make_metric(spec)
     # "results": 2 marks the per-item score/truncated fields, so artifacts cached before them are not reused
-    params = {"max_new_tokens": max_new_tokens, "metric": spec.model_dump(exclude_defaults=True), "results": 2}
+    params: dict[str, Any] = {"max_new_tokens": max_new_tokens, "metric": spec.model_dump(exclude_defaults=True),
+                              "results": 2}
+    if context is not None and any(len(i.prompt_ids) + max_new_tokens > context for i in items):
+        params["context"] = context  # only where it changes a score, so other keys stay as they were
     inputs = {"build": build_key, "items": _items_hash(items)}
 
     def score(b: Builder) -> None:
@@ -153,7 +157,8 @@ def run_task(build: str, build_key: str, open_runtime: Callable[[], Runtime], it
                 open_runtime() as rt:
             result = run_task_metric(rt, items, scorer,
                                      decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                                     max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance)
+                                     max_new_tokens=max_new_tokens, stop_ids=stops, on_item=bar.advance,
+                                     context=params.get("context"))
         data = result.to_dict()
         TaskEval.write_rows(b, data["items"])
         latencies = sorted(i["latency_s"] for i in data["items"])

@@ -79,11 +79,14 @@ def run_task_metric(
     max_new_tokens: int,
     stop_ids: Sequence[int],
     on_item: Callable[[], None] | None = None,
+    context: int | None = None,
 ) -> TaskResult:
     """Greedy-decode each item's prompt (at most `max_new_tokens`, stopping before any of `stop_ids`), decode
     the new ids to text with `decode` and score it with `metric`. An item is `truncated` when the runtime
     returned `max_new_tokens` ids: it stopped on the budget, not on a stop id. `on_item` is called after each
-    item (progress). Latency is the wall time of the runtime's generate call. Raises EvalError for no items or
+    item (progress). Latency is the wall time of the runtime's generate call. With `context`, an item whose prompt
+plus `max_new_tokens` exceeds it is scored as a failure without running (detail {"over_context": context}):
+what a board with that context would make of it. Raises EvalError for no items or
     a reference the metric cannot score (checked for every item before any generation); runtime errors
     propagate."""
     if not items:
@@ -94,6 +97,13 @@ def run_task_metric(
                             "fix that row's answer, or choose another metric (eval.metric)")
     results: list[ItemResult] = []
     for item in items:
+        if context is not None and len(item.prompt_ids) + max_new_tokens > context:
+            results.append(ItemResult(id=item.id, prompt_sha256=prompt_sha256(item.prompt_ids), output="",
+                                      reference=item.reference, correct=False, latency_s=0.0,
+                                      detail={"over_context": context}))
+            if on_item is not None:
+                on_item()
+            continue
         started = time.perf_counter()
         new_ids = runtime.generate(list(item.prompt_ids), max_new_tokens, stop_ids)
         latency_s = time.perf_counter() - started

@@ -187,6 +187,36 @@ class Split(_Part):
     summary: str | None = None
 
 
+class TrainLengths(_Part):
+    """What the training length did to the examples (train/lengths.py)."""
+
+    max_length: int | None = None
+    why: str | None = None
+    longest: int | None = None
+    n: int | None = None
+    shortened: int = 0
+    most_cut: int = 0
+    dropped: int = 0
+
+
+class BoardContext(_Part):
+    """The held-out items against the context the edge builds run with (evals/context.py)."""
+
+    context: int
+    where: str
+    budget: int
+    longest: int
+    n: int
+    over: int
+    policy: str
+    summary: str
+
+
+class Lengths(_Part):
+    train: TrainLengths | None = None
+    context: BoardContext | None = None
+
+
 class Context(_Part):
     """What was built: target, model, sources, tool versions, the task metric's plan."""
 
@@ -225,6 +255,7 @@ class Report(_Part):
     margin: Number | None = None  # the non-inferiority margin (eval.margin)
     finetune: Finetune | None = None
     split: Split | None = None
+    lengths: Lengths | None = None
     recommendation: Recommendation | None = None
 
     @classmethod

@@ -110,7 +110,26 @@ def summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
               for s, f in forgetting_sets(by_name.get(GPU_BUILD, {})).items() if "delta_vs_base" in f]
     if forgot:
         out.append(("Forgetting (GPU build vs the base, acc)", ", ".join(forgot) + "."))
+    if lengths := lengths_line(report):
+        out.append(("Lengths", lengths))
     return out
+
+
+def lengths_line(report: Mapping[str, Any]) -> str | None:
+    """How many training examples were shortened or dropped, and how many held-out items exceed the board's
+    context (pipeline: train/lengths.py, evals/context.py); None for reports from before these checks."""
+    lengths = report.get("lengths")
+    if not isinstance(lengths, Mapping):
+        return None
+    parts = []
+    if train := lengths.get("train"):
+        cut = [f"{train['shortened']} shortened in the prompt (by up to {train['most_cut']} tokens)"
+               if train.get("shortened") else "", f"{train['dropped']} dropped" if train.get("dropped") else ""]
+        done = ", ".join(c for c in cut if c) or "none cut"
+        parts.append(f"training examples up to {train['max_length']} tokens ({train['why']}): {done}")
+    if ctx := lengths.get("context"):
+        parts.append(ctx["summary"])
+    return "; ".join(parts) + "." if parts else None
 
 
 def accuracy_table(report: Mapping[str, Any]) -> Table | None:

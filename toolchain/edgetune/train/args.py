@@ -28,10 +28,11 @@ def micro_batches(cfg: TrainConfig) -> tuple[int, int]:
     batch's). Off by default: on an H200 each pass costs ~0.45 s whatever its size (Mistral-7B shape), so smaller
     passes save memory but cost speed in proportion (docs/benchmarks.md)."""
     budget = cfg.micro_batch_tokens
-    if budget is None:
+    if budget is None or cfg.max_length is None:  # None: not yet sized from the data (train/lengths.py)
         return cfg.batch_size, cfg.grad_accum
+    length = cfg.max_length
     micro = max((d for d in range(1, cfg.batch_size + 1)
-                 if cfg.batch_size % d == 0 and d * cfg.max_length <= budget), default=1)
+                 if cfg.batch_size % d == 0 and d * length <= budget), default=1)
     return micro, cfg.grad_accum * (cfg.batch_size // micro)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ class Job:
     tok: Any
     n_examples: int
     ckpt_dir: Path
-    train_ds: Any
+    train_data: Callable[[int], Any]  # max_length -> the training Dataset, prompts shortened to fit it
     eval_ds: Any
     items: list
     progress: Progress
@@ -91,7 +92,7 @@ class Job:
         with self.progress.task("train", steps_total) as bar, \
                 restored_modeling_module(model.config.model_type if liger else None):
             report = ProgressReport(bar)
-            trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_ds, eval_dataset=self.eval_ds,
+            trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_data(c.max_length), eval_dataset=self.eval_ds,
                                  processing_class=self.tok, callbacks=[
                                      report, HeldoutTask(self.tok, self.items, c.batch_size), loss_cb, *self.callbacks])
             # transformers prints every log dict to stdout when tqdm is off; stdout belongs to --json output

@@ -50,11 +50,13 @@ def fallback_steps(cfg: TrainConfig, min_length: int = MIN_MAX_LENGTH) -> Iterat
         yield cfg, ("CUDA out of memory: train.gradient_checkpointing -> true (recompute activations: less memory, "
                     "~25% slower); set it yourself to skip the failed tries")
     floor = max(min_length, 16)
-    while cfg.max_length // 2 >= floor:
-        cfg = cfg.model_copy(update={"max_length": cfg.max_length // 2})
-        yield cfg, (f"CUDA out of memory: train.max_length -> {cfg.max_length} (about half the activation memory; "
-                    f"longer examples are cut, and TRL drops those whose answer no longer fits); shorten the data "
-                    f"or set it yourself to skip the failed tries")
+    length = cfg.max_length  # resolved by the stage before training (train/lengths.py)
+    while length is not None and length // 2 >= floor:
+        length //= 2
+        cfg = cfg.model_copy(update={"max_length": length})
+        yield cfg, (f"CUDA out of memory: train.max_length -> {length} (about half the activation memory; "
+                    f"longer examples are shortened in the prompt, and dropped where the answer alone no longer "
+                    f"fits); shorten the data or set it yourself to skip the failed tries")
 
 
 def _free_cuda() -> None:

@@ -30,10 +30,10 @@ from edgetune import chat_templates as templates
 from edgetune.artifacts import Builder, Store, stage_key
 from edgetune.config import TrainConfig
 from edgetune.data import read_examples
-from edgetune.errors import TrainError
+from edgetune.errors import DataError, TrainError
 from edgetune.outputs import Adapter, BaseModel, DataSplit, TrainMetrics
 from edgetune.progress import NullProgress, Progress
-from edgetune.train import checkpoints
+from edgetune.train import checkpoints, lengths
 from edgetune.train.adapters import peft_config
 from edgetune.train.args import gradient_checkpointing, micro_batches
 from edgetune.train.attempt import Job
@@ -124,20 +124,31 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     examples = read_examples(data.train_path)
     if not examples:
         raise TrainError("the training split is empty", "lower data.heldout_size or add examples")
-    cfg = resolve_epochs(cfg, len(examples), processes)  # the key above is the config's; this is the schedule
     heldout = read_examples(data.heldout_path)
     src = base.model_dir
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token is None:  # the tutorial's pad fix, applied only where needed
         tok.pad_token = tok.eos_token
-    fallback = _apply_template_fallback(tok, cfg.chat_template_fallback, src)
+    fallback = apply_template_fallback(tok, cfg.chat_template_fallback, src)
+    # the key holds the configured max_length (None: sized from the data, a function of the key's inputs)
+    fits = {cfg.max_length: lengths.check(tok, examples, cfg.max_length, src)}
+    first = fits[cfg.max_length]
+    cfg = cfg.model_copy(update={"max_length": first.max_length})
+    fits[first.max_length] = first
+
+    def train_data(max_length: int) -> Any:
+        """The training set at `max_length` (the OOM fallback halves it: the prompts are shortened again)."""
+        if max_length not in fits:
+            fits[max_length] = lengths.check(tok, examples, max_length, src)
+        return Dataset.from_list(_to_prompt_completion(fits[max_length].examples))
+
+    cfg = resolve_epochs(cfg, len(first.examples), processes)  # the key above is the config's; this is the schedule
     fresh = [_load_model(src, method, cuda)]
     peft_config(cfg, fresh[0])  # checks the target modules before anything is written
-    job = Job(src=src, method=method, cuda=cuda, tok=tok, n_examples=len(examples), ckpt_dir=ckpt_dir,
-               train_ds=Dataset.from_list(_to_prompt_completion(examples)),
-               eval_ds=Dataset.from_list(_to_prompt_completion(heldout[:LOSS_ITEMS])) if heldout else None,
-               items=task_items(heldout, tok, cfg.eval_items), progress=progress or NullProgress(),
-               callbacks=tuple(callbacks), fresh=fresh)
+    job = Job(src=src, method=method, cuda=cuda, tok=tok, n_examples=len(first.examples), ckpt_dir=ckpt_dir,
+              train_data=train_data, eval_ds=_eval_dataset(tok, heldout[:LOSS_ITEMS], first.max_length),
+              items=task_items(heldout, tok, cfg.eval_items), progress=progress or NullProgress(),
+              callbacks=tuple(callbacks), fresh=fresh)
     if cfg.save_steps:
         log.info("checkpoints every %d steps in %s (a rerun resumes from the newest)", cfg.save_steps, ckpt_dir)
 
@@ -168,6 +179,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     if fallback:  # the merge stage writes it into the merged tokenizer (merge.py)
         (b.path / Adapter.TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
     steps = out.state.global_step
+    fitted = fits[out.cfg.max_length]
     Adapter.write(b, TrainMetrics(
         method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
         loss_first=_mean(history[:5]),
@@ -178,19 +190,32 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         train_s=round(out.train_s, 2), s_per_step=round(out.train_s / max(1, steps - (out.resumed_from or 0)), 3),
         tokens=out.state.num_input_tokens_seen, tokens_per_s=round(out.session_tokens / max(out.train_s, 1e-9), 1),
         trainable_params=out.trainable, total_params=out.total, trainable_share=out.trainable / out.total,
-        n_examples=len(examples), n_heldout_loss=len(job.eval_ds) if job.eval_ds else 0,
+        n_examples=len(fitted.examples), n_heldout_loss=len(job.eval_ds) if job.eval_ds else 0,
         n_heldout_task=len(job.items), resumed_from_step=out.resumed_from, oom_fallback=fallbacks,
         device="cuda" if cuda else "cpu", liger=liger_available(cuda),
         # the settings the adapter was trained with: the config's, or the OOM fallback's last
         batch_size=out.cfg.batch_size, grad_accum=out.cfg.grad_accum,
-        micro_batch=micro_batches(out.cfg)[0], max_length=out.cfg.max_length,
+        micro_batch=micro_batches(out.cfg)[0], max_length=out.cfg.max_length, max_length_why=fitted.why,
+        longest_example=fitted.longest, shortened=fitted.shortened, most_cut=fitted.most_cut,
+        dropped=fitted.dropped,
         gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
     ), chat_template=fallback)
 
 
-def _apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:
+def _eval_dataset(tok: Any, examples: list[dict[str, Any]], max_length: int) -> Any:
+    """The held-out loss set, shortened as the training set is; None when there is none to score."""
+    from datasets import Dataset
+
+    try:
+        fitted = lengths.fit(tok, examples, max_length, None)
+    except DataError:  # every held-out answer is over the limit: no held-out loss, training goes on
+        return None
+    return Dataset.from_list(_to_prompt_completion(fitted.examples)) if fitted.examples else None
+
+
+def apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:
     """Give `tok` the fallback chat template where it has none; True when the fallback is used. Raises
     TrainError for a tokenizer with neither."""
     if tok.chat_template:
