@@ -76,15 +76,15 @@ def test_oom_falls_back_to_batch_one_and_records_it(inputs, tmp_path, caplog):
 
 
 def test_sft_config_holds_the_stage_defaults(tmp_path):
-    args = train.sft_config(TrainConfig(), tmp_path, cuda=False, liger=False)
+    args = train.sft_config(TrainConfig(max_length=256), tmp_path, cuda=False, liger=False)
     assert (args.max_length, args.per_device_train_batch_size, args.learning_rate) == (256, 8, 2e-4)
     assert (args.bf16, args.gradient_checkpointing, args.use_cpu, args.use_liger_kernel) == (False, False, True, False)
     assert args.include_num_input_tokens_seen == "non_padding"
     assert (args.save_strategy, args.save_steps, args.eval_strategy) == ("steps", 50, "no")
     assert args.output_dir == str(tmp_path)
 
-    args = train.sft_config(TrainConfig(gradient_checkpointing=True, save_steps=0), tmp_path, cuda=False,
-                            liger=False, max_steps=3, eval_strategy="epoch")
+    args = train.sft_config(TrainConfig(gradient_checkpointing=True, save_steps=0, max_length=256), tmp_path,
+                            cuda=False, liger=False, max_steps=3, eval_strategy="epoch")
     assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
     assert (args.save_strategy, args.max_steps, args.eval_strategy) == ("no", 3, "epoch")
 

@@ -38,7 +38,7 @@ def _first_batch_loss(model_dir, tmp_path, *, packing: bool, attn: str):
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attn)
-    cfg = FAST.model_copy(update={"packing": packing, "batch_size": len(EXAMPLES), "save_steps": 0})
+    cfg = FAST.model_copy(update={"packing": packing, "batch_size": len(EXAMPLES), "save_steps": 0, "max_length": 256})
     args = sft_config(cfg, tmp_path / f"out-{packing}-{attn}", cuda=False, liger=False)
     trainer = SFTTrainer(model=model, args=args, processing_class=tok,
                          train_dataset=Dataset.from_list(_to_prompt_completion(EXAMPLES)))

@@ -41,7 +41,8 @@ class ConfigError(EdgetuneError):
 
 
 class DataError(EdgetuneError):
-    """A dataset that is missing, unreadable or lacks the needed columns."""
+    """A dataset that is missing, unreadable or lacks the needed columns, or is too long for the limits that
+    apply to it (train.max_length, the board's context)."""
 
     exit_code = 3
 

@@ -43,6 +43,8 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
     off here (it needs an eval dataset) and switched on by the stage with `eval_strategy="epoch"`."""
     from trl import SFTConfig
 
+    if cfg.max_length is None:  # TRL would then neither truncate nor pack, so nothing may reach it unsized
+        raise ValueError("sft_config needs a sized train.max_length (the train stage sizes it: train/lengths.py)")
     recompute = gradient_checkpointing(cfg, cuda)
     micro, accum = micro_batches(cfg)
     if micro != cfg.batch_size:
