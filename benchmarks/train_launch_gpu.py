@@ -57,10 +57,11 @@ def main() -> int:
         tensors = load_file(t.artifact.file("adapter") / "adapter_model.safetensors")
         shapes[n] = {k: tuple(v.shape) for k, v in tensors.items()}
         b_trained = all(v.abs().max() > 0 for k, v in tensors.items() if "lora_B" in k)
+        tm = t.artifact.training  # the typed train metrics (edgetune.outputs.TrainMetrics)
         results[n] = {"strategy": t.strategy, "wall_s": round(time.time() - started, 1),
                       "epoch_at_end": rows[-1]["epoch"], "adapter_tensors": len(tensors), "lora_b_trained": b_trained,
-                      **{k: t.artifact.metrics[k] for k in (
-                          "steps", "s_per_step", "loss_first", "loss_last", "peak_gpu_gib", "tokens_per_s")}}
+                      "steps": tm.steps, "s_per_step": tm.s_per_step, "loss_first": tm.loss_first,
+                      "loss_last": tm.loss_last, "peak_gpu_gib": tm.peak_gpu_gib, "tokens_per_s": tm.tokens_per_s}
     print(f"{'gpus':>4} {'strategy':<8} {'steps':>5} {'epoch':>6} {'s/step':>7} {'wall s':>7} {'loss first':>10} "
           f"{'loss last':>9}")
     for n, r in results.items():

@@ -75,23 +75,23 @@ def main() -> int:
     except TrainError as exc:
         t, failed = None, str(exc)
     wall_s = time.time() - started
-    tm = t.metrics if t else {}
-    fixes = tm.get("oom_fallback", [])
+    tm = t.training if t else None  # the typed train metrics (edgetune.outputs.TrainMetrics)
+    fixes = tm.oom_fallback if tm else []
     print(f"cap {args.limit_gib:.1f} GiB of {total / 2**30:.0f}; asked: batch {args.batch} x max_length "
           f"{args.max_length}, checkpointing off; prompts ~{prompt_tokens} tokens")
     for i, fix in enumerate(fixes, 1):
         print(f"  fix {i}: {fix}")
-    if failed:
+    if tm is None:
         print(f"  gave up: {failed}")
     else:
         print(f"{'shape':<14} {'method':<6} {'fixes':>5} {'steps':>5} {'s/step':>7} {'peak GiB':>8} {'loss last':>9}")
-        print(f"{args.shape:<14} {tm['method']:<6} {len(fixes):>5} {tm['steps']:>5} {tm['s_per_step']:>7.3f} "
-              f"{(tm.get('peak_gpu_gib') or 0):>8.2f} {tm['loss_last']:>9.4f}")
-    ok = bool(t) and len(fixes) >= 1 and tm["steps"] == args.steps and tm["device"] == "cuda"
+        print(f"{args.shape:<14} {tm.method:<6} {len(fixes):>5} {tm.steps:>5} {tm.s_per_step:>7.3f} "
+              f"{(tm.peak_gpu_gib or 0):>8.2f} {tm.loss_last:>9.4f}")
+    ok = tm is not None and len(fixes) >= 1 and tm.steps == args.steps and tm.device == "cuda"
     print(json.dumps({"benchmark": "train_oom_gpu", "date": time.strftime("%Y-%m-%d"), "shape": args.shape,
                       "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "limit_gib": args.limit_gib,
                       "asked": {"batch": args.batch, "max_length": args.max_length}, "fixes": fixes,
-                      "error": failed, "train": tm, "wall_s": round(wall_s, 2), "ok": ok}))
+                      "error": failed, "train": t.metrics if t else {}, "wall_s": round(wall_s, 2), "ok": ok}))
     return 0 if ok else 1
 
 

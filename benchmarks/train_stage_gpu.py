@@ -67,15 +67,16 @@ def main() -> int:
     t = train.run(TrainConfig(max_steps=args.steps, batch_size=8, learning_rate=1e-3), b, d, store)
     train_s = time.time() - started
     m = merge.run(b, t, store)
-    tm = t.metrics
+    tm = t.training  # the typed train metrics (edgetune.outputs.TrainMetrics)
     print(f"{'shape':<14} {'method':<6} {'liger':<6} {'steps':>5} {'s/step':>7} {'peak GiB':>8} {'loss first':>10} "
           f"{'loss last':>9} {'merge max|dlogit|':>17}")
-    print(f"{args.shape:<14} {tm['method']:<6} {str(tm.get('liger')):<6} {tm['steps']:>5} {tm['s_per_step']:>7.3f} "
-          f"{(tm.get('peak_gpu_gib') or 0):>8.2f} {tm['loss_first']:>10.4f} {tm['loss_last']:>9.4f} "
-          f"{m.metrics['max_logit_diff']:>17.2e}")
-    ok = tm["method"] == "qlora" and tm["device"] == "cuda" and tm["loss_last"] < tm["loss_first"]
+    print(f"{args.shape:<14} {tm.method:<6} {str(tm.liger):<6} {tm.steps:>5} {tm.s_per_step:>7.3f} "
+          f"{(tm.peak_gpu_gib or 0):>8.2f} {tm.loss_first:>10.4f} {tm.loss_last:>9.4f} "
+          f"{m.max_logit_diff:>17.2e}")
+    ok = tm.method == "qlora" and tm.device == "cuda" and tm.loss_last < tm.loss_first
+    # the JSON line keeps the artifacts' whole records
     print(json.dumps({"benchmark": "train_stage_gpu", "date": time.strftime("%Y-%m-%d"), "shape": args.shape,
-                      "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "train": tm,
+                      "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "train": t.metrics,
                       "train_wall_s": round(train_s, 2), "merge": m.metrics, "ok": ok}))
     return 0 if ok else 1
 

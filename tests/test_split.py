@@ -169,10 +169,10 @@ def test_heldout_too_small_for_the_margin_warns_with_the_n_needed(tmp_path, capl
     art, _, _ = run_split(tmp_path, yes_no_rows(872, 0.5))  # SST-2's size: 174 held out
     with caplog.at_level(logging.WARNING, logger="edgetune.pipeline"):
         split = _check_heldout(art, 0.02)
-    assert split["n_heldout"] == 174 < needed == split["heldout_needed_2pct"]
+    assert split.n_heldout == 174 < needed == split.heldout_needed_2pct
     assert "174 held-out items are too few for eval.margin=0.02" in caplog.text
     assert f"about {needed} items" in caplog.text
-    assert split["summary"] == "698 trained, 174 held out of 872, stratified by 2 labels"
+    assert split.summary == "698 trained, 174 held out of 872, stratified by 2 labels"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edgetune.pipeline"):
         _check_heldout(art, 0.05)  # a 5-point margin needs fewer items than 174

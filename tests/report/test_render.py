@@ -211,6 +211,25 @@ def test_render_run_upgrades_an_older_report_from_the_run_record(synthetic_run, 
     assert done.html_path.read_text().count("<img ") == 3
 
 
+def test_render_run_keeps_the_stored_training_curve(synthetic_run, tmp_path):
+    """The refresh rebuilds the fine-tune check from the run's artifacts with the training curve the report
+    stored (its loss check feeds the likely causes when the fine-tune did not work)."""
+    from edgetune.report.finetune import training_curve
+
+    training = training_curve({"epochs": [{"epoch": 1.0, "step": 2, "eval_loss": 1.9, "accuracy": 0.0, "n": 16}],
+                               "loss_check": {"judged": True, "falling": False, "first": 2.0, "last": 2.0,
+                                              "steps": 8}, "steps": 2, "n_examples": 32},
+                              [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 2.0}], 2e-4)
+    old = json.loads((synthetic_run.run_dir / REPORT_JSON).read_text())
+    old["finetune"]["training"] = training
+    (synthetic_run.run_dir / REPORT_JSON).write_text(json.dumps(old))
+    done = render_run(synthetic_run.run_dir, tmp_path / "again")
+    new = load_report(done.json_path)
+    assert new["finetune"]["training"] == json.loads(json.dumps(training))
+    if not new["finetune"]["worked"]:
+        assert any("did not fall (2.000 → 2.000)" in c for c in new["finetune"]["causes"])
+
+
 def test_render_run_keeps_the_stored_report_when_artifacts_disagree(synthetic_run, tmp_path, caplog):
     old = json.loads((synthetic_run.run_dir / REPORT_JSON).read_text())
     old["builds"][2]["accuracy"] = 0.123

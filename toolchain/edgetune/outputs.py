@@ -443,14 +443,10 @@ class FidelityReference(EvalOutput):
         b.metrics.update(n=n, stopped=stopped)
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
-class Fidelity(EvalOutput):
-    """One GGUF against the GPU build on the same tokens (evals.fidelity): rows per prompt. Read by the
-    fidelity gates (export.gates) and the report's fidelity columns."""
-
-    KIND: ClassVar[str] = "fidelity"
-    SUMMARY: ClassVar[tuple[str, ...]] = ("kld_mean", "kld_p99", "top1_agreement", "greedy_agreement",
-                                          "stop_agreement", "n_prompts", "n_positions")
+@dataclass(frozen=True, kw_only=True)
+class FidelitySummary:
+    """One GGUF against the GPU build over every compared prompt: the figures evals.fidelity.compare measures,
+    the fidelity artifact records, the gates (export.gates.check) judge and the report's row shows."""
 
     kld_mean: float  # mean KL(GPU || edge) per position, nats
     kld_p99: float
@@ -460,13 +456,22 @@ class Fidelity(EvalOutput):
     n_prompts: int
     n_positions: int
 
+    def summary(self) -> dict[str, float]:
+        """The summary figures by name (what export.gates.check and the report's row take)."""
+        return {f.name: getattr(self, f.name) for f in fields(FidelitySummary)}
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Fidelity(EvalOutput, FidelitySummary):
+    """One GGUF against the GPU build on the same tokens (evals.fidelity): rows per prompt and the summary
+    figures (FidelitySummary). Read by the fidelity gates (export.gates) and the report's fidelity columns."""
+
+    KIND: ClassVar[str] = "fidelity"
+    SUMMARY: ClassVar[tuple[str, ...]] = tuple(f.name for f in fields(FidelitySummary))
+
     @classmethod
     def _read(cls, art: Artifact) -> dict[str, Any]:
         return {**cls._common(art), **{k: art.metrics[k] for k in cls.SUMMARY}}
-
-    def summary(self) -> dict[str, float]:
-        """The summary figures by name (what export.gates.check and the report's row take)."""
-        return {k: getattr(self, k) for k in self.SUMMARY}
 
     @staticmethod
     def write(b: Builder, *, build: str, summary: dict[str, float]) -> None:

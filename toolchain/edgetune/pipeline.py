@@ -46,6 +46,23 @@ from edgetune.progress import NullProgress, Progress
 from edgetune.report import pointwise
 from edgetune.report.finetune import training_curve
 from edgetune.report.render import BASE_BUILD, GPU_BUILD, build_report, item_texts, write_report_files
+from edgetune.report.schema import (
+    BoardContext,
+    BuildRow,
+    Context,
+    Gate,
+    Judge,
+    Lengths,
+    MetricAgreement,
+    Pairwise,
+    Plan,
+    Reliability,
+    Report,
+    Split,
+    TaskMetric,
+    TrainLengths,
+)
+from edgetune.report.schema import Fidelity as FidelitySection
 from edgetune.report.verdict import heldout_needed
 from edgetune.targets import Target, get_target
 from edgetune.train.workflow import inputs as train_inputs
@@ -133,21 +150,23 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     gate_mode = resolve_gate_mode(cfg)
     ev = _Evaluator(cfg, base, merged, data_art, store, stages, progress, board)
     verdicts = ev.fidelity(ggufs)
-    report = ev.report(ggufs, verdicts, plan, context={
-        "target": target.name, "model": name, "base": cfg.model.source, "data": cfg.data.source,
-        "method": trained.training.method, "llama.cpp": tools.revision[:12], "edgetune": __version__,
-        "train_loss": f"{trained.training.loss_first:.3f} → {trained.training.loss_last:.3f}",
-        "gate_mode": gate_mode, "split": split["summary"], "task_metric": ev.plan.to_dict()},
-        training=_training(trained, cfg))
-    report["split"] = split
-    report["lengths"] = {"train": _train_lengths(trained), "context": board.to_dict()}
+    context = Context(
+        target=target.name, model=name, base=cfg.model.source, data=cfg.data.source,
+        method=trained.training.method, llama_cpp=tools.revision[:12], edgetune=__version__,
+        train_loss=f"{trained.training.loss_first:.3f} → {trained.training.loss_last:.3f}",
+        gate_mode=gate_mode, split=split.summary, task_metric=TaskMetric.model_validate(ev.plan.to_dict()))
+    report = ev.report(ggufs, verdicts, plan, context=context, training=_training(trained, cfg))
+    report["split"] = split.model_dump(mode="json", exclude_unset=True)
+    report["lengths"] = Lengths(train=_train_lengths(trained),
+                                context=BoardContext.model_validate(board.to_dict())).model_dump(mode="json")
     run_dir = cfg.out_dir / "runs" / target.name
     written = write_report_files(report, run_dir)
     report_json, report_md = written.json_path, written.md_path
-    rec = written.report.get("recommendation") or {}
-    if strict and not rec.get("quant"):
+    rec = Report.load(written.report).recommendation
+    if strict and (rec is None or not rec.quant):
         _write_run(cfg, run_dir, stages)
-        raise NothingToShip(f"nothing to ship: {rec.get('reason', 'no recommendation')} (report: {report_md})",
+        why = rec.reason if rec is not None and rec.reason is not None else "no recommendation"
+        raise NothingToShip(f"nothing to ship: {why} (report: {report_md})",
                             "see the report's first section; build without --strict to bundle anyway")
     failed = {q: v for q, v in verdicts.items() if not v.passed and q in shipped}
     if failed and gate_mode == "block":
@@ -175,7 +194,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
                        stages)
 
 
-def _check_heldout(data_art: DataSplit, margin: float) -> dict[str, Any]:
+def _check_heldout(data_art: DataSplit, margin: float) -> Split:
     """The split's numbers for the report, with a WARNING when the held-out part is too small for the verdict
     margin: fewer items than a build that disagrees with the GPU build on 2% of them (a near-lossless quant)
     needs to be shown "not worse" (report.verdict.heldout_needed)."""
@@ -190,8 +209,8 @@ def _check_heldout(data_art: DataSplit, margin: float) -> dict[str, Any]:
     n_examples = data_art.n_examples
     summary = (f"{n_train} trained, {n_heldout} held out" + (f" of {n_examples}" if n_examples else "")
                + (f", stratified by {len(labels)} labels" if labels else ""))
-    return {"n_train": n_train, "n_heldout": n_heldout, "n_examples": n_examples, "labels": labels or None,
-            "heldout_needed_2pct": needed, "margin": margin, "summary": summary}
+    return Split(n_train=n_train, n_heldout=n_heldout, n_examples=n_examples, labels=labels or None,
+                 heldout_needed_2pct=needed, margin=margin, summary=summary)
 
 
 def _check_context(cfg: BuildConfig, target: Target, base: BaseModel, data_art: DataSplit) -> ContextCheck:
@@ -217,11 +236,11 @@ def _check_context(cfg: BuildConfig, target: Target, base: BaseModel, data_art: 
     return checked
 
 
-def _train_lengths(trained: Adapter) -> dict[str, Any]:
+def _train_lengths(trained: Adapter) -> TrainLengths:
     """What the training length did to the examples (train/lengths.py), for the report."""
     m = trained.training
-    return {"max_length": m.max_length, "why": m.max_length_why, "longest": m.longest_example,
-            "n": m.n_examples, "shortened": m.shortened, "most_cut": m.most_cut, "dropped": m.dropped}
+    return TrainLengths(max_length=m.max_length, why=m.max_length_why, longest=m.longest_example, n=m.n_examples,
+                        shortened=m.shortened, most_cut=m.most_cut, dropped=m.dropped)
 
 
 def _training(trained: Adapter, cfg: BuildConfig) -> dict[str, Any]:
@@ -352,7 +371,9 @@ class _Evaluator:
         return verdicts
 
     def report(self, ggufs: dict[Quant, GGUFFile], verdicts: dict[Quant, GateVerdict], plan,
-               context: dict[str, Any], training: dict[str, Any] | None = None) -> dict[str, Any]:
+               context: Context, training: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every build's evals as report rows (report.schema's BuildRow, from the typed eval outputs), then
+        the report (render.build_report) in its JSON form."""
         from edgetune.evals.mc_sets import forgetting_items
 
         cfg = self.cfg
@@ -363,7 +384,7 @@ class _Evaluator:
                  _weights_bytes(self.merged_dir))]
         runs += [(q.value, "GGUF", a, self._gguf(a), a.size_bytes) for q, a in ggufs.items()]
         task_arts: dict[str, TaskEval] = {}
-        builds = []
+        builds: list[BuildRow] = []
         graded: dict[str, PointwiseJudge] = {}
         mc_arts: dict[str, dict[str, ForgettingEval]] = {name: {} for name in mc_sets}
         for build_name, kind, art, opener, size in runs:
@@ -376,29 +397,33 @@ class _Evaluator:
                     mc_arts[set_name][build_name] = self.stages[evals.forgetting_stage(set_name, build_name)] = \
                         evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,
                                              progress=self.progress)
-            row: dict[str, Any] = {"name": build_name, "kind": kind, "size_bytes": size}
+            row = BuildRow(name=build_name, kind=kind, size_bytes=size)
             if self.pointwise:
                 graded[build_name] = self._judge_single(build_name, task_arts[build_name])
             if kind == "GGUF" and cfg.eval.judge_items:
-                row["judge"] = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
+                row.judge = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
             planned = next((r for r in plan.rows if r.quant == build_name), None)
             if planned is not None:
-                row["plan"] = {"need_bytes": planned.need_bytes, "status": planned.status,
-                               "predicted_prompt_tps": planned.prompt_tok_s, "predicted_gen_tps": planned.gen_tok_s}
+                row.plan = Plan(need_bytes=planned.need_bytes, status=planned.status,
+                                predicted_prompt_tps=planned.prompt_tok_s, predicted_gen_tps=planned.gen_tok_s)
             fid = self.fidelities.get(build_name)
             if fid is not None:
-                row["fidelity"] = {**fid.summary(), "gate": verdicts[Quant(build_name)].to_dict()}
+                row.fidelity = FidelitySection(**fid.summary(),
+                                               gate=Gate.model_validate(verdicts[Quant(build_name)].to_dict()))
             builds.append(row)
         for row in builds if self.pointwise else []:  # after the loop: the base is judged before the GPU build
-            art = graded[row["name"]]
-            gpu = None if row["name"] == GPU_BUILD else graded[GPU_BUILD].ratings()
-            row.setdefault("judge", {}).update(pointwise.summarise(art.ratings(), gpu,
-                                                                   task_arts[row["name"]].item_scores()))
-            row["judge"].setdefault("judge", art.judge)
-            row["judge"].setdefault("reliability", {"metric": self.plan.metric.name,
-                                                    "embedded_judge": is_embedded_judge(art.judge or {})})
-        return build_report(title=f"edgetune build: {context['model']} for {context['target']}", builds=builds,
-                            task=task_arts, forgetting=mc_arts, context=context,
+            art = graded[row.name]
+            gpu = None if row.name == GPU_BUILD else graded[GPU_BUILD].ratings()
+            ratings = pointwise.summarise(art.ratings(), gpu, task_arts[row.name].item_scores())
+            # a pairwise judge's id and reliability (GGUF rows) stay; the pointwise judge's fill in elsewhere
+            reliability = Reliability(metric=self.plan.metric.name, embedded_judge=is_embedded_judge(art.judge or {}))
+            own = {"judge": art.judge, "reliability": reliability.model_dump(exclude_unset=True)}
+            pairwise = row.judge.model_dump(exclude_unset=True) if row.judge is not None else {}
+            row.judge = Judge.model_validate({**own, **pairwise, **ratings})
+        return build_report(title=f"edgetune build: {context.model} for {context.target}",
+                            builds=[r.model_dump(mode="json", by_alias=True, exclude_unset=True) for r in builds],
+                            task=task_arts, forgetting=mc_arts,
+                            context=context.model_dump(mode="json", by_alias=True, exclude_unset=True),
                             item_text=self.texts, margin=cfg.eval.margin, training=training,
                             max_new_tokens=self.plan.max_new_tokens)
 
@@ -418,7 +443,7 @@ class _Evaluator:
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
         return art
 
-    def _judge(self, build: str, gpu_task: TaskEval, edge_task: TaskEval) -> dict[str, Any]:
+    def _judge(self, build: str, gpu_task: TaskEval, edge_task: TaskEval) -> Judge:
         from edgetune.assets import smollm2_gguf
         from edgetune.evals.judge_reliability import metric_agreement
 
@@ -426,13 +451,13 @@ class _Evaluator:
         art = self.stages[f"judge-{build}"] = evals.run_judge_pairwise(
             build, gpu_task, edge_task, items, self.cfg.eval.judge_rubric, self.cfg.judge, smollm2_gguf(),
             self.cfg.out_dir / "judge-cache", self.store, progress=self.progress)
-        return {"pairwise": {"win": art.wins_edge, "tie": art.ties, "loss": art.wins_gpu,
-                             "invalid": art.invalid, "position_flip_rate": art.flip_rate, "n": art.n,
-                             "calls": art.calls}, "judge": art.judge,
-                "reliability": {"metric": self.plan.metric.name,
-                                "metric_agreement": metric_agreement(art.rows(), gpu_task.item_scores(),
-                                                                     edge_task.item_scores()),
-                                "embedded_judge": is_embedded_judge(art.judge or {})}}
+        agreement = metric_agreement(art.rows(), gpu_task.item_scores(), edge_task.item_scores())
+        return Judge(pairwise=Pairwise(win=art.wins_edge, tie=art.ties, loss=art.wins_gpu, invalid=art.invalid,
+                                       position_flip_rate=art.flip_rate, n=art.n, calls=art.calls),
+                     judge=art.judge,
+                     reliability=Reliability(metric=self.plan.metric.name,
+                                             metric_agreement=MetricAgreement.model_validate(agreement),
+                                             embedded_judge=is_embedded_judge(art.judge or {})))
 
 
 def _weights_bytes(model_dir: Path) -> int:

@@ -12,10 +12,11 @@ Works on any pair of `Runtime`s; reads and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from edgetune.outputs import FidelitySummary
 from edgetune.runtimes.base import Runtime
 
 
@@ -39,21 +40,11 @@ class FidelityItem:
     n_positions: int
 
 
-@dataclass(frozen=True)
-class FidelityResult:
-    kld_mean: float
-    kld_p99: float
-    top1_agreement: float
-    greedy_agreement: float
-    stop_agreement: float
-    n_prompts: int
-    n_positions: int
-    items: list[FidelityItem]
+@dataclass(frozen=True, kw_only=True)
+class FidelityResult(FidelitySummary):
+    """The summary figures (edgetune.outputs.FidelitySummary, what the artifact records) and each prompt's."""
 
-    def summary(self) -> dict[str, float]:
-        d = asdict(self)
-        d.pop("items")
-        return d
+    items: list[FidelityItem]
 
 
 def references(runtime: Runtime, prompts: Sequence[tuple[str, list[int]]], *, n_tokens: int,

@@ -34,7 +34,7 @@ class GateVerdict:
 
 def check(quant: Quant, summary: Mapping[str, float], *, kld_max: Mapping[Quant, float],
           top1_min: Mapping[Quant, float], stop_min: float, greedy_min: float) -> GateVerdict:
-    """Compare a fidelity summary (see evals.fidelity.FidelityResult.summary) with the thresholds."""
+    """Compare a fidelity summary (see edgetune.outputs.FidelitySummary.summary) with the thresholds."""
     reasons = []
     kmax, tmin = kld_max[quant], top1_min[quant]
     if summary["kld_mean"] > kmax:

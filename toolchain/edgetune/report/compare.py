@@ -4,7 +4,8 @@ hold, accuracy in A and in B with 95% Wilson CIs and the change B − A with its
 The change is paired when both runs scored the very same item ids and the per-item results were found
 (`paired`): exact McNemar p and a paired-bootstrap CI, as within a report. Otherwise the two accuracies are
 treated as independent (Newcombe's hybrid score interval), which is conservative for shared items.
-Pure: `compare_reports` builds a dict; `to_markdown` and `to_html` render it.
+Pure: `compare_reports` reads both reports through report.schema and builds a dict (compare.json); `to_markdown`
+and `to_html` render that dict.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from edgetune.report import plots
 from edgetune.report.html import img_html, page, table_html
 from edgetune.report.markdown import table
+from edgetune.report.schema import BuildRow, Report
 from edgetune.report.sections import (
+    ReportLike,
     Table,
-    builds,
     forgetting_sets,
     mb,
     pct,
@@ -36,22 +38,27 @@ from edgetune.report.stats import (
 PAIRED, UNPAIRED = "paired bootstrap", "Newcombe (unpaired)"
 
 
-def _side(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"accuracy": row["accuracy"], "n": row["n"], "ci95": row.get("ci95")
-            or list(wilson_interval(round(row["accuracy"] * row["n"]), row["n"])),
-            "size_bytes": row.get("size_bytes"), "mmlu_acc": forgetting_sets(row).get("mmlu", {}).get("acc")}
+def _side(row: BuildRow, accuracy: float, n: int) -> dict[str, Any]:
+    mmlu = forgetting_sets(row).get("mmlu")
+    return {"accuracy": accuracy, "n": n, "ci95": row.ci95 or list(wilson_interval(round(accuracy * n), n)),
+            "size_bytes": row.size_bytes, "mmlu_acc": mmlu.acc if mmlu is not None else None}
 
 
-def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, label_a: str, label_b: str,
+def _sides(report: Report) -> dict[str, dict[str, Any]]:
+    """build name → its side of the comparison, for the rows with a task accuracy."""
+    return {r.name: _side(r, r.accuracy, r.n or 0) for r in report.builds if r.accuracy is not None}
+
+
+def compare_reports(a: ReportLike, b: ReportLike, *, label_a: str, label_b: str,
                     paired: Mapping[str, tuple[Mapping[str, bool], Mapping[str, bool]]] | None = None
                     ) -> dict[str, Any]:
     """`paired`: build name → (item id → correct in A, item id → correct in B), where both are known."""
     paired = paired or {}
-    rows_a = {r["name"]: r for r in builds(a) if "accuracy" in r}
-    rows_b = {r["name"]: r for r in builds(b) if "accuracy" in r}
+    rep_a, rep_b = Report.load(a), Report.load(b)
+    rows_a, rows_b = _sides(rep_a), _sides(rep_b)
     rows = []
     for name in [n for n in rows_a if n in rows_b]:
-        sa, sb = _side(rows_a[name]), _side(rows_b[name])
+        sa, sb = rows_a[name], rows_b[name]
         row: dict[str, Any] = {"name": name, "a": sa, "b": sb, "diff": sb["accuracy"] - sa["accuracy"]}
         ca, cb = paired.get(name, ({}, {}))
         if ca and set(ca) == set(cb):
@@ -67,10 +74,14 @@ def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, label_a: str,
             row["mmlu_diff"] = sb["mmlu_acc"] - sa["mmlu_acc"]
         rows.append(row)
     return {"title": f"edgetune comparison: {label_a} vs {label_b}",
-            "a": {"label": label_a, "title": a.get("title"), "context": a.get("context", {})},
-            "b": {"label": label_b, "title": b.get("title"), "context": b.get("context", {})},
+            "a": {"label": label_a, "title": rep_a.title, "context": _context(rep_a)},
+            "b": {"label": label_b, "title": rep_b.title, "context": _context(rep_b)},
             "builds": rows, "only_in_a": [n for n in rows_a if n not in rows_b],
             "only_in_b": [n for n in rows_b if n not in rows_a]}
+
+
+def _context(report: Report) -> dict[str, Any]:
+    return report.context.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def comparison_table(cmp: Mapping[str, Any]) -> Table:

@@ -44,8 +44,10 @@ def _p(values: list[float], q: float) -> float | None:
 def task_metric(report: Mapping[str, Any] | Report) -> Metric:
     """The metric the build scored its held-out task with (report.json's context.task_metric), so device
     answers are scored exactly as the build's were; label for a report from before task metrics."""
-    plan = Report.load(report).context.task_metric or {}
-    return make_metric(MetricSpec(name=plan.get("metric", "label"), **plan.get("metric_options", {})))
+    plan = Report.load(report).context.task_metric
+    if plan is None:
+        return make_metric(MetricSpec(name="label"))
+    return make_metric(MetricSpec(name=plan.metric or "label", **(plan.metric_options or {})))
 
 
 def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mapping[str, bool]) -> dict[str, dict]:

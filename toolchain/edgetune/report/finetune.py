@@ -9,7 +9,9 @@ premise ...", the GPU build says "yes" to everything) beats a base scored strict
 
 When the GPU build does not beat the base (or the majority baseline), `check` names the likely causes from the tutorial's checklist
 (learning rate, chat template, too few steps, answers not in the expected form), each with the evidence this
-run holds, and keeps three example answers. Pure: builds dicts and tables, reads and writes nothing.
+run holds, and keeps three example answers. `check` writes the report's `finetune` section as a dict (validated
+with the rest of the report by render.build_report); the presentation functions read it back as report.schema's
+`Finetune`. Pure: builds dicts and tables, reads and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgetune.labels import LABEL_ELSEWHERE, NO_LABEL, STARTS_WITH_LABEL, STRICT, answer_form, normalise_label
-from edgetune.report.sections import Table, pct, pts_range, signed_pts
+from edgetune.report.schema import Finetune, Report
+from edgetune.report.sections import ReportLike, Table, pct, pts_range, signed_pts
 from edgetune.report.verdict import BEATS, INCONCLUSIVE, NO_COMPARISON, paired_verdict
 
 MAX_LABELS = 20  # more distinct references than this (or longer than MAX_LABEL_WORDS): not a label task
@@ -117,8 +120,8 @@ def check(base: Mapping[str, Mapping[str, Any]], gpu: Mapping[str, Mapping[str, 
         out["training"] = dict(training)
     if not out["worked"]:
         # the majority point only when the base was beaten: otherwise the form (or the rest) is the first problem
-        majority = out.get("vs_majority") if verdict.verdict == BEATS else None
-        out["causes"] = _causes(training, forms, max_new_tokens, majority, gpu)
+        unbeaten = out.get("vs_majority") if verdict.verdict == BEATS else None
+        out["causes"] = _causes(training, forms, max_new_tokens, unbeaten, gpu)
         ordered = sorted(gpu, key=lambda i: (gpu_scores.get(i, 0.0), i))  # wrong answers first
         out["examples"] = [{"id": i, "text": item_text.get(i, "")[:500], "reference": gpu[i].get("reference"),
                             "gpu_output": gpu[i].get("output"), "base_output": base.get(i, {}).get("output")}
@@ -146,64 +149,63 @@ def _mean(scores: Mapping[str, float]) -> float | None:
 
 # --- presentation ------------------------------------------------------------------------------------------
 
-def headline(ft: Mapping[str, Any]) -> str:
+def headline(ft: Finetune) -> str:
     """One sentence: did the fine-tune beat the base, with the paired figures."""
-    if ft["verdict"] == NO_COMPARISON:
+    if ft.verdict == NO_COMPARISON:
         return "Fine-tune not checked: the base and the GPU build share no scored held-out items."
-    figures = (f"{pct(ft['base_score'])} → {pct(ft['gpu_score'])} ({signed_pts(ft['diff'])}, 95% CI "
-               f"{pts_range(ft['ci95'])}, n={ft['n']}, margin {100 * ft['margin']:.1f} pts)")
-    majority = ft.get("vs_majority")
-    if ft["verdict"] == BEATS and majority and majority.get("verdict") != BEATS:
+    figures = (f"{pct(ft.base_score)} → {pct(ft.gpu_score)} ({signed_pts(ft.diff)}, 95% CI "
+               f"{pts_range(ft.ci95)}, n={ft.n}, margin {100 * (ft.margin or 0):.1f} pts)")
+    majority = ft.vs_majority
+    if ft.verdict == BEATS and majority and majority.verdict != BEATS:
         return (f"The fine-tune learned the answer form but not the task: the GPU build beats the base, {figures}, "
-                f"but not always answering {majority['label']!r} ({pct(majority.get('score'))}; "
-                f"{signed_pts(majority['diff'])}, 95% CI {pts_range(majority['ci95'])}). Nothing to ship yet.")
-    if ft["worked"]:
+                f"but not always answering {majority.label!r} ({pct(majority.score)}; "
+                f"{signed_pts(majority.diff)}, 95% CI {pts_range(majority.ci95)}). Nothing to ship yet.")
+    if ft.worked:
         return f"The fine-tune worked: the GPU build beats the base on held-out items, {figures}."
-    if ft["verdict"] == INCONCLUSIVE:
-        need = f"; about {ft['n_needed']:,} held-out items would decide it" if ft.get("n_needed") else ""
+    if ft.verdict == INCONCLUSIVE:
+        need = f"; about {ft.n_needed:,} held-out items would decide it" if ft.n_needed else ""
         return (f"The fine-tune is not shown to work: the GPU build does not clearly beat the base, {figures}"
                 f"{need}. Nothing to ship yet.")
     return f"The fine-tune did not work: the GPU build does not beat the base, {figures}. Nothing to ship yet."
 
 
-def forms_table(report: Mapping[str, Any]) -> Table | None:
+def forms_table(report: ReportLike) -> Table | None:
     """Strict score and near misses per build (rows' `answer_forms`, label tasks only)."""
-    ft = report.get("finetune") or {}
-    rows = [(r["name"], r["answer_forms"]) for r in report.get("builds", []) if isinstance(r.get("answer_forms"),
-                                                                                         Mapping)]
+    rep = Report.load(report)
+    rows = [(r.name, r.answer_forms) for r in rep.builds if r.answer_forms is not None]
     if not rows:
         return None
     cells = [[name, f"{f[STRICT]} / {f['n']}", str(f[STARTS_WITH_LABEL]), str(f[LABEL_ELSEWHERE]), str(f[NO_LABEL])]
              for name, f in rows]
-    return Table("answer-forms", "Answer forms (labels: " + ", ".join(ft.get("labels") or []) + ")",
+    labels = (rep.finetune.labels if rep.finetune is not None else None) or []
+    return Table("answer-forms", "Answer forms (labels: " + ", ".join(labels) + ")",
                  ["build", "strict (the metric)", "label, then more", "label later on", "no label"], cells,
                  "The score stays strict: only an answer that is exactly a label counts. \"Label, then more\" "
                  "answers (\"No, the premise ...\") are near misses: the model knows the answer but not the form.")
 
 
-def curve_table(ft: Mapping[str, Any]) -> Table | None:
-    epochs = (ft.get("training") or {}).get("epochs") or []
+def curve_table(ft: Finetune) -> Table | None:
+    epochs = ft.training.epochs if ft.training is not None else []
     if not epochs:
         return None
-    cells = [[f"{e.get('epoch') or 0:.2f}", str(e.get("step", "–")), f"{e['eval_loss']:.4f}"
-              if e.get("eval_loss") is not None else "–",
-              "–" if e.get("accuracy") is None else f"{pct(e['accuracy'])} (n={e.get('n')})"] for e in epochs]
+    cells = [[f"{e.epoch or 0:.2f}", "–" if e.step is None else str(e.step),
+              "–" if e.eval_loss is None else f"{e.eval_loss:.4f}",
+              "–" if e.accuracy is None else f"{pct(e.accuracy)} (n={e.n})"] for e in epochs]
     return Table("epochs", "Held-out metric per epoch (training)", ["epoch", "step", "held-out loss",
                                                                     "held-out exact match"], cells)
 
 
-def loss_line(ft: Mapping[str, Any]) -> str | None:
-    loss = (ft.get("training") or {}).get("loss") or []
+def loss_line(ft: Finetune) -> str | None:
+    loss = ft.training.loss if ft.training is not None else []
     if not loss:
         return None
     return "Training loss by step: " + ", ".join(f"{step}: {value:.3f}" for step, value in loss)
 
 
-def examples_table(ft: Mapping[str, Any]) -> Table | None:
-    examples = ft.get("examples") or []
-    if not examples:
+def examples_table(ft: Finetune) -> Table | None:
+    if not ft.examples:
         return None
     return Table("finetune-examples", "Example answers (held-out)",
                  ["item", "text", "reference", "GPU build said", "base said"],
-                 [[e["id"], e.get("text") or "–", str(e.get("reference")), str(e.get("gpu_output")),
-                   str(e.get("base_output"))] for e in examples])
+                 [[e.id, e.text or "–", str(e.reference), str(e.gpu_output), str(e.base_output)]
+                  for e in ft.examples])

@@ -6,13 +6,14 @@ images from anywhere). Pure: returns a string.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from html import escape
-from typing import Any
 
 from edgetune.report import finetune, plots, sections
-from edgetune.report.recommend import COMPUTED, resolve
-from edgetune.report.sections import Table
+from edgetune.report.markdown import context_items
+from edgetune.report.recommend import COMPUTED, recommendation
+from edgetune.report.schema import Context, Recommendation, Report
+from edgetune.report.sections import ReportLike, Table
 
 # Only inline styles and data: images; no scripts, fonts, frames, connections or form targets.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -67,24 +68,24 @@ def page(title: str, parts: Iterable[str]) -> str:
             + "\n".join(p for p in parts if p) + "</body></html>\n")
 
 
-def context_html(context: Mapping[str, Any]) -> str:
-    items = [(k, v) for k, v in context.items() if not isinstance(v, (dict, list))]
+def context_html(context: Context) -> str:
+    items = context_items(context)
     if not items:
         return ""
     return '<dl class="ctx">' + "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>"
                                        for k, v in items) + "</dl>"
 
 
-def recommendation_html(rec: Mapping[str, Any] | None) -> str:
-    if not rec:
+def recommendation_html(rec: Recommendation | None) -> str:
+    if rec is None:
         return ""
-    chosen = rec.get("quant")
+    chosen = rec.quant
     parts = [f'<div class="rec{"" if chosen else " none"}" id="recommendation">',
              (f"<strong>Recommended build: {escape(str(chosen or 'none'))}.</strong> "
-              f"{escape(str(rec.get('reason', '')))}")]
-    if rec.get("source") == COMPUTED:
-        parts.append(f'<p class="note">Chosen by edgetune\'s rule: {escape(rec["rule"])}.</p>')
-        excluded = rec.get("excluded") or {}
+              f"{escape(str(rec.reason or ''))}")]
+    if rec.source == COMPUTED:
+        parts.append(f'<p class="note">Chosen by edgetune\'s rule: {escape(rec.rule or "")}.</p>')
+        excluded = rec.excluded or {}
         if excluded:
             parts.append("<ul class=\"note\">" + "".join(f"<li>{escape(n)}: {escape(w)}</li>"
                                                          for n, w in excluded.items()) + "</ul>")
@@ -93,17 +94,17 @@ def recommendation_html(rec: Mapping[str, Any] | None) -> str:
     return "".join(parts) + "</div>"
 
 
-def finetune_html(report: Mapping[str, Any]) -> str:
+def finetune_html(report: Report) -> str:
     """The page's first section: did the fine-tune work (report.finetune)."""
-    ft = report.get("finetune")
-    if not isinstance(ft, Mapping):
+    ft = report.finetune
+    if ft is None:
         return ""
-    cls = "rec" if ft.get("worked") else "rec none"
+    cls = "rec" if ft.worked else "rec none"
     parts = [f'<section id="finetune"><h2>Did the fine-tune work?</h2><div class="{cls}">'
              f"<strong>{escape(finetune.headline(ft))}</strong></div>"]
-    if ft.get("causes"):
+    if ft.causes:
         parts.append("<p>Likely causes (the tutorial's checklist, with this run's evidence):</p><ol>"
-                     + "".join(f"<li>{escape(c)}</li>" for c in ft["causes"]) + "</ol>")
+                     + "".join(f"<li>{escape(c)}</li>" for c in ft.causes) + "</ol>")
     parts += [table_html(t, heading="h3") for t in (finetune.examples_table(ft), finetune.forms_table(report),
                                                      finetune.curve_table(ft)) if t is not None]
     parts.append(img_html(plots.training_curve(ft), "training loss and held-out exact match by step",
@@ -111,10 +112,12 @@ def finetune_html(report: Mapping[str, Any]) -> str:
     return "".join(parts) + "</section>"
 
 
-def to_html(report: Mapping[str, Any]) -> str:
-    """The whole report page for a report dict (as `render.complete` returns it)."""
-    parts = [f"<h1>{escape(report['title'])}</h1>", finetune_html(report), context_html(report.get("context", {})),
-             recommendation_html(resolve(report))]
+def to_html(report: ReportLike) -> str:
+    """The whole report page for a report (as `render.complete` returns it; a dict is validated by report.schema
+    once, here)."""
+    report = Report.load(report)
+    parts = [f"<h1>{escape(report.title)}</h1>", finetune_html(report), context_html(report.context),
+             recommendation_html(recommendation(report))]
     parts += [f"<p><strong>{escape(label)}:</strong> {escape(text)}</p>"
               for label, text in sections.summary(report)]
     if (t := sections.accuracy_table(report)) is not None:
@@ -144,4 +147,4 @@ def to_html(report: Mapping[str, Any]) -> str:
         parts += [f"<details><summary>{escape(t.title)}</summary>{table_html(t, heading='')}</details>"
                   for t in flips]
         parts.append("</section>")
-    return page(report["title"], parts)
+    return page(report.title, parts)

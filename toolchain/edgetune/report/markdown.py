@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from edgetune.report import finetune, sections
-from edgetune.report.recommend import COMPUTED, resolve
-from edgetune.report.sections import Table
+from edgetune.report.recommend import COMPUTED, recommendation
+from edgetune.report.schema import Context, Recommendation, Report
+from edgetune.report.sections import ReportLike, Table
 
 SUBJECT_ROWS = 20  # the Markdown report lists the subjects with the largest drops; the HTML page lists all
 TEXT_CHARS = 160
@@ -27,26 +27,31 @@ def table(t: Table, *, heading: str = "##", max_chars: int | None = TEXT_CHARS) 
     return lines + ([""] + [t.note] if t.note else []) + [""]
 
 
-def recommendation_lines(rec: Mapping[str, Any] | None) -> list[str]:
-    if not rec:
+def recommendation_lines(rec: Recommendation | None) -> list[str]:
+    if rec is None:
         return []
-    chosen = rec.get("quant") or "none"
-    lines = [f"**Recommended build: {chosen}.** {rec.get('reason', '')}".rstrip()]
-    if rec.get("source") == COMPUTED:
-        lines.append(f"Rule: {rec['rule']}.")
-        lines += [f"- {name}: {why}" for name, why in (rec.get("excluded") or {}).items()]
+    lines = [f"**Recommended build: {rec.quant or 'none'}.** {rec.reason or ''}".rstrip()]
+    if rec.source == COMPUTED:
+        lines.append(f"Rule: {rec.rule}.")
+        lines += [f"- {name}: {why}" for name, why in (rec.excluded or {}).items()]
     return lines + [""]
 
 
-def finetune_lines(report: Mapping[str, Any]) -> list[str]:
+def context_items(context: Context) -> list[tuple[str, Any]]:
+    """The context's plain values in the report's order (sections such as task_metric are shown elsewhere)."""
+    shown = context.model_dump(by_alias=True, exclude_unset=True)
+    return [(k, v) for k, v in shown.items() if not isinstance(v, (dict, list))]
+
+
+def finetune_lines(report: Report) -> list[str]:
     """The report's first section: did the fine-tune work (report.finetune)."""
-    ft = report.get("finetune")
-    if not isinstance(ft, Mapping):
+    ft = report.finetune
+    if ft is None:
         return []
     lines = ["## Did the fine-tune work?", "", f"**{finetune.headline(ft)}**", ""]
-    if ft.get("causes"):
+    if ft.causes:
         lines += ["Likely causes (the tutorial's checklist, with this run's evidence):", ""]
-        lines += [f"{k}. {cell(c)}" for k, c in enumerate(ft["causes"], 1)] + [""]
+        lines += [f"{k}. {cell(c)}" for k, c in enumerate(ft.causes, 1)] + [""]
     for t in (finetune.examples_table(ft), finetune.forms_table(report), finetune.curve_table(ft)):
         if t is not None:
             lines += table(t, heading="###")
@@ -55,13 +60,14 @@ def finetune_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def to_markdown(report: Mapping[str, Any]) -> str:
-    lines = [f"# {report['title']}", ""]
+def to_markdown(report: ReportLike) -> str:
+    """The whole Markdown report for a report (a dict is validated by report.schema once, here)."""
+    report = Report.load(report)
+    lines = [f"# {report.title}", ""]
     lines += finetune_lines(report)
-    lines += [f"- **{k}**: {v}" for k, v in report.get("context", {}).items()
-              if not isinstance(v, (dict, list))]
+    lines += [f"- **{k}**: {v}" for k, v in context_items(report.context)]
     lines.append("")
-    lines += recommendation_lines(resolve(report))
+    lines += recommendation_lines(recommendation(report))
     for label, text in sections.summary(report):
         lines += [f"**{label}:** {text}", ""]
     for make in (sections.accuracy_table, sections.task_metric_table, sections.forgetting_overview):

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgetune.constants import BASE_BUILD, GPU_BUILD
-from edgetune.report.sections import builds, per_build
+from edgetune.report.schema import BuildRow, Finetune, Report
+from edgetune.report.sections import ReportLike, device_runs, per_build
 
 DPI = 110
 GPU_COLOR, GGUF_COLOR, BASE_COLOR, FAIL_COLOR = "#1f6feb", "#2da44e", "#8c959f", "#cf222e"
@@ -41,25 +42,27 @@ def _plain_log_axis(ax, which: str) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
-def _color(row: Mapping[str, Any]) -> str:
-    return {GPU_BUILD: GPU_COLOR, BASE_BUILD: BASE_COLOR}.get(row["name"], GGUF_COLOR)
+def _color(name: str) -> str:
+    return {GPU_BUILD: GPU_COLOR, BASE_BUILD: BASE_COLOR}.get(name, GGUF_COLOR)
 
 
-def accuracy_vs_size(report: Mapping[str, Any]) -> bytes | None:
+def accuracy_vs_size(report: ReportLike) -> bytes | None:
     """Task accuracy (Wilson 95% CI as error bars) against file size, one point per build other than the base
     (whose low score would squash the quants together); the GPU build's CI is a shaded band."""
-    rows = [r for r in builds(report) if "accuracy" in r and r.get("size_bytes") and r["name"] != BASE_BUILD]
+    rows: list[tuple[BuildRow, float, int]] = [
+        (r, r.accuracy, r.size_bytes) for r in Report.load(report).builds
+        if r.accuracy is not None and r.size_bytes and r.name != BASE_BUILD]
     if not rows:
         return None
     fig = _figure()
     ax = fig.add_subplot()
-    for r in rows:
-        lo, hi = r.get("ci95") or (r["accuracy"], r["accuracy"])
-        x, y = r["size_bytes"] / 1e6, 100 * r["accuracy"]
+    for r, accuracy, size_bytes in rows:
+        lo, hi = r.ci95 or (accuracy, accuracy)
+        x, y = size_bytes / 1e6, 100 * accuracy
         err = [[max(0.0, y - 100 * lo)], [max(0.0, 100 * hi - y)]]
-        ax.errorbar([x], [y], yerr=err, fmt="o", color=_color(r), capsize=4)
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        if r["name"] == GPU_BUILD:
+        ax.errorbar([x], [y], yerr=err, fmt="o", color=_color(r.name), capsize=4)
+        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        if r.name == GPU_BUILD:
             ax.axhspan(100 * lo, 100 * hi, color=GPU_COLOR, alpha=0.08, label="GPU build 95% CI")
     _plain_log_axis(ax, "x")
     ax.margins(x=0.12)  # room for the point labels at both ends
@@ -67,27 +70,29 @@ def accuracy_vs_size(report: Mapping[str, Any]) -> bytes | None:
     ax.set_ylabel("task accuracy (%)")
     ax.set_title("Accuracy vs size (95% Wilson CI)", fontsize=10)
     ax.grid(alpha=0.3)
-    if any(r["name"] == GPU_BUILD for r in rows):
+    if any(r.name == GPU_BUILD for r, _, _ in rows):
         ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
-def kld_per_build(report: Mapping[str, Any]) -> bytes | None:
+def kld_per_build(report: ReportLike) -> bytes | None:
     """Mean KL divergence against the GPU build per build (bars), its 99th percentile (markers); failed gates
     in red."""
-    fid = {n: f for n, f in per_build(report, "fidelity").items() if f.get("kld_mean") is not None}
+    rep = Report.load(report)
+    fid = {n: f for n, f in per_build({r.name: r.fidelity for r in rep.builds}, rep.fidelity).items()
+           if f.kld_mean is not None}
     if not fid:
         return None
     names = list(fid)
+    means = [f.kld_mean or 0.0 for f in fid.values()]  # every one set (filtered above)
     fig = _figure()
     ax = fig.add_subplot()
-    colors = [FAIL_COLOR if (f.get("gate") or {}).get("passed") is False else GGUF_COLOR
-              for f in fid.values()]
-    ax.bar(names, [f["kld_mean"] for f in fid.values()], color=colors, label="mean")
-    p99 = [(i, f["kld_p99"]) for i, f in enumerate(fid.values()) if f.get("kld_p99") is not None]
+    colors = [FAIL_COLOR if f.gate is not None and f.gate.passed is False else GGUF_COLOR for f in fid.values()]
+    ax.bar(names, means, color=colors, label="mean")
+    p99 = [(i, f.kld_p99) for i, f in enumerate(fid.values()) if f.kld_p99 is not None]
     if p99:
         ax.plot([i for i, _ in p99], [v for _, v in p99], "k_", markersize=18, mew=2, label="p99")
-    values = [f["kld_mean"] for f in fid.values()] + [v for _, v in p99]
+    values = means + [v for _, v in p99]
     if min(values) > 0 and max(values) / min(values) > 50:
         ax.set_yscale("log")
     ax.set_ylabel("KL(GPU build ‖ build) (nats)")
@@ -97,11 +102,12 @@ def kld_per_build(report: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def measured_vs_predicted(report: Mapping[str, Any]) -> bytes | None:
+def measured_vs_predicted(report: ReportLike) -> bytes | None:
     """Measured against predicted tokens per second on the device, prompt and generation, with y = x."""
-    pts = [(name, kind, d[f"predicted_{kind}_tps"], d[f"{kind}_tps"])
-           for name, d in per_build(report, "device").items() for kind in ("prompt", "gen")
-           if d.get(f"{kind}_tps") and d.get(f"predicted_{kind}_tps")]
+    pts = [(name, kind, predicted, measured) for name, d in device_runs(report).items()
+           for kind, predicted, measured in (("prompt", d.predicted_prompt_tps, d.prompt_tps),
+                                             ("gen", d.predicted_gen_tps, d.gen_tps))
+           if measured and predicted]
     if not pts:
         return None
     fig = _figure()
@@ -146,22 +152,22 @@ def compare_accuracy(rows: Sequence[Mapping[str, Any]], label_a: str, label_b: s
     return _png(fig)
 
 
-def training_curve(ft: Mapping[str, Any]) -> bytes | None:
+def training_curve(ft: Finetune) -> bytes | None:
     """The fine-tune's training loss by step, and each epoch's held-out exact match (right axis) where the
     train stage measured it; None without a logged loss (report.finetune's `training`)."""
-    training = ft.get("training") or {}
-    loss = training.get("loss") or []
-    if not loss:
+    training = ft.training
+    loss = training.loss if training is not None else []
+    if training is None or not loss:
         return None
     fig = _figure(6.4, 3.2)
     ax = fig.add_subplot()
     ax.plot([s for s, _ in loss], [v for _, v in loss], color=GPU_COLOR, label="training loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
-    epochs = [e for e in training.get("epochs") or [] if e.get("accuracy") is not None]
+    epochs = [(e.step, e.accuracy) for e in training.epochs if e.accuracy is not None]
     if epochs:
         right = ax.twinx()
-        right.plot([e["step"] for e in epochs], [100 * e["accuracy"] for e in epochs], "o--", color=GGUF_COLOR,
+        right.plot([step for step, _ in epochs], [100 * acc for _, acc in epochs], "o--", color=GGUF_COLOR,
                    label="held-out exact match")
         right.set_ylabel("held-out exact match (%)")
         right.set_ylim(0, 100)

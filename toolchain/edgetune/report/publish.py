@@ -63,7 +63,8 @@ def run_artifacts(run_dir: Path) -> dict[str, Artifact]:
 def refresh(report: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The report rebuilt from the run's eval artifacts (see the module docstring), or `report` unchanged."""
     arts = run_artifacts(run_dir)
-    names = [r["name"] for r in report["builds"]]
+    typed = Report.load(report)
+    names = [r.name for r in typed.builds]
     task = {n: arts[TASK_PREFIX + n] for n in names if TASK_PREFIX + n in arts}
     forgetting = {s: found for s in FORGETTING_SETS
                   if (found := {n: arts[forgetting_stage(s, n)] for n in names if forgetting_stage(s, n) in arts})}
@@ -73,21 +74,30 @@ def refresh(report: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if DATA_STAGE in arts and "heldout" in arts[DATA_STAGE].outputs:
         with arts[DATA_STAGE].file("heldout").open() as fh:
             texts = item_texts([json.loads(line) for line in fh if line.strip()])
-    typed = Report.load(report)
     core = [r.model_dump(include={"name", "kind", "size_bytes"}, exclude_unset=True) for r in typed.builds]
+    stored = typed.to_dict()  # the JSON form, merged with the rebuilt one below
     rebuilt = build_report(title=typed.title, builds=core, task=task, forgetting=forgetting,
-                           context=report.get("context", {}), item_text=texts,
+                           context=typed.context.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                           item_text=texts,
                            margin=typed.margin if typed.margin is not None else DEFAULT_MARGIN,
-                           training=typed.finetune.training if typed.finetune is not None else None)
-    for old, new in zip(report["builds"], rebuilt["builds"]):
-        if (old.get("accuracy"), old.get("n")) != (new.get("accuracy"), new.get("n")):
+                           training=_training(typed))
+    for old, new in zip(typed.builds, Report.load(rebuilt).builds):
+        if (old.accuracy, old.n) != (new.accuracy, new.n):
             log.warning("%s: the eval artifacts in %s give %s accuracy %s (n=%s), the report says %s "
                         "(n=%s); keeping the stored report (re-run `edgetune build` to rebuild it)", run_dir,
-                        RUN_RECORD, old["name"], new.get("accuracy"), new.get("n"), old.get("accuracy"),
-                        old.get("n"))
+                        RUN_RECORD, old.name, new.accuracy, new.n, old.accuracy, old.n)
             return report
-    merged = [{**old, **new} for old, new in zip(report["builds"], rebuilt["builds"])]
-    return {**report, **rebuilt, "builds": merged}
+    # rebuilt fields win; keys other stages added to a row (fidelity, judge, plan, device) are kept
+    merged = [{**old, **new} for old, new in zip(stored["builds"], rebuilt["builds"])]
+    return {**stored, **rebuilt, "builds": merged}
+
+
+def _training(report: Report) -> dict[str, Any] | None:
+    """The stored training curve in its JSON form (what build_report takes, as the build passes it)."""
+    ft = report.finetune
+    if ft is None or ft.training is None:
+        return None
+    return ft.training.model_dump(mode="json", exclude_unset=True)
 
 
 def render_run(run_dir: Path, out_dir: Path | None = None) -> Published:
@@ -103,9 +113,9 @@ def render_run(run_dir: Path, out_dir: Path | None = None) -> Published:
     return Published(files.json_path, files.md_path, files.html_path, files.report.get("recommendation"))
 
 
-def _label(report: dict[str, Any], run_dir: Path) -> str:
-    ctx = report.get("context", {})
-    return f"{ctx['model']} @ {ctx['target']}" if ctx.get("model") and ctx.get("target") else str(run_dir)
+def _label(report: Report, run_dir: Path) -> str:
+    ctx = report.context
+    return f"{ctx.model} @ {ctx.target}" if ctx.model and ctx.target else str(run_dir)
 
 
 def _item_correct(run_dir: Path, names: list[str]) -> dict[str, dict[str, bool]]:
@@ -118,11 +128,11 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Publi
     """Compare two run folders; write compare.json, compare.md and compare.html into `out_dir` (default:
     `<run_a>/../compare-<A>-vs-<B>`). Raises ConfigError when either has no readable report."""
     run_a, run_b = Path(run_a), Path(run_b)
-    a, b = load_report(run_a / REPORT_JSON), load_report(run_b / REPORT_JSON)
+    a, b = Report.load(load_report(run_a / REPORT_JSON)), Report.load(load_report(run_b / REPORT_JSON))
     label_a, label_b = _label(a, run_a), _label(b, run_b)
     if label_a == label_b:
         label_a, label_b = str(run_a), str(run_b)
-    names = [r["name"] for r in a["builds"]]
+    names = [r.name for r in a.builds]
     ia, ib = _item_correct(run_a, names), _item_correct(run_b, names)
     cmp = compare.compare_reports(a, b, label_a=label_a, label_b=label_b,
                                   paired={n: (ia[n], ib[n]) for n in ia if n in ib})

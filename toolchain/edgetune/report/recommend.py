@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgetune.constants import GPU_BUILD
-from edgetune.report.schema import BuildRow, Gate, Report, Verdict
+from edgetune.report.schema import BuildRow, Gate, Recommendation, Report, Verdict
 from edgetune.report.sections import mb, pct, pts_range, signed_pts
 from edgetune.report.verdict import DEFAULT_MARGIN, NOT_WORSE, verdict_from_row
 
@@ -40,6 +40,12 @@ def resolve(report: ReportLike) -> dict[str, Any] | None:
     return recommend(rep)
 
 
+def recommendation(report: ReportLike) -> Recommendation | None:
+    """`resolve` as report.schema's Recommendation, for the writers."""
+    rec = resolve(report)
+    return None if rec is None else Recommendation.model_validate(rec)
+
+
 def vs_gpu(report: Report, row: BuildRow) -> Verdict | None:
     """A row's verdict against the GPU build: stored, or derived from the flip counts of an older report."""
     if row.vs_gpu is not None:
@@ -57,12 +63,7 @@ def _gates(report: Report) -> dict[str, Gate | None]:
     """build name → its fidelity gate (None: fidelity measured without a gate result), for the builds whose
     fidelity was measured: on the build rows, or in a top-level `fidelity` section keyed by build name."""
     found: dict[str, Gate | None] = {r.name: r.fidelity.gate for r in report.builds if r.fidelity is not None}
-    top = (report.model_extra or {}).get("fidelity")
-    if isinstance(top, Mapping):
-        for name, section in top.items():
-            if isinstance(section, Mapping) and name not in found:
-                gate = section.get("gate")
-                found[name] = Gate.model_validate(gate) if isinstance(gate, Mapping) and "passed" in gate else None
+    found.update({name: f.gate for name, f in (report.fidelity or {}).items() if name not in found})
     return found
 
 

@@ -42,6 +42,14 @@ class Verdict(_Part):
     n_needed: int | None = None  # items that would decide an inconclusive verdict
 
 
+class Subject(_Part):
+    """One MMLU subject of a build: its acc, n and the change against the base."""
+
+    acc: Number
+    n: int
+    delta_vs_base: Number | None = None
+
+
 class Forgetting(_Part):
     """One build on one multiple-choice set (report.render._forgetting)."""
 
@@ -58,7 +66,7 @@ class Forgetting(_Part):
     flips_lost: list[str] | None = None
     flips_gained: list[str] | None = None
     mcnemar_p: Number | None = None
-    per_subject: dict[str, dict[str, Any]] | None = None
+    per_subject: dict[str, Subject] | None = None
 
 
 class Gate(_Part):
@@ -82,15 +90,33 @@ class Fidelity(_Part):
 
 
 class Pairwise(_Part):
-    """The pairwise judge's counts from the edge build's side (win: the edge build's answer preferred)."""
+    """The pairwise judge's outcomes from the edge build's side (win: the edge build's answer preferred). A build
+    writes counts and every field; a section another tool added may give shares (floats) and only some."""
 
-    win: int
-    tie: int
-    loss: int
-    invalid: int
-    n: int
-    calls: int
+    win: Number | None = None
+    tie: Number | None = None
+    loss: Number | None = None
+    invalid: int | None = None
+    n: int | None = None
+    calls: int | None = None
     position_flip_rate: Number | None = None
+
+
+class MetricAgreement(_Part):
+    """How often the pairwise judge picks the build the task metric prefers (evals.judge_reliability)."""
+
+    n: int | None = None
+    agreement: Number | None = None
+    n_decisive: int | None = None
+    agreement_decisive: Number | None = None
+
+
+class Reliability(_Part):
+    """How far to trust a row's judge: the task metric it is checked against, and the embedded-judge flag."""
+
+    metric: str | None = None
+    metric_agreement: MetricAgreement | None = None  # pairwise only
+    embedded_judge: bool | None = None
 
 
 class PointwiseVsGpu(_Part):
@@ -105,7 +131,7 @@ class Judge(_Part):
 
     judge: dict[str, Any] | None = None
     pairwise: Pairwise | None = None
-    reliability: dict[str, Any] | None = None  # metric, metric_agreement (pairwise), embedded_judge
+    reliability: Reliability | None = None
     # pointwise (report.pointwise.summarise)
     n: int | None = None
     n_valid: int | None = None
@@ -123,6 +149,39 @@ class Plan(_Part):
 
     need_bytes: int | None = None
     status: str | None = None  # "fits", or why not
+    predicted_prompt_tps: Number | None = None
+    predicted_gen_tps: Number | None = None
+
+
+class FlipDetail(_Part):
+    """One flipped item against the GPU build: its text (cut to render.MAX_TEXT_CHARS) and both outputs."""
+
+    id: str
+    text: str | None = None
+    reference: Any = None
+    gpu_output: Any = None
+    output: Any = None
+
+
+class DeviceRun(_Part):
+    """One quant measured on a device (report.device), or a device section another tool put on a row."""
+
+    device: str | None = None
+    quant: str | None = None
+    n: int | None = None
+    device_facts: dict[str, Any] | None = None
+    metric: str | None = None
+    score: Number | None = None
+    accuracy: Number | None = None
+    ci95: list[Number] | None = None
+    flips_lost: int | None = None  # counts here, not item ids as on a build row
+    flips_gained: int | None = None
+    mcnemar_p: Number | None = None
+    prompt_tps: Number | None = None
+    gen_tps: Number | None = None
+    ttft_p50_s: Number | None = None
+    ttft_p95_s: Number | None = None
+    peak_rss_mb: Number | None = None
     predicted_prompt_tps: Number | None = None
     predicted_gen_tps: Number | None = None
 
@@ -149,12 +208,14 @@ class BuildRow(_Part):
     flips_lost: list[str] | None = None
     flips_gained: list[str] | None = None
     mcnemar_p: Number | None = None
-    flipped_items: dict[str, list[dict[str, Any]]] | None = None
+    flipped_items: dict[str, list[FlipDetail]] | None = None  # "lost", "gained"
     vs_gpu: Verdict | None = None
     forgetting: dict[str, Forgetting] | None = None
+    mmlu: Forgetting | None = None  # reports from before the other forgetting sets
     fidelity: Fidelity | None = None
     judge: Judge | None = None
     plan: Plan | None = None
+    device: DeviceRun | None = None
 
 
 class Majority(Verdict):
@@ -164,6 +225,37 @@ class Majority(Verdict):
     score: Number | None = None  # the constant answer's share right
 
 
+class Epoch(_Part):
+    """The held-out loss and exact match the train stage measured after an epoch."""
+
+    epoch: Number | None = None
+    step: int | None = None
+    eval_loss: Number | None = None
+    accuracy: Number | None = None
+    n: int | None = None
+
+
+class Training(_Part):
+    """The train stage's curve (report.finetune.training_curve)."""
+
+    loss: list[tuple[int, Number]] = Field(default_factory=list)  # (optimizer step, training loss)
+    epochs: list[Epoch] = Field(default_factory=list)
+    loss_check: dict[str, Any] | None = None  # train.callbacks.loss_check
+    steps: int | None = None
+    n_examples: int | None = None
+    learning_rate: Number | None = None
+
+
+class Example(_Part):
+    """A held-out answer kept when the fine-tune did not work."""
+
+    id: str
+    text: str | None = None
+    reference: Any = None
+    gpu_output: Any = None
+    base_output: Any = None
+
+
 class Finetune(Verdict):
     """Did the fine-tune work: the GPU build against the base (superiority), with the training curve."""
 
@@ -171,8 +263,10 @@ class Finetune(Verdict):
     base_score: Number | None = None
     gpu_score: Number | None = None
     labels: list[str] | None = None
-    training: dict[str, Any] | None = None  # report.finetune.training_curve
+    training: Training | None = None
     vs_majority: Majority | None = None  # label tasks only
+    causes: list[str] | None = None  # when it did not work: the checklist with this run's evidence
+    examples: list[Example] | None = None
 
 
 class Split(_Part):
@@ -217,6 +311,16 @@ class Lengths(_Part):
     context: BoardContext | None = None
 
 
+class TaskMetric(_Part):
+    """How the held-out task was scored (evals.stage.TaskPlan.to_dict)."""
+
+    metric: str | None = None
+    metric_options: dict[str, Any] | None = None
+    why: str | None = None
+    max_new_tokens: int | None = None
+    max_new_tokens_derived: bool | None = None
+
+
 class Context(_Part):
     """What was built: target, model, sources, tool versions, the task metric's plan."""
 
@@ -230,7 +334,7 @@ class Context(_Part):
     train_loss: str | None = None
     gate_mode: str | None = None  # "block" or "warn"
     split: str | None = None
-    task_metric: dict[str, Any] | None = None  # evals.stage.TaskPlan.to_dict
+    task_metric: TaskMetric | None = None
 
 
 class Recommendation(_Part):
@@ -257,6 +361,10 @@ class Report(_Part):
     split: Split | None = None
     lengths: Lengths | None = None
     recommendation: Recommendation | None = None
+    # sections other stages add by build name instead of on the rows (a row's own section wins)
+    fidelity: dict[str, Fidelity] | None = None
+    judge: dict[str, Judge] | None = None
+    device: dict[str, DeviceRun] | None = None  # "<quant> @ <device>" (report.device)
 
     @classmethod
     def load(cls, report: Mapping[str, Any] | Report) -> Report:

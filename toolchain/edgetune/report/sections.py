@@ -1,16 +1,21 @@
 """What a report shows, independent of its format: summary lines and tables of formatted cells, which the
-Markdown and HTML writers both render. Optional sections (fidelity, judge, device) appear only when their keys
-are in the report, either on each build row (`row["fidelity"]`) or top-level by build name
-(`report["fidelity"]["Q4_0"]`). Reads and writes nothing.
+Markdown and HTML writers both render. Each section takes the report as report.schema's `Report` (a dict is
+validated first, so the writers parse it once and pass the typed report down). Optional sections (fidelity,
+judge, device) appear only when the report has them, either on each build row (`row.fidelity`) or top-level by
+build name (`report.fidelity["Q4_0"]`). Reads and writes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from edgetune.constants import BASE_BUILD, GPU_BUILD
+from edgetune.report.schema import BuildRow, DeviceRun, FlipDetail, Forgetting, Pairwise, Report, TaskMetric
+
+ReportLike = Mapping[str, Any] | Report
+T = TypeVar("T")
 
 PREFIX_MIN_CHARS = 20  # a prompt prefix shared by every flipped item is shown once when at least this long
 
@@ -66,24 +71,23 @@ def share_or_count(x: Any) -> str:
 
 # --- access ----------------------------------------------------------------------------------------------
 
-def builds(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list(report.get("builds", []))
+def builds(report: ReportLike) -> list[BuildRow]:
+    return list(Report.load(report).builds)
 
 
-def per_build(report: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    """build name → the optional `key` section, from build rows or a top-level mapping, in display order."""
-    found = {r["name"]: r[key] for r in builds(report) if isinstance(r.get(key), Mapping)}
-    top = report.get(key)
-    if isinstance(top, Mapping):
-        found.update({name: v for name, v in top.items() if isinstance(v, Mapping) and name not in found})
+def per_build(on_rows: Mapping[str, T | None], top: Mapping[str, T] | None) -> dict[str, T]:
+    """build name → an optional section, from the build rows (`on_rows`, build name → the row's section) or
+    the report's top-level mapping by build name, in display order."""
+    found = {name: v for name, v in on_rows.items() if v is not None}
+    found.update({name: v for name, v in (top or {}).items() if name not in found})
     return found
 
 
-def row_class(row: Mapping[str, Any]) -> str:
-    verdict = (row.get("vs_gpu") or {}).get("verdict")
+def row_class(row: BuildRow | Forgetting) -> str:
+    verdict = row.vs_gpu.verdict if isinstance(row, BuildRow) and row.vs_gpu is not None else None
     if verdict is not None:  # the task rows: shaded by the non-inferiority verdict
         return {"worse": "worse", "not worse": "better"}.get(verdict, "")
-    p, delta = row.get("mcnemar_p"), row.get("delta_vs_gpu")
+    p, delta = row.mcnemar_p, row.delta_vs_gpu
     if p is None or delta is None or p >= 0.05:
         return ""
     return "worse" if delta < 0 else "better"
@@ -91,23 +95,24 @@ def row_class(row: Mapping[str, Any]) -> str:
 
 # --- sections --------------------------------------------------------------------------------------------
 
-def summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
-    by_name = {r["name"]: r for r in builds(report)}
+def summary(report: ReportLike) -> list[tuple[str, str]]:
+    rep = Report.load(report)
+    b, g = rep.row(BASE_BUILD), rep.row(GPU_BUILD)
     out = []
-    if isinstance(report.get("finetune"), Mapping):
+    if rep.finetune is not None:
         pass  # the fine-tune section leads the report (report.finetune.headline)
-    elif "accuracy" in by_name.get(BASE_BUILD, {}) and "accuracy" in by_name.get(GPU_BUILD, {}):
-        b, g = by_name[BASE_BUILD], by_name[GPU_BUILD]
-        verdict = "beats" if g["ci95"][0] > b["ci95"][1] else "does not clearly beat"
-        diff = signed_pts(g["accuracy"] - b["accuracy"])
-        change = f"{pct(b['accuracy'])} → {pct(g['accuracy'])} ({diff}, n={g['n']})"
+    elif (b is not None and g is not None and b.accuracy is not None and g.accuracy is not None
+          and b.ci95 and g.ci95):
+        verdict = "beats" if g.ci95[0] > b.ci95[1] else "does not clearly beat"
+        diff = signed_pts(g.accuracy - b.accuracy)
+        change = f"{pct(b.accuracy)} → {pct(g.accuracy)} ({diff}, n={g.n})"
         out.append(("Fine-tune", f"the GPU build {verdict} the base on held-out items: {change}."))
-    edge = [r for r in builds(report) if r.get("kind") == "GGUF" and "delta_vs_gpu" in r]
+    edge = [r for r in rep.builds if r.kind == "GGUF" and r.delta_vs_gpu is not None]
     if edge:
         out.append(("Lost to conversion and quantization (vs the GPU build)", ", ".join(
-            f"{r['name']} {signed_pts(r['delta_vs_gpu'])}" for r in edge) + "."))
-    forgot = [f"{SET_TITLES.get(s, s)} {signed_pts(f['delta_vs_base'])}"
-              for s, f in forgetting_sets(by_name.get(GPU_BUILD, {})).items() if "delta_vs_base" in f]
+            f"{r.name} {signed_pts(r.delta_vs_gpu)}" for r in edge) + "."))
+    forgot = [f"{SET_TITLES.get(s, s)} {signed_pts(f.delta_vs_base)}"
+              for s, f in (forgetting_sets(g) if g is not None else {}).items() if f.delta_vs_base is not None]
     if forgot:
         out.append(("Forgetting (GPU build vs the base, acc)", ", ".join(forgot) + "."))
     if lengths := lengths_line(report):
@@ -115,38 +120,40 @@ def summary(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def lengths_line(report: Mapping[str, Any]) -> str | None:
+def lengths_line(report: ReportLike) -> str | None:
     """How many training examples were shortened or dropped, and how many held-out items exceed the board's
     context (pipeline: train/lengths.py, evals/context.py); None for reports from before these checks."""
-    lengths = report.get("lengths")
-    if not isinstance(lengths, Mapping):
+    lengths = Report.load(report).lengths
+    if lengths is None:
         return None
     parts = []
-    if train := lengths.get("train"):
-        cut = [f"{train['shortened']} shortened in the prompt (by up to {train['most_cut']} tokens)"
-               if train.get("shortened") else "", f"{train['dropped']} dropped" if train.get("dropped") else ""]
+    if (train := lengths.train) is not None:
+        cut = [f"{train.shortened} shortened in the prompt (by up to {train.most_cut} tokens)" if train.shortened
+               else "", f"{train.dropped} dropped" if train.dropped else ""]
         done = ", ".join(c for c in cut if c) or "none cut"
-        parts.append(f"training examples up to {train['max_length']} tokens ({train['why']}): {done}")
-    if ctx := lengths.get("context"):
-        parts.append(ctx["summary"])
+        parts.append(f"training examples up to {train.max_length} tokens ({train.why}): {done}")
+    if lengths.context is not None:
+        parts.append(lengths.context.summary)
     return "; ".join(parts) + "." if parts else None
 
 
-def accuracy_table(report: Mapping[str, Any]) -> Table | None:
-    rows = [r for r in builds(report) if "accuracy" in r]
+def accuracy_table(report: ReportLike) -> Table | None:
+    rep = Report.load(report)
+    rows = [r for r in rep.builds if r.accuracy is not None]
     if not rows:
         return None
     cells = []
     for r in rows:
-        flips = f"{len(r['flips_lost'])} / {len(r['flips_gained'])}" if "flips_lost" in r else "–"
-        p = f"{r['mcnemar_p']:.3f}" if "mcnemar_p" in r else "–"
-        v = r.get("vs_gpu") or {}
-        cells.append([r["name"], str(r.get("kind", "–")), mb(r.get("size_bytes")), pct(r["accuracy"]),
-                      pct_range(r.get("ci95")), signed_pts(r.get("delta_vs_gpu")),
-                      pts_range(r.get("delta_vs_gpu_ci95")), flips, p, v.get("verdict", "–"),
-                      pts_range(v.get("ci95")), "–" if v.get("mdd") is None else f"{100 * v['mdd']:.1f} pts",
-                      "–" if v.get("n_needed") is None else f"{v['n_needed']:,}"])
-    margin = report.get("margin")
+        flips = f"{len(r.flips_lost)} / {len(r.flips_gained or [])}" if r.flips_lost is not None else "–"
+        p = f"{r.mcnemar_p:.3f}" if r.mcnemar_p is not None else "–"
+        v = r.vs_gpu
+        cells.append([r.name, r.kind or "–", mb(r.size_bytes), pct(r.accuracy),
+                      pct_range(r.ci95), signed_pts(r.delta_vs_gpu),
+                      pts_range(r.delta_vs_gpu_ci95), flips, p, v.verdict if v else "–",
+                      pts_range(v.ci95 if v else None),
+                      "–" if v is None or v.mdd is None else f"{100 * v.mdd:.1f} pts",
+                      "–" if v is None or v.n_needed is None else f"{v.n_needed:,}"])
+    margin = rep.margin
     return Table("accuracy", "Task accuracy (held-out)",
                  ["build", "kind", "size", "accuracy", "95% CI", "vs GPU build", "95% CI of the change",
                   "lost / gained", "McNemar p", "verdict vs GPU build"
@@ -171,20 +178,21 @@ METRIC_SCORES = {"label": "label match", "exact": "exact match", "contains": "co
                  "text": "chrF"}
 
 
-def task_metric_table(report: Mapping[str, Any]) -> Table | None:
+def task_metric_table(report: ReportLike) -> Table | None:
     """Per build: the task metric's mean score, the strict accuracy and the answers cut off at the token budget
     (a truncated answer is a budget problem, not a model problem: raise eval.max_new_tokens)."""
-    rows = [r for r in builds(report) if "score" in r and "metric" in r]
+    rep = Report.load(report)
+    rows = [r for r in rep.builds if r.score is not None and r.metric is not None]
     if not rows:
         return None
-    plan = report.get("context", {}).get("task_metric") or {}
-    metric = rows[0]["metric"]
-    cells = [[r["name"], r["metric"], f"{r['score']:.3f}", pct(r.get("accuracy")),
-              f"{r.get('truncated', 0)} / {r.get('n', '–')}"] for r in rows]
-    how = f"Metric {metric} ({plan['why']}); " if plan.get("why") else f"Metric {metric}; "
-    budget = (f"max_new_tokens {plan['max_new_tokens']}"
-              + (" (derived from the references' token lengths)" if plan.get("max_new_tokens_derived") else "")
-              + ". ") if plan.get("max_new_tokens") else ""
+    plan = rep.context.task_metric or TaskMetric()
+    metric = rows[0].metric or ""
+    cells = [[r.name, r.metric or "", f"{r.score:.3f}", pct(r.accuracy),
+              f"{r.truncated if r.truncated is not None else 0} / {r.n if r.n is not None else '–'}"] for r in rows]
+    how = f"Metric {metric} ({plan.why}); " if plan.why else f"Metric {metric}; "
+    budget = (f"max_new_tokens {plan.max_new_tokens}"
+              + (" (derived from the references' token lengths)" if plan.max_new_tokens_derived else "")
+              + ". ") if plan.max_new_tokens else ""
     return Table("task-metric", "Task metric (held-out)",
                  ["build", "metric", f"score ({METRIC_SCORES.get(metric, metric)})", "accuracy (all correct)",
                   "truncated"], cells,
@@ -201,52 +209,53 @@ FORGETTING_NOTE = ("Log-likelihood multiple choice on fixed, seeded subsets, eve
                    "and the reverse, with McNemar's exact p.")
 
 
-def forgetting_sets(row: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def forgetting_sets(row: BuildRow) -> dict[str, Forgetting]:
     """Set name → a build row's forgetting figures; a report from before the other sets keeps MMLU's under
-    `row["mmlu"]`."""
-    sets = row.get("forgetting")
-    if isinstance(sets, Mapping):
-        return dict(sets)
-    return {"mmlu": row["mmlu"]} if isinstance(row.get("mmlu"), Mapping) else {}
+    `row.mmlu`."""
+    if row.forgetting is not None:
+        return dict(row.forgetting)
+    return {"mmlu": row.mmlu} if row.mmlu is not None else {}
 
 
-def _set_names(report: Mapping[str, Any]) -> list[str]:
-    return list(dict.fromkeys(name for r in builds(report) for name in forgetting_sets(r)))
+def _set_names(report: Report) -> list[str]:
+    return list(dict.fromkeys(name for r in report.builds for name in forgetting_sets(r)))
 
 
-def _flips(f: Mapping[str, Any]) -> str:
-    return f"{len(f['flips_lost'])} / {len(f['flips_gained'])}" if "flips_lost" in f else "–"
+def _flips(f: Forgetting) -> str:
+    return f"{len(f.flips_lost)} / {len(f.flips_gained or [])}" if f.flips_lost is not None else "–"
 
 
-def forgetting_overview(report: Mapping[str, Any]) -> Table | None:
+def forgetting_overview(report: ReportLike) -> Table | None:
     """acc on every set per build, with its change against the base: the whole forgetting check at a glance."""
-    names = _set_names(report)
-    rows = [r for r in builds(report) if forgetting_sets(r)]
+    rep = Report.load(report)
+    names = _set_names(rep)
+    rows = [r for r in rep.builds if forgetting_sets(r)]
     if not rows:
         return None
     cells = []
     for r in rows:
         sets = forgetting_sets(r)
-        cells.append([r["name"]] + [
-            "–" if s not in sets else pct(sets[s]["acc"]) + (
-                f" ({signed_pts(sets[s]['delta_vs_base'])})" if "delta_vs_base" in sets[s] else "")
+        cells.append([r.name] + [
+            "–" if s not in sets else pct(sets[s].acc) + (
+                f" ({signed_pts(sets[s].delta_vs_base)})" if sets[s].delta_vs_base is not None else "")
             for s in names])
-    n = {s: next((forgetting_sets(r)[s]["n"] for r in rows if s in forgetting_sets(r)), None) for s in names}
+    n = {s: next((forgetting_sets(r)[s].n for r in rows if s in forgetting_sets(r)), None) for s in names}
     return Table("forgetting", "Forgetting check (log-likelihood multiple choice; acc, change vs the base)",
                  ["build", *(f"{SET_TITLES.get(s, s)} (n={n[s]})" for s in names)], cells,
                  "Small subsets: a change is a finding only when its detail table below gives McNemar p < 0.05. "
                  + FORGETTING_NOTE)
 
 
-def forgetting_tables(report: Mapping[str, Any]) -> list[Table]:
+def forgetting_tables(report: ReportLike) -> list[Table]:
     """One table per forgetting set: acc and acc_norm with CIs, change vs the base, paired flips and the
     change vs the GPU build."""
+    rep = Report.load(report)
     tables = []
-    for s in _set_names(report):
-        rows = [(r["name"], forgetting_sets(r)[s]) for r in builds(report) if s in forgetting_sets(r)]
-        cells = [[name, str(f.get("n", "–")), pct(f["acc"]), pct_range(f.get("ci95")), pct(f.get("acc_norm")),
-                  pct_range(f.get("ci95_norm")), signed_pts(f.get("delta_vs_base")), signed_pts(f.get("delta_vs_gpu")),
-                  _flips(f), f"{f['mcnemar_p']:.3f}" if "mcnemar_p" in f else "–"] for name, f in rows]
+    for s in _set_names(rep):
+        rows = [(r.name, forgetting_sets(r)[s]) for r in rep.builds if s in forgetting_sets(r)]
+        cells = [[name, str(f.n), pct(f.acc), pct_range(f.ci95), pct(f.acc_norm),
+                  pct_range(f.ci95_norm), signed_pts(f.delta_vs_base), signed_pts(f.delta_vs_gpu),
+                  _flips(f), f"{f.mcnemar_p:.3f}" if f.mcnemar_p is not None else "–"] for name, f in rows]
         tables.append(Table(f"forgetting-{s}", f"Forgetting: {SET_TITLES.get(s, s)}",
                             ["build", "n", "acc", "95% CI", "acc_norm", "95% CI (norm)", "vs base", "vs GPU build",
                              "lost / gained", "McNemar p"], cells, "",
@@ -254,51 +263,51 @@ def forgetting_tables(report: Mapping[str, Any]) -> list[Table]:
     return tables
 
 
-def forgetting_table(report: Mapping[str, Any]) -> Table | None:
+def forgetting_table(report: ReportLike) -> Table | None:
     """The overview (kept under its old name for callers that show one table)."""
     return forgetting_overview(report)
 
 
-def subject_table(report: Mapping[str, Any], limit: int | None = None,
+def subject_table(report: ReportLike, limit: int | None = None,
                   changed_only: bool = False) -> Table | None:
     """Per-subject MMLU accuracy of the base and each build's change against it, worst change first;
     `changed_only` leaves out subjects no build changed."""
-    mmlu = {r["name"]: forgetting_sets(r).get("mmlu", {}) for r in builds(report)}
-    rows = [r for r in builds(report) if "per_subject" in mmlu[r["name"]]]
-    base = next((r for r in rows if r["name"] == BASE_BUILD), None)
-    others = [r for r in rows if r["name"] != BASE_BUILD]
-    if base is None or not others:
+    rep = Report.load(report)
+    subjects_of = {r.name: mmlu.per_subject for r in rep.builds
+                   if (mmlu := forgetting_sets(r).get("mmlu")) is not None and mmlu.per_subject is not None}
+    base_subjects = subjects_of.get(BASE_BUILD)
+    others = [r.name for r in rep.builds if r.name in subjects_of and r.name != BASE_BUILD]
+    if base_subjects is None or not others:
         return None
-    base_subjects = mmlu[BASE_BUILD]["per_subject"]
 
     def deltas(subject: str) -> list[float | None]:
-        return [mmlu[o["name"]]["per_subject"].get(subject, {}).get("delta_vs_base") for o in others]
+        return [s.delta_vs_base if (s := subjects_of[o].get(subject)) is not None else None for o in others]
 
     subjects = sorted(base_subjects, key=lambda s: (min((d for d in deltas(s) if d is not None), default=0.0), s))
     candidates = [s for s in subjects if any(deltas(s))] if changed_only else subjects
     shown = candidates if limit is None else candidates[:limit]
-    cells = [[s, str(base_subjects[s]["n"]), pct(base_subjects[s]["acc"])]
+    cells = [[s, str(base_subjects[s].n), pct(base_subjects[s].acc)]
              + [signed_pts(d) for d in deltas(s)] for s in shown]
     note = "Per-subject changes rest on a handful of items each: read them as where to look, not as findings."
     if len(shown) < len(subjects):
         note += f" Showing {len(shown)} of {len(subjects)} subjects" + (
             ", those some build changed, largest drops first." if changed_only else ", largest drops first.")
     return Table("subjects", "Forgetting by MMLU subject (change vs the base)",
-                 ["subject", "n", "base acc", *(o["name"] for o in others)], cells, note)
+                 ["subject", "n", "base acc", *others], cells, note)
 
 
-def fidelity_table(report: Mapping[str, Any]) -> Table | None:
-    fid = per_build(report, "fidelity")
+def fidelity_table(report: ReportLike) -> Table | None:
+    rep = Report.load(report)
+    fid = per_build({r.name: r.fidelity for r in rep.builds}, rep.fidelity)
     if not fid:
         return None
     cells, classes = [], []
     for name, f in fid.items():
-        gate = f.get("gate") or {}
-        passed = gate.get("passed")
-        cells.append([name, num(f.get("kld_mean"), 4), num(f.get("kld_p99"), 4), pct(f.get("top1_agreement")),
-                      pct(f.get("greedy_agreement")), pct(f.get("stop_agreement")),
+        passed = f.gate.passed if f.gate is not None else None
+        cells.append([name, num(f.kld_mean, 4), num(f.kld_p99, 4), pct(f.top1_agreement),
+                      pct(f.greedy_agreement), pct(f.stop_agreement),
                       "–" if passed is None else ("passed" if passed else "FAILED"),
-                      "; ".join(map(str, gate.get("reasons") or [])) or "–"])
+                      "; ".join(map(str, f.gate.reasons if f.gate is not None else [])) or "–"])
         classes.append("fail" if passed is False else "")
     return Table("fidelity", "Fidelity to the GPU build (same token ids)",
                  ["build", "KLD mean", "KLD p99", "top-1 agreement", "greedy agreement", "stop agreement",
@@ -307,26 +316,27 @@ def fidelity_table(report: Mapping[str, Any]) -> Table | None:
                  "shares of the top-1 token, the greedy continuation and where generation stops.", classes)
 
 
-def judge_table(report: Mapping[str, Any]) -> Table | None:
-    judge = per_build(report, "judge")
+def judge_table(report: ReportLike) -> Table | None:
+    rep = Report.load(report)
+    judge = per_build({r.name: r.judge for r in rep.builds}, rep.judge)
     if not judge:
         return None
     cells = []
     for name, j in judge.items():
-        pw = j.get("pairwise") or {}
-        agree = (j.get("reliability") or {}).get("metric_agreement") or {}
-        vs = j.get("vs_gpu") or {}
-        rho = j.get("metric_spearman")
-        cells.append([name, num(j.get("mean_score")) + (f" (n={j['n_valid']})" if j.get("n_valid") else ""),
-                      "–" if not j.get("ci95") else f"{num(j['ci95'][0])} – {num(j['ci95'][1])}",
-                      "–" if not vs.get("ci95") else
-                      f"{vs['diff']:+.2f} ({vs['ci95'][0]:+.2f} – {vs['ci95'][1]:+.2f})",
-                      share_or_count(pw.get("win")), share_or_count(pw.get("tie")), share_or_count(pw.get("loss")),
-                      pct(pw.get("position_flip_rate")),
-                      f"{pct(agree['agreement_decisive'])} (n={agree['n_decisive']})"
-                      if agree.get("agreement_decisive") is not None else "–",
-                      f"none: every rating {num(j['constant_rating'])}" if j.get("constant_rating") is not None
-                      else "–" if rho is None else f"{rho:+.2f} (n={j.get('n_metric')})"])
+        pw = j.pairwise or Pairwise()
+        agree = j.reliability.metric_agreement if j.reliability is not None else None
+        vs = j.vs_gpu
+        rho = j.metric_spearman
+        cells.append([name, num(j.mean_score) + (f" (n={j.n_valid})" if j.n_valid else ""),
+                      "–" if not j.ci95 else f"{num(j.ci95[0])} – {num(j.ci95[1])}",
+                      "–" if vs is None or not vs.ci95 else
+                      f"{vs.diff:+.2f} ({vs.ci95[0]:+.2f} – {vs.ci95[1]:+.2f})",
+                      share_or_count(pw.win), share_or_count(pw.tie), share_or_count(pw.loss),
+                      pct(pw.position_flip_rate),
+                      f"{pct(agree.agreement_decisive)} (n={agree.n_decisive})"
+                      if agree is not None and agree.agreement_decisive is not None else "–",
+                      f"none: every rating {num(j.constant_rating)}" if j.constant_rating is not None
+                      else "–" if rho is None else f"{rho:+.2f} (n={j.n_metric})"])
     note = ("Mean score: the pointwise judge's 1-10 rating of each build's answer against the reference (95% CI "
             "over items; Δ vs GPU: paired difference on the same items). Pairwise outcomes are against the GPU "
             "build; the position flip rate is how often the judge changed its verdict when the two answers "
@@ -335,7 +345,7 @@ def judge_table(report: Mapping[str, Any]) -> Table | None:
             "\"rating ~ metric\" is the rank correlation of the pointwise ratings with the task metric's "
             "per-item scores (near 0: the ratings do not follow the reference metric; \"every rating N\": the judge "
             "gave every answer the same rating, so its scores say nothing about any build).")
-    if any((j.get("reliability") or {}).get("embedded_judge") for j in judge.values()):
+    if any(j.reliability is not None and j.reliability.embedded_judge for j in judge.values()):
         note = ("Warning: the judge is the embedded SmolLM2-135M (no `judge:` endpoint configured), a smoke "
                 "test, not evidence; set judge.base_url / judge.model to a capable model. ") + note
     return Table("judge", "LLM judge", ["build", "mean score", "95% CI", "Δ vs GPU (95% CI)", "win", "tie", "loss",
@@ -343,28 +353,34 @@ def judge_table(report: Mapping[str, Any]) -> Table | None:
                  cells, note)
 
 
-def device_table(report: Mapping[str, Any]) -> Table | None:
-    dev = per_build(report, "device")
+def device_runs(report: ReportLike) -> dict[str, DeviceRun]:
+    """Device measurements by row name: on the build rows, or the report's top-level `device` mapping."""
+    rep = Report.load(report)
+    return per_build({r.name: r.device for r in rep.builds}, rep.device)
+
+
+def device_table(report: ReportLike) -> Table | None:
+    dev = device_runs(report)
     if not dev:
         return None
 
-    def measured_vs_pred(d: Mapping[str, Any], kind: str) -> str:
-        m, p = d.get(f"{kind}_tps"), d.get(f"predicted_{kind}_tps")
+    def measured_vs_pred(m: float | None, p: float | None) -> str:
         return num(m, 3) + (f" / {num(p, 3)} ({m / p:.0%})" if m and p else "")
 
-    def accuracy(d: Mapping[str, Any]) -> str:
-        if d.get("accuracy") is None:
+    def accuracy(d: DeviceRun) -> str:
+        if d.accuracy is None:
             return "–"
-        flips = f", lost/gained vs GPU {d['flips_lost']}/{d['flips_gained']}" if "flips_lost" in d else ""
-        return f"{pct(d['accuracy'])} (n={d.get('n')}{flips})"
+        flips = f", lost/gained vs GPU {d.flips_lost}/{d.flips_gained}" if d.flips_lost is not None else ""
+        return f"{pct(d.accuracy)} (n={d.n}{flips})"
 
     return Table("device", "On the device",
                  ["build", "accuracy", "prompt tok/s (measured / predicted)",
                   "generation tok/s (measured / predicted)", "TTFT p50", "TTFT p95", "peak RSS"],
-                 [[name, accuracy(d), measured_vs_pred(d, "prompt"), measured_vs_pred(d, "gen"),
-                   f"{num(d.get('ttft_p50_s'))} s" if d.get("ttft_p50_s") is not None else "–",
-                   f"{num(d.get('ttft_p95_s'))} s" if d.get("ttft_p95_s") is not None else "–",
-                   f"{num(d.get('peak_rss_mb'), 4)} MB" if d.get("peak_rss_mb") is not None else "–"]
+                 [[name, accuracy(d), measured_vs_pred(d.prompt_tps, d.predicted_prompt_tps),
+                   measured_vs_pred(d.gen_tps, d.predicted_gen_tps),
+                   f"{num(d.ttft_p50_s)} s" if d.ttft_p50_s is not None else "–",
+                   f"{num(d.ttft_p95_s)} s" if d.ttft_p95_s is not None else "–",
+                   f"{num(d.peak_rss_mb, 4)} MB" if d.peak_rss_mb is not None else "–"]
                   for name, d in dev.items()])
 
 
@@ -377,29 +393,30 @@ def _common_prefix(texts: Sequence[str]) -> str:
     return first[:cut] if cut >= PREFIX_MIN_CHARS else ""
 
 
-def flip_tables(report: Mapping[str, Any], limit: int = 20) -> tuple[str, list[Table]]:
+def flip_tables(report: ReportLike, limit: int = 20) -> tuple[str, list[Table]]:
     """Per build and direction, the flipped items against the GPU build, with text and outputs when the
     report holds them. Returns the prompt prefix every shown item shares (shown once, cut from each) and the
     tables."""
-    details = [d for r in builds(report) for side in ("lost", "gained")
-               for d in (r.get("flipped_items") or {}).get(side, [])]
-    prefix = _common_prefix([d["text"] for d in details if "text" in d])
+    rep = Report.load(report)
+    details = [d for r in rep.builds for side in ("lost", "gained")
+               for d in (r.flipped_items or {}).get(side, [])]
+    prefix = _common_prefix([d.text for d in details if d.text is not None])
     tables = []
-    for r in builds(report):
+    for r in rep.builds:
         for side, label in (("lost", "right on the GPU build, wrong here"),
                             ("gained", "wrong on the GPU build, right here")):
-            ids = r.get(f"flips_{side}") or []
+            ids = (r.flips_lost if side == "lost" else r.flips_gained) or []
             if not ids:
                 continue
-            shown = (r.get("flipped_items") or {}).get(side) or [{"id": i} for i in ids[:limit]]
+            shown = (r.flipped_items or {}).get(side) or [FlipDetail(id=i) for i in ids[:limit]]
             shown = shown[:limit]
             rest = len(ids) - len(shown)
             more = ", ".join(ids[len(shown):len(shown) + 50]) + (" …" if rest > 50 else "")
             tables.append(Table(
-                f"flips-{r['name']}-{side}", f"{r['name']}: {len(ids)} {side} ({label})",
+                f"flips-{r.name}-{side}", f"{r.name}: {len(ids)} {side} ({label})",
                 ["item", "text", "reference", "GPU build said", "this build said"],
-                [[d["id"], d.get("text", "–")[len(prefix):] if "text" in d else "–", num(d.get("reference")),
-                  num(d.get("gpu_output")), num(d.get("output"))] for d in shown],
+                [[d.id, d.text[len(prefix):] if d.text is not None else "–", num(d.reference),
+                  num(d.gpu_output), num(d.output)] for d in shown],
                 f"…and {rest} more: {more}" if rest > 0 else "",
                 ["worse" if side == "lost" else "better"] * len(shown)))
     return prefix, tables

@@ -4,7 +4,7 @@ Newcombe's interval for a difference of paired proportions, and paired bootstrap
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -29,7 +29,7 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_flips(reference: dict[str, bool], other: dict[str, bool]) -> tuple[list[str], list[str]]:
+def paired_flips(reference: Mapping[str, bool], other: Mapping[str, bool]) -> tuple[list[str], list[str]]:
     """Item ids right in `reference` and wrong in `other`, and the reverse (shared ids only)."""
     shared = sorted(set(reference) & set(other))
     lost = [i for i in shared if reference[i] and not other[i]]
