@@ -171,9 +171,9 @@ def test_truncated_gguf(copy):
     (lambda m: m.unlink(), "has no manifest.json"),
     (lambda m: m.write_text("{ not json"), "is not readable JSON"),
     (lambda m: m.write_bytes(b"\xff\xfe garbage"), "is not readable JSON"),
-    (lambda m: m.write_text("[]"), "unsupported schema None"),
-    (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "schema": 99})), "unsupported schema 99"),
-    (lambda m: m.write_text(json.dumps({"schema": MANIFEST_SCHEMA})), "has no file list"),
+    (lambda m: m.write_text("[]"), "not a JSON object"),
+    (lambda m: m.write_text(json.dumps({**json.loads(m.read_text()), "schema": 99})), "schema: unsupported schema 99"),
+    (lambda m: m.write_text(json.dumps({"schema": MANIFEST_SCHEMA})), "name: Field required"),
 ], ids=["absent", "bad-json", "binary", "not-a-mapping", "schema", "no-files"])
 def test_damaged_manifest(copy, damage, message):
     damage(copy / MANIFEST_FILE)

@@ -228,7 +228,7 @@ def test_empty_dataset(tmp_path):
 def test_unreadable_jsonl(tmp_path):
     src = tmp_path / "d.jsonl"
     src.write_text('{"input": "a", "output": "b"}\n{"input": \n')
-    with pytest.raises(DataError, match="unreadable jsonl"):
+    with pytest.raises(DataError, match=r"d.jsonl line 2: not JSON"):
         data.run(cfg(src), Store(tmp_path / "store"))
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 from edgetune.device import run_eval, run_fleet
-from edgetune.errors import DeviceError, DeviceUnreachable
+from edgetune.errors import ConfigError, DeviceError, DeviceUnreachable
 
 from tests.device.conftest import write_suite
 
@@ -54,11 +54,22 @@ def test_concurrent_evals_never_run_the_job_twice(sshd, device_bundle, tmp_path)
     assert calls(log) == {"q0": 1, "q1": 1, "q2": 1}
 
 
-def test_runner_failure_is_an_error_naming_the_cause(sshd, device_bundle, tmp_path):
+def test_bad_suite_is_refused_before_connecting(device_bundle, tmp_path):
+    from edgetune.device import parse_device
+
+    from tests.device.conftest import free_port
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "max_tokens": 2}\n')  # neither prompt nor prompt_ids
-    with pytest.raises(DeviceError, match="runner failed.*exactly one of 'prompt_ids' and 'prompt'"):
-        asyncio.run(run_eval(device_bundle, sshd.device(), bad, out_dir=tmp_path, timeout_s=60))
+    nowhere = parse_device(f"nobody@127.0.0.1:{free_port()}", connect_timeout_s=3)  # never contacted
+    with pytest.raises(ConfigError, match="line 1: give exactly one of 'prompt_ids' and 'prompt'"):
+        asyncio.run(run_eval(device_bundle, nowhere, bad, out_dir=tmp_path, timeout_s=60))
+
+
+def test_runner_failure_is_an_error_naming_the_cause(sshd, device_bundle, tmp_path):
+    suite = write_suite(tmp_path / "suite.jsonl", 1)
+    with pytest.raises(DeviceError, match="runner failed.*README.md"):  # a bundle file that is not a GGUF
+        asyncio.run(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path, timeout_s=60, model="README.md"))
 
 
 def test_fleet_eval_captures_errors_per_device(sshd, device_bundle, tmp_path):

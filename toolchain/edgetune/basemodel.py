@@ -7,6 +7,7 @@ and is saved. Weights load from safetensors only, and repo code runs only with `
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,63 @@ def _local_source(cfg: ModelConfig) -> Path | None:
 
 
 def _check_hf_folder(path: Path) -> None:
-    if not (path / "config.json").is_file():
+    """Content before anything loads: a config.json that parses, and safetensors files whose header is whole and
+    whose tensors end inside the file (transformers would otherwise fail deep in its loader)."""
+    config = path / "config.json"
+    if not config.is_file():
         raise ModelError(f"{path} has no config.json: not a Hugging Face model folder", "point model.source at one")
-    if not any(path.glob("*.safetensors")):
+    try:
+        parsed = json.loads(config.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ModelError(f"{config} is not readable JSON: {exc}", _REFETCH) from exc
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("model_type"), str):
+        raise ModelError(f"{config} has no model_type: not a transformers model config", _REFETCH)
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
         raise ModelError(
             f"{path} has no .safetensors weights (edgetune never loads pickled .bin weights)",
             "convert the weights with `save_pretrained(..., safe_serialization=True)`",
         )
+    for file in weights:
+        _check_safetensors(file)
+
+
+_REFETCH = "the model folder is damaged: download or save the model again"
+
+
+def _check_safetensors(path: Path) -> None:
+    """The safetensors layout: an 8-byte header length, a JSON header, then the data every entry points into."""
+    size_bytes = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size_bytes:
+            raise ModelError(f"{path} is truncated: its header is cut short", _REFETCH)
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError as exc:
+            raise ModelError(f"{path} has a garbled header: {exc}", _REFETCH) from exc
+    if not isinstance(header, dict):
+        raise ModelError(f"{path} has a garbled header: not a JSON object", _REFETCH)
+    ends = [v.get("data_offsets", [0, 0])[-1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if len(ends) != len(header) - ("__metadata__" in header) or not all(isinstance(e, int) for e in ends):
+        raise ModelError(f"{path} has a garbled header: an entry without data_offsets", _REFETCH)
+    if 8 + n + max(ends, default=0) > size_bytes:
+        raise ModelError(f"{path} is truncated: its tensors need {8 + n + max(ends)} bytes, the file has "
+                         f"{size_bytes}", _REFETCH)
+
+
+def _check_gguf(path: Path) -> None:
+    """The whole GGUF header and its tensors' extent, before transformers parses it (its reader fails on a cut file
+    with a bare struct.error)."""
+    from edgetune.errors import ExportError
+    from edgetune.export.gguf_header import check_layout
+
+    try:
+        check_layout(path)
+    except ExportError as exc:
+        raise ModelError(f"base model {exc.message}", "give a complete .gguf file: download or export it again") \
+            from exc
 
 
 def run(cfg: ModelConfig, store: Store) -> BaseModel:
@@ -50,6 +101,7 @@ def run(cfg: ModelConfig, store: Store) -> BaseModel:
         _check_hf_folder(local)
         fingerprint = sha256_tree(local)
     elif local is not None:
+        _check_gguf(local)
         fingerprint = sha256_file(local)
     else:
         fingerprint = f"hub:{cfg.source}@{cfg.revision or 'main'}"

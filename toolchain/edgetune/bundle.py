@@ -168,22 +168,16 @@ def _suite_jsonl(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def verify_bundle(root: Path) -> dict[str, Any]:
     """Re-hash every file listed in manifest.json; raise BundleError naming the first mismatch or gap."""
-    manifest_path = Path(root) / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise BundleError(f"{root} has no {MANIFEST_FILE}", "point at a bundle folder made by `edgetune build`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise BundleError(f"{manifest_path} is not readable JSON: {exc}", "re-copy or rebuild the bundle") from exc
-    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
-        schema = manifest.get("schema") if isinstance(manifest, dict) else None
-        raise BundleError(f"{manifest_path}: unsupported schema {schema}", "rebuild the bundle")
-    if not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{manifest_path} has no file list", "re-copy or rebuild the bundle")
+    from edgetune.bundle_manifest import read_manifest
+
+    manifest = read_manifest(root)
     for rel, meta in manifest["files"].items():
         path = Path(root) / rel
         if not path.is_file():
             raise BundleError(f"bundle file missing: {rel}", "re-copy or rebuild the bundle")
+        if path.stat().st_size != meta["size_bytes"]:  # a cut copy: no need to hash it to know
+            raise BundleError(f"bundle file changed: {rel} ({path.stat().st_size} bytes, the manifest says "
+                              f"{meta['size_bytes']})", "the file was cut or modified in transit; re-copy it")
         if sha256_file(path) != meta["sha256"]:
             raise BundleError(f"bundle file changed: {rel} (sha256 does not match the manifest)",
                               "the file was modified or corrupted in transit; re-copy it")

@@ -304,7 +304,7 @@ def load_config(path: Path | None) -> BuildConfig:
         raise ConfigError(f"config file not found: {path}", "create one with `edgetune init`")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8 text
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}", "check indentation and quoting") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level", "see `edgetune init`")

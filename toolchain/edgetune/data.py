@@ -56,11 +56,14 @@ def _read_source(cfg: DataConfig) -> list[dict[str, Any]]:
     if path.is_file():
         try:
             if suffix == ".jsonl":
-                with path.open() as fh:
-                    return [json.loads(line) for line in fh if line.strip()]
+                return _jsonl_rows(path)
             if suffix == ".json":
                 rows = json.loads(path.read_text())
-                return rows if isinstance(rows, list) else rows.get("data", [])
+                rows = rows.get("data") if isinstance(rows, dict) else rows
+                if not isinstance(rows, list):
+                    raise DataError(f"{path}: expected a JSON list of rows (or {{\"data\": [...]}})",
+                                    "write one object per example in a list")
+                return _objects(rows, path, "item")
             if suffix == ".csv":
                 with path.open(newline="") as fh:
                     return list(csv.DictReader(fh))
@@ -87,6 +90,32 @@ def _read_source(cfg: DataConfig) -> list[dict[str, Any]]:
         raise DataError(f"cannot load dataset {src!r}: {str(exc).splitlines()[0]}", "give a local file or folder, or check the hub id and network") from exc
 
 
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """One JSON object per non-blank line; an error names the file's line (json's own says "line 1")."""
+    rows = []
+    with path.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {n}: not JSON ({exc.msg}, column {exc.colno})",
+                                "fix the line, or export the file again if it was cut short") from exc
+            if not isinstance(rows[-1], dict):
+                raise DataError(f"{path} line {n}: expected a JSON object, found {type(rows[-1]).__name__}",
+                                "write one {\"input\": ..., \"output\": ...} object per line")
+    return rows
+
+
+def _objects(rows: list[Any], path: Path, what: str) -> list[dict[str, Any]]:
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: {what} {n} is a {type(row).__name__}, not an object",
+                            "write one {\"input\": ..., \"output\": ...} object per example")
+    return rows
+
+
 def _text(value: Any) -> str:
     """A cell as text; a missing value (JSON null, a short CSV line) is empty, never the string "None"."""
     return "" if value is None else str(value)
@@ -95,7 +124,12 @@ def _text(value: Any) -> str:
 def to_messages(row: dict[str, Any], cfg: DataConfig) -> list[dict[str, str]]:
     """One example as chat messages ending with the assistant's answer. Raises DataError on a bad row."""
     if cfg.messages_column in row and row[cfg.messages_column]:
-        msgs = [{"role": m["role"], "content": _text(m["content"])} for m in row[cfg.messages_column]]
+        raw = row[cfg.messages_column]
+        if not isinstance(raw, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                and "content" in m for m in raw):
+            raise DataError(f"example {row.get('id', '?')}: {cfg.messages_column!r} must be a list of "
+                            f"{{\"role\", \"content\"}} objects", "fix the example, or use input/output columns")
+        msgs = [{"role": m["role"], "content": _text(m["content"])} for m in raw]
     elif cfg.input_column in row and cfg.output_column in row:
         msgs = [{"role": "user", "content": _text(row[cfg.input_column])},
                 {"role": "assistant", "content": _text(row[cfg.output_column])}]

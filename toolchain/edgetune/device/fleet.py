@@ -55,7 +55,11 @@ async def _gather(devices: Sequence[Device], work: Callable[[Device], Awaitable[
 
 async def deploy_fleet(bundle_dir: Path, devices: Sequence[Device], *, accept_new_host_key: bool = False,
                        progress: Any = None) -> FleetResult:
-    """deploy() to every device concurrently; FleetResult.results holds DeployResults."""
+    """deploy() to every device concurrently; FleetResult.results holds DeployResults. A damaged manifest raises
+    BundleError once, before any device is contacted."""
+    from edgetune.bundle_manifest import read_manifest
+
+    read_manifest(Path(bundle_dir))
     return await _gather(devices, lambda d: deploy(bundle_dir, d, accept_new_host_key=accept_new_host_key,
                                                    progress=progress))
 
@@ -63,7 +67,11 @@ async def deploy_fleet(bundle_dir: Path, devices: Sequence[Device], *, accept_ne
 async def run_fleet(bundle_dir: Path, devices: Sequence[Device], suite_path: Path | None = None, *, out_dir: Path,
                     timeout_s: float = 3600.0, accept_new_host_key: bool = False, progress: Any = None,
                     **eval_options: Any) -> FleetResult:
-    """run_eval() on every device concurrently; FleetResult.results holds DeviceRunResults."""
+    """run_eval() on every device concurrently; FleetResult.results holds DeviceRunResults. A damaged manifest or
+    suite raises once (jobs.check_inputs), before any device is contacted."""
+    from edgetune.device.jobs import check_inputs
+
+    check_inputs(Path(bundle_dir), suite_path, model=eval_options.get("model"), ctx_size=eval_options.get("ctx_size"))
     return await _gather(devices, lambda d: run_eval(bundle_dir, d, suite_path, out_dir=out_dir, timeout_s=timeout_s,
                                                      accept_new_host_key=accept_new_host_key, progress=progress,
                                                      **eval_options))

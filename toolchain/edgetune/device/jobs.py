@@ -98,21 +98,40 @@ async def _suite(session: Session, bundle_dir: Path, manifest: dict[str, Any], s
     return f"{root}/{rel}", sha
 
 
+def check_inputs(bundle_dir: Path, suite_path: Path | None, *, model: str | None = None,
+                 ctx_size: int | None = None) -> dict[str, Any]:
+    """The bundle's manifest once it and the suite are fit to run, checked here before any connection: a bad
+    manifest raises BundleError (7), a bundle without the runner or `model` and a bad suite line ConfigError (2)."""
+    from edgetune.bundle_manifest import read_manifest
+    from edgetune.device_runner import edgetune_runner as runner
+
+    manifest = read_manifest(bundle_dir)
+    if RUNNER_FILE not in manifest["files"]:
+        raise ConfigError(f"bundle {bundle_dir.name} carries no {RUNNER_FILE}",
+                          "rebuild the bundle with its runtime (bundle.run(runtime=True))")
+    if model is not None and model not in manifest["files"]:
+        raise ConfigError(f"bundle {bundle_dir.name} has no file {model}",
+                          f"pick one of: {', '.join(m['file'] for m in manifest['models'])}")
+    if suite_path is not None:  # the runner's own check, so the device never sees a suite it would refuse
+        if not Path(suite_path).is_file():
+            raise ConfigError(f"suite file {suite_path} does not exist", "give a JSONL file of suite items")
+        n_ctx = ctx_size or manifest["target"].get("context_length") or 2048
+        try:
+            runner.load_suite(str(suite_path), n_ctx)
+        except runner.RunnerError as exc:
+            raise ConfigError(str(exc), "one JSON object per line: id, prompt or prompt_ids, max_tokens") from exc
+    return manifest
+
+
 async def run_eval(bundle_dir: Path, device: Device, suite_path: Path | None = None, *, out_dir: Path,
                    timeout_s: float = 3600.0, model: str | None = None, threads: int | None = None,
                    ctx_size: int | None = None, item_timeout_s: float | None = None,
                    accept_new_host_key: bool = False, progress: Progress | None = None) -> DeviceRunResult:
     """Deploy, run the bundle's runner on `device` (or join / collect the same job), fetch its results."""
     bundle_dir = Path(bundle_dir)
+    manifest = check_inputs(bundle_dir, suite_path, model=model, ctx_size=ctx_size)
     async with connect(device, accept_new_host_key=accept_new_host_key) as session:
         deployed = await deploy_session(session, bundle_dir, progress=progress)
-        manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
-        if RUNNER_FILE not in manifest["files"]:
-            raise ConfigError(f"bundle {bundle_dir.name} carries no {RUNNER_FILE}",
-                              "rebuild the bundle with its runtime (bundle.run(runtime=True))")
-        if model is not None and model not in manifest["files"]:
-            raise ConfigError(f"bundle {bundle_dir.name} has no file {model}",
-                              f"pick one of: {', '.join(m['file'] for m in manifest['models'])}")
         bundle = remote_bundle_dir(device, manifest)
         suite, suite_sha = await _suite(session, bundle_dir, manifest, suite_path, bundle)
         params = {"model": model, "threads": threads, "ctx_size": ctx_size}

@@ -52,10 +52,25 @@ class Device:
         if unknown:
             raise ConfigError(f"device {self.name}: unknown option(s) {', '.join(unknown)}",
                               f"valid options: {', '.join(sorted(known - {'host', 'user', 'port'}))}")
+        for key, value in options.items():  # checked here: asyncssh would fail on a wrong type mid-connect
+            _check_option(self.name, key, value)
         for key in ("identity_file", "known_hosts", "ssh_config"):
             if options.get(key) is not None:
                 options[key] = Path(options[key]).expanduser()
         return replace(self, **options)
+
+
+_POSITIVE = {"connect_timeout_s": (int, float), "keepalive_interval_s": (int, float), "keepalive_count_max": (int,)}
+_PATHS = {"identity_file", "known_hosts", "ssh_config", "remote_root", "name"}
+
+
+def _check_option(device: str, key: str, value: Any) -> None:
+    if key in _POSITIVE and (isinstance(value, bool) or not isinstance(value, _POSITIVE[key]) or value <= 0):
+        raise ConfigError(f"device {device}: option {key} must be a positive number, not {value!r}",
+                          f"e.g. {key}: 10")
+    if key in _PATHS and value is not None and not (isinstance(value, (str, Path)) and str(value)):
+        raise ConfigError(f"device {device}: option {key} must be a non-empty path or text, not {value!r}",
+                          f"e.g. {key}: ~/.ssh/id_ed25519" if key == "identity_file" else "give it as text")
 
 
 def safe_name(text: str) -> str:
@@ -71,7 +86,7 @@ def parse_device(spec: str, *, name: str | None = None, **options: Any) -> Devic
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"bad port in device spec {spec!r}", "ports are 1-65535")
-    if name is not None and not _NAME.match(name):
+    if name is not None and not (isinstance(name, str) and _NAME.match(name)):
         raise ConfigError(f"bad device name {name!r}", "use letters, digits, '.', '_' or '-' (at most 64)")
     device = Device(host=m["host"].strip("[]"), user=m["user"], port=port, name=name or "")
     return device.with_options(**options) if options else device
@@ -83,8 +98,11 @@ def load_devices(path: Path) -> list[Device]:
 
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read devices file {path}: {exc}", "give a YAML list of {name, spec, options}") \
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8 text
+        mark = getattr(exc, "problem_mark", None)  # YAML's own message spans lines: keep its problem and line
+        reason = f"{exc.problem}, line {mark.line + 1}" if mark and getattr(exc, "problem", None) else \
+            str(exc).splitlines()[0]
+        raise ConfigError(f"cannot read devices file {path}: {reason}", "give a YAML list of {name, spec, options}") \
             from exc
     if isinstance(data, dict):
         data = data.get("devices")

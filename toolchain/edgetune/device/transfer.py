@@ -141,5 +141,8 @@ async def _upload_checked(session: Session, local: Path, remote_path: str, offse
 async def deploy(bundle_dir: Path, device: Device, *, accept_new_host_key: bool = False,
                  progress: Progress | None = None) -> DeployResult:
     """Copy the bundle folder to `device` and prove every file against the manifest there. Idempotent."""
+    from edgetune.bundle_manifest import read_manifest
+
+    read_manifest(Path(bundle_dir))  # a damaged manifest fails here, before any connection
     async with connect(device, accept_new_host_key=accept_new_host_key) as session:
         return await deploy_session(session, bundle_dir, progress=progress)

@@ -110,8 +110,12 @@ def load_suite(path: str, ctx_size: int) -> list:
     if not os.path.isfile(path):
         raise RunnerError(f"suite file {path} does not exist", EXIT_SUITE)
     items, seen = [], set()
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RunnerError(f"{path} line {n}: not UTF-8 text", EXIT_SUITE) from None
             if not line.strip():
                 continue
             where = f"{path} line {n}"

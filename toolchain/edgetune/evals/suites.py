@@ -204,7 +204,7 @@ def _load(name_or_path: str | Path, folder: Path, what: str) -> dict:
         raise ConfigError(f"no {what} {str(name_or_path)!r} (looked for {path})", hint)
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8 text
         raise ConfigError(f"{what} {path.name} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path.name} must be a mapping of keys")

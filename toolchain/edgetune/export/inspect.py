@@ -38,6 +38,9 @@ def read_gguf(path: Path) -> GGUFReader:
         raise ExportError(f"GGUF file {path} does not exist", "check the path, or run the export stage first")
     from gguf import GGUFReader  # numpy-heavy: imported only when a file is read
 
+    from edgetune.export.gguf_header import check_layout
+
+    check_layout(path)  # a cut or garbled header fails here, in one line, before GGUFReader's own errors
     try:
         reader = GGUFReader(path)
     except _READ_ERRORS as exc:

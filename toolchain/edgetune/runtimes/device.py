@@ -46,7 +46,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edgetune.bundle import RUNNER_FILE
-from edgetune.constants import MANIFEST_FILE
 from edgetune.device import remote
 from edgetune.device.spec import Device
 from edgetune.device.ssh import Stream, connect
@@ -261,14 +260,11 @@ class DeviceRuntime(Runtime):
 
 
 def _manifest(bundle_dir: Path, model: str) -> dict[str, Any]:
-    """The bundle's manifest, once it is known to hold the runner and `model`. Raises ConfigError."""
-    try:
-        manifest = json.loads((bundle_dir / MANIFEST_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"{bundle_dir} is not a bundle folder (no readable {MANIFEST_FILE})",
-            "give the folder `edgetune bundle` wrote",
-        ) from exc
+    """The bundle's manifest, once it is known to hold the runner and `model`. Raises BundleError (a damaged
+    manifest) or ConfigError."""
+    from edgetune.bundle_manifest import read_manifest
+
+    manifest = read_manifest(bundle_dir)  # BundleError when absent or damaged
     for rel in (RUNNER_FILE, model):
         if rel not in manifest.get("files", {}):
             raise ConfigError(
