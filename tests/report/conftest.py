@@ -164,7 +164,9 @@ def chromium_path() -> str | None:
     return found if found and Path(found).exists() else None
 
 
-@pytest.fixture(scope="session")
+# package scope: playwright's sync API keeps its event loop running in this thread while the browser is open,
+# and any later asyncio.run in the session would refuse to nest
+@pytest.fixture(scope="package")
 def browser():
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")

@@ -128,6 +128,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     split = _check_heldout(data_art, cfg.eval.margin)
     # held-out items the board's context cannot take are known from the data: counted (or fatal) before training
     board = _check_context(cfg, target, base, data_art)
+    if board.context != target.context_length:  # the model's own context is less: the bundle runs with that
+        target = target.model_copy(update={"context_length": board.context})
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=base.model_dir / "config.json", quants=quants).require_pick()
     # trained and registered exactly as `edgetune train` does it (one process here: build has no --gpus)

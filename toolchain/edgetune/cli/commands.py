@@ -306,13 +306,12 @@ def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file:
       edgetune deploy edgetune-out/store/bundle/KEY/tiny-rpi5 --device pi@raspberrypi.local
       edgetune --json deploy BUNDLE --devices fleet.yaml --accept-new-host-key
     """
-    import asyncio
-
+    from edgetune.aio import run_sync
     from edgetune.cli.progress import RichProgress
     from edgetune.device import deploy_fleet
 
-    fleet = asyncio.run(deploy_fleet(bundle, _devices(specs, devices_file), accept_new_host_key=accept_new_host_key,
-                                     progress=RichProgress(enabled=not state.as_json)))
+    fleet = run_sync(deploy_fleet(bundle, _devices(specs, devices_file), accept_new_host_key=accept_new_host_key,
+                                  progress=RichProgress(enabled=not state.as_json)))
     _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.remote_dir} verified ({r.files} files, "
                                              f"{len(r.sent_files)} sent, {r.bytes_sent} bytes)")
 
@@ -341,15 +340,14 @@ def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file
       edgetune eval BUNDLE --device pi@192.168.1.40 --out runs/pi
       edgetune --json eval BUNDLE --devices fleet.yaml --suite heldout.jsonl --timeout-s 7200
     """
-    import asyncio
-
+    from edgetune.aio import run_sync
     from edgetune.cli.progress import RichProgress
     from edgetune.device import run_fleet
 
-    fleet = asyncio.run(run_fleet(bundle, _devices(specs, devices_file), suite, out_dir=out_dir, timeout_s=timeout_s,
-                                  model=model, threads=threads, ctx_size=ctx_size,
-                                  accept_new_host_key=accept_new_host_key,
-                                  progress=RichProgress(enabled=not state.as_json)))
+    fleet = run_sync(run_fleet(bundle, _devices(specs, devices_file), suite, out_dir=out_dir, timeout_s=timeout_s,
+                               model=model, threads=threads, ctx_size=ctx_size,
+                               accept_new_host_key=accept_new_host_key,
+                               progress=RichProgress(enabled=not state.as_json)))
     _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.status}: {r.items} items → {r.results_path}")
 
 

@@ -14,14 +14,14 @@ run them with `asyncio.run` for synchronous callers.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from edgetune.aio import run_sync
 from edgetune.errors import JudgeError
 from edgetune.evals.judge_cache import VerdictCache, verdict_key
 from edgetune.evals.judge_client import JudgeClient
@@ -37,7 +37,6 @@ from edgetune.evals.judge_verdicts import FORMAT, PARSERS, SCHEMA, Mode, parse_p
 from edgetune.evals.suites import Rubric
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 __all__ = [
     "JudgeItem",
@@ -200,17 +199,6 @@ async def _all_or_nothing(coros: list) -> None:
             raise task.exception()
 
 
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, or the same in a worker thread when this thread already runs an event loop (a notebook, a
-    caller's async code, a library that left its loop running): asyncio.run refuses to nest."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetune-judge") as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def _check(items: Sequence[JudgeItem], *answer_lists: Sequence[str]) -> None:
     if not items:
         raise JudgeError("the judge was given no items", "judge at least one held-out item")
@@ -269,7 +257,7 @@ def judge_single(
     on_verdict: Callable[[], None] | None = None,
 ) -> SingleResult:
     """Synchronous `judge_single_async`."""
-    return _run_sync(judge_single_async(cfg, rubric, items, answers, cache_dir, on_verdict=on_verdict))
+    return run_sync(judge_single_async(cfg, rubric, items, answers, cache_dir, on_verdict=on_verdict))
 
 
 # -- pairwise comparison ---------------------------------------------------------------------------------
@@ -335,7 +323,7 @@ def judge_pairwise(
     on_verdict: Callable[[], None] | None = None,
 ) -> PairwiseResult:
     """Synchronous `judge_pairwise_async`."""
-    return _run_sync(
+    return run_sync(
         judge_pairwise_async(
             cfg, rubric, items, answers_a, answers_b, cache_dir, names=names, on_verdict=on_verdict
         )
