@@ -7,9 +7,10 @@ Reads the base artifact (an HF folder) and the data artifact (train.jsonl, heldo
 artifacts (train/checkpoints.py) every `save_steps`, so a rerun of an interrupted build resumes; a CUDA OOM
 steps through train/oom.py's fixes. Examples are rendered with the tokenizer's own chat template; only a model
 without one uses `train.chat_template_fallback` (with a warning), stored as `chat_template.jinja` for the merge
-stage. `train.packing` packs examples padding-free (train/args.py). Raises ModelError for bad target modules,
-TrainError for empty data, a tokenizer with no chat template and no fallback, a run without a finite loss, or
-an OOM nothing fixes.
+stage. `train.max_length` (by default sized from the data) is met by shortening prompts, never answers
+(train/lengths.py). `train.packing` packs examples padding-free (train/args.py). Raises ModelError for bad
+target modules, TrainError for empty data, a tokenizer with no chat template and no fallback, a run without a
+finite loss, or an OOM nothing fixes; DataError when every example's answer alone exceeds max_length.
 
 Departures from the tutorial's recipe, each measured (../shared/NOTES.md): no `prepare_model_for_kbit_training`
 (its fp32 upcast costs 2.5x speed and 2x memory on an H200), the base stays bf16 around NF4 weights; TRL 1.16's
@@ -131,10 +132,9 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         tok.pad_token = tok.eos_token
     fallback = apply_template_fallback(tok, cfg.chat_template_fallback, src)
     # the key holds the configured max_length (None: sized from the data, a function of the key's inputs)
-    fits = {cfg.max_length: lengths.check(tok, examples, cfg.max_length, src)}
-    first = fits[cfg.max_length]
+    first = lengths.check(tok, examples, cfg.max_length, src)
+    fits = {first.max_length: first}
     cfg = cfg.model_copy(update={"max_length": first.max_length})
-    fits[first.max_length] = first
 
     def train_data(max_length: int) -> Any:
         """The training set at `max_length` (the OOM fallback halves it: the prompts are shortened again)."""
