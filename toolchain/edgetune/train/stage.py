@@ -179,7 +179,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     if fallback:  # the merge stage writes it into the merged tokenizer (merge.py)
         (b.path / Adapter.TEMPLATE_FILE).write_text(tok.chat_template, encoding="utf-8")
     steps = out.state.global_step
-    fitted = fits[out.cfg.max_length]
+    fitted = fits.get(out.cfg.max_length or first.max_length, first)  # the length it really trained at
     Adapter.write(b, TrainMetrics(
         method=method, adapter=cfg.adapter, steps=steps, epochs_trained=cfg.epochs,
         loss_first=_mean(history[:5]),
