@@ -87,11 +87,12 @@ def build(state: State, config_path: Path | None, strict: bool, **flags) -> None
     """
     from edgetune.cli.progress import RichProgress
     from edgetune.pipeline import build as run_build
+    from edgetune.report.schema import Report
 
     cfg = build_config(config_path, **flags)
     _quiet_hf_libraries()
     result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json), strict=strict)
-    rows = [(r["name"], r.get("accuracy")) for r in result.report["builds"]]
+    rows = [(r.name, r.accuracy) for r in Report.load(result.report).builds]
     state.emit(
         {"bundle": result.bundle_dir, "tarball": result.tarball, "report": result.report_md,
          "report_json": result.report_json, "report_html": result.run_dir / REPORT_HTML, "ran": result.ran,
