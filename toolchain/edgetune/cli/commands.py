@@ -179,9 +179,12 @@ def report(state: State, run: Path | None, compare: tuple[Path, Path] | None, ou
     """
     from edgetune.report.publish import compare_runs, render_run
 
-    if (run is None) == (not compare):
+    if run is not None and not compare:
+        done = render_run(run, out_dir=out_dir)
+    elif run is None and compare:
+        done = compare_runs(*compare, out_dir=out_dir)
+    else:
         raise click.UsageError("give one RUN folder, or --compare RUN_A RUN_B (not both)")
-    done = compare_runs(*compare, out_dir=out_dir) if compare else render_run(run, out_dir=out_dir)
     rec = done.recommendation
     paths = {"html": done.html_path, "markdown": done.md_path, "json": done.json_path}
     lines = [f"{k}: {v}" for k, v in paths.items()] + ([f"recommended: {rec['quant'] or 'none'}"] if rec else [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -65,8 +65,8 @@ def _ranks(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--metric", type=click.Choice(["accuracy", "heldout_nll"]), default="accuracy", show_default=True,
               help="What picks the rank (ties: the smaller rank).")
 @pass_state
-def sweep_cmd(state: State, config_path: Path | None, ranks: tuple[int, ...], fraction: float, metric: str,
-              **flags: Any) -> None:
+def sweep_cmd(state: State, config_path: Path | None, ranks: tuple[int, ...], fraction: float,
+              metric: Literal["accuracy", "heldout_nll"], **flags: Any) -> None:
     """Train each rank on a slice of the data, score it on the held-out split, and pick one.
 
     \b
