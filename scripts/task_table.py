@@ -11,56 +11,60 @@ import json
 import sys
 from pathlib import Path
 
+from edgetune.report.schema import BuildRow, Report
+
 
 def pts(x: float, scale: float) -> str:
     return f"{x * scale:+.1f}" if scale == 100 else f"{x:+.3f}"
 
 
-def verdict(row: dict, scale: float) -> str:
-    v = row.get("vs_gpu")
-    if not v or v.get("ci95") is None:
+def verdict(row: BuildRow, scale: float) -> str:
+    v = row.vs_gpu
+    if v is None or v.ci95 is None or v.diff is None:
         return "–"
-    lo, hi = v["ci95"]
-    needed = f"; ~{v['n_needed']:,} items would decide" if v.get("n_needed") else ""
-    return f"{pts(v['diff'], scale)} [{pts(lo, scale)}, {pts(hi, scale)}]: **{v['verdict']}**{needed}"
+    lo, hi = v.ci95
+    needed = f"; ~{v.n_needed:,} items would decide" if v.n_needed else ""
+    return f"{pts(v.diff, scale)} [{pts(lo, scale)}, {pts(hi, scale)}]: **{v.verdict}**{needed}"
 
 
-def judge(row: dict) -> str:
-    j = row.get("judge") or {}
-    if j.get("mean_score") is None:
+def judge(row: BuildRow) -> str:
+    j = row.judge
+    if j is None or j.mean_score is None:
         return "–"
-    if j.get("constant_rating") is not None:  # the judge rated every answer alike: no information
-        return f"{j['mean_score']:.2f} (every answer rated {j['constant_rating']:g})"
-    vs = j.get("vs_gpu") or {}
-    delta = f", Δ {vs['diff']:+.2f} [{vs['ci95'][0]:+.2f}, {vs['ci95'][1]:+.2f}]" if vs.get("ci95") else ""
-    return f"{j['mean_score']:.2f}{delta}"
+    if j.constant_rating is not None:  # the judge rated every answer alike: no information
+        return f"{j.mean_score:.2f} (every answer rated {j.constant_rating:g})"
+    vs = j.vs_gpu
+    delta = (f", Δ {vs.diff:+.2f} [{vs.ci95[0]:+.2f}, {vs.ci95[1]:+.2f}]"
+             if vs is not None and vs.ci95 and vs.diff is not None else "")
+    return f"{j.mean_score:.2f}{delta}"
 
 
-def table(report: dict) -> str:
-    rows = report["builds"]
-    metric = next(r["metric"] for r in rows if r.get("metric"))
-    n = next(r["n"] for r in rows if r.get("n"))
+def table(report: Report) -> str:
+    rows = report.builds
+    metric = next(r.metric for r in rows if r.metric)
+    n = next(r.n for r in rows if r.n)
     # label-like metrics (0/1 per item) read in points; graded ones (json fields, chrF) in metric units
-    graded = any(r.get("score") is not None and r.get("accuracy") is not None and r["score"] != r["accuracy"]
-                 for r in rows)
+    graded = any(r.score is not None and r.accuracy is not None and r.score != r.accuracy for r in rows)
     scale, unit = (1.0, "metric units") if graded else (100.0, "pts")
-    has_judge = any((r.get("judge") or {}).get("mean_score") is not None for r in rows)
+    has_judge = any(r.judge is not None and r.judge.mean_score is not None for r in rows)
     head = ["build", "size", f"{metric} score (n={n})", "fully correct", "truncated",
             f"vs GPU build ({unit}, 95% CI, verdict)"] + (["judge 1-10 (Δ vs GPU, 95% CI)"] if has_judge else [])
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        size = f"{r['size_bytes'] / 1e6:.0f} MB" if r.get("size_bytes") else "–"
-        label = f"GGUF {r['name']}" if r["kind"] == "GGUF" else r["kind"]
-        cells = [label, size, f"{r['score']:.3f}", f"{100 * r['accuracy']:.1f}%", f"{r.get('truncated', 0)}/{r['n']}",
+        if r.score is None or r.accuracy is None:
+            raise ValueError(f"build {r.name}: no task score in this report")
+        size = f"{r.size_bytes / 1e6:.0f} MB" if r.size_bytes else "–"
+        label = f"GGUF {r.name}" if r.kind == "GGUF" else r.kind
+        cells = [label, size, f"{r.score:.3f}", f"{100 * r.accuracy:.1f}%", f"{r.truncated or 0}/{r.n}",
                  verdict(r, scale)] + ([judge(r)] if has_judge else [])
-        out.append("| " + " | ".join(cells) + " |")
-    ft = report.get("finetune") or {}
-    rec = report.get("recommendation") or {}
-    majority = ft.get("vs_majority") or {}
-    worked = ("worked" if ft.get("worked") else f"not shown to work (vs always {majority['label']!r}: "
-              f"{majority['verdict']})" if majority and majority.get("verdict") != "beats" else "not shown to work")
-    out += ["", f"Fine-tune vs base: **{ft.get('verdict', '–')}**, {worked}. "
-                f"Recommendation: **{rec.get('quant') or 'none'}**."]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    ft = report.finetune
+    rec = report.recommendation
+    majority = ft.vs_majority if ft else None
+    worked = ("worked" if ft and ft.worked else f"not shown to work (vs always {majority.label!r}: "
+              f"{majority.verdict})" if majority and majority.verdict != "beats" else "not shown to work")
+    out += ["", f"Fine-tune vs base: **{ft.verdict if ft else '–'}**, {worked}. "
+                f"Recommendation: **{(rec.quant if rec else None) or 'none'}**."]
     return "\n".join(out)
 
 
@@ -68,7 +72,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
-    print(table(json.loads(Path(argv[0]).read_text())))
+    print(table(Report.load(json.loads(Path(argv[0]).read_text()))))
     return 0
 
 

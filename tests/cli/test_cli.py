@@ -334,3 +334,19 @@ def test_config_file_in_the_current_folder_is_used(isolated):
 def test_bad_flag_values_raise_config_error():
     with pytest.raises(ConfigError, match="command-line flags: threads: "):
         config_for(["--threads", "0"])
+
+
+# --- build: what it prints -------------------------------------------------------------------------------
+
+def test_build_prints_each_builds_accuracy_from_the_typed_report(edgetune, isolated, monkeypatch):
+    from edgetune.pipeline import BuildResult
+
+    report = {"title": "t", "builds": [{"name": "base", "accuracy": 0.5}, {"name": "gpu", "accuracy": 0.875},
+                                       {"name": "Q4_0", "kind": "GGUF"}]}  # a row without a task score
+    monkeypatch.setattr("edgetune.pipeline.build", lambda cfg, home, progress=None, *, strict=False: BuildResult(
+        isolated, isolated / "b", isolated / "b.tar.gz", isolated / "r.md", isolated / "r.json", report))
+    result = edgetune("build")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == ["  base: accuracy 50.0%", "   gpu: accuracy 87.5%", "ran 0 stages, reused 0"]
+    payload = json.loads(edgetune("--json", "build").stdout)
+    assert payload["accuracy"] == {"base": 0.5, "gpu": 0.875, "Q4_0": None}

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from edgetune.cli.group import State, cli, pass_state
+from edgetune.cli.options import config_file_option, config_options, overrides
+from edgetune.config import BuildConfig, load_config
 from edgetune.constants import CONFIG_FILE, REPORT_HTML, Quant
 from edgetune.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edgetune.config import BuildConfig
 
 
 def _quiet_hf_libraries() -> None:
@@ -25,20 +24,17 @@ def _quiet_hf_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def build_config(config_path: Path | None, *, target=None, model=None, data=None, quants=(), rank=None, lr=None,
-                 epochs=None, max_steps=None, out_dir=None, threads=None, metric=None) -> BuildConfig:
-    """The BuildConfig `build` runs: the config file (./edgetune.yaml if present, else the embedded default)
-    with the given flags on top. Raises ConfigError."""
-    from edgetune.config import load_config
-
+def build_config(config_path: Path | None, **flags: Any) -> BuildConfig:
+    """The BuildConfig a command runs: the config file (./edgetune.yaml if present, else the embedded default)
+    with the given config flags (cli/options.py, by their parameter names) on top. Raises ConfigError."""
     if config_path is None and Path(CONFIG_FILE).is_file():
         config_path = Path(CONFIG_FILE)
-    return load_config(config_path).with_overrides({
-        "target": target, "model.source": model, "data.source": data,
-        "export.quants": list(quants) or None, "train.r": rank, "train.learning_rate": lr,
-        "train.epochs": epochs, "train.max_steps": max_steps, "out_dir": out_dir, "threads": threads,
-        "eval.metric": metric,
-    })
+    return load_config(config_path).with_overrides(overrides(flags))
+
+
+# The settings `build` takes as flags (cli/options.py names and types them from the config models)
+BUILD_FLAGS = ("target", "model.source", "data.source", "export.quants", "train.r", "train.learning_rate",
+               "train.epochs", "train.max_steps", "out_dir", "threads", "eval.metric")
 
 
 @cli.command()
@@ -55,26 +51,12 @@ def setup(state: State, sdist: Path | None) -> None:
 
 
 @cli.command()
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"Config file (default: ./{CONFIG_FILE} if present, else the embedded default).")
-@click.option("--target", help="Target board profile, e.g. rpi5 (see `edgetune targets list`).")
-@click.option("--model", help="Base model: HF folder, .gguf file or hub id.")
-@click.option("--data", help="Dataset: .jsonl/.csv file, HF dataset folder or hub id.")
-@click.option("--quant", "quants", multiple=True, type=click.Choice([q.value for q in Quant]),
-              help="Quant type to build (repeatable; default: the target's list).")
-@click.option("--rank", type=int, help="LoRA rank.")
-@click.option("--lr", type=float, help="Learning rate.")
-@click.option("--epochs", type=float, help="Training epochs.")
-@click.option("--max-steps", type=int, help="Stop training after this many steps.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@config_file_option
+@config_options(*BUILD_FLAGS)
 @click.option("--strict", is_flag=True, help="Exit 14 without a bundle when the report recommends no build (the "
               "fine-tune did not beat the base, or no GGUF is shown not worse than the GPU build).")
-@click.option("--metric", type=click.Choice(["auto", "label", "exact", "contains", "json", "number", "text"]),
-              help="Held-out task metric (default: eval.metric, auto: detected from the answers; regex needs "
-                   "a pattern, so set it in edgetune.yaml).")
 @pass_state
-def build(state: State, config_path: Path | None, strict: bool, **flags) -> None:
+def build(state: State, config_path: Path | None, strict: bool, **flags: Any) -> None:
     """Train, merge, export, quantize, bundle, evaluate and report, reusing every unchanged stage.
 
     \b
@@ -87,11 +69,12 @@ def build(state: State, config_path: Path | None, strict: bool, **flags) -> None
     """
     from edgetune.cli.progress import RichProgress
     from edgetune.pipeline import build as run_build
+    from edgetune.report.schema import Report
 
     cfg = build_config(config_path, **flags)
     _quiet_hf_libraries()
     result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json), strict=strict)
-    rows = [(r["name"], r.get("accuracy")) for r in result.report["builds"]]
+    rows = [(r.name, r.accuracy) for r in Report.load(result.report).builds]
     state.emit(
         {"bundle": result.bundle_dir, "tarball": result.tarball, "report": result.report_md,
          "report_json": result.report_json, "report_html": result.run_dir / REPORT_HTML, "ran": result.ran,
@@ -196,9 +179,12 @@ def report(state: State, run: Path | None, compare: tuple[Path, Path] | None, ou
     """
     from edgetune.report.publish import compare_runs, render_run
 
-    if (run is None) == (not compare):
+    if run is not None and not compare:
+        done = render_run(run, out_dir=out_dir)
+    elif run is None and compare:
+        done = compare_runs(*compare, out_dir=out_dir)
+    else:
         raise click.UsageError("give one RUN folder, or --compare RUN_A RUN_B (not both)")
-    done = compare_runs(*compare, out_dir=out_dir) if compare else render_run(run, out_dir=out_dir)
     rec = done.recommendation
     paths = {"html": done.html_path, "markdown": done.md_path, "json": done.json_path}
     lines = [f"{k}: {v}" for k, v in paths.items()] + ([f"recommended: {rec['quant'] or 'none'}"] if rec else [])
