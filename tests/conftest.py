@@ -8,9 +8,39 @@ from pathlib import Path
 
 import pytest
 
+from tests import tiers
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _fail_a_tier_skip(report, nodeid: str, *, gpu: bool = False) -> None:
+    """Under EDGETUNE_REQUIRE_TIERS=1 a skipped test (or module) fails, naming its tier and the skip's reason."""
+    if not report.skipped or hasattr(report, "wasxfail") or gpu:
+        return
+    tier = tiers.must_not_skip(nodeid)
+    if tier is not None:
+        report.outcome = "failed"
+        report.longrepr = f"tier {tier} did not run ({tiers.REQUIRE_ENV}=1): {_skip_reason(report)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_a_tier_skip(outcome.get_result(), item.nodeid, gpu=item.get_closest_marker("gpu") is not None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a module-level importorskip skips the whole module at collection
+    _fail_a_tier_skip(outcome.get_result(), collector.nodeid)
 
 
 @pytest.fixture(scope="session")
