@@ -14,6 +14,7 @@
 #   MIRROR   Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   Exit 77 with the reason on stderr when this machine cannot emulate (not root, binfmt_misc cannot be
 #   mounted, packages cannot be installed); tests/pi skips on 77 and fails on anything else.
+#   EDGETUNE_REQUIRE_TIERS=1 (CI: .ci/run) makes each of those exit 1 with one error line instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,14 @@ INCLUDE=python3,openssh-server
 TARBALL=$CACHE/pi-rootfs/debian-$SUITE-arm64-$RECIPE.tar.gz
 BINFMT=/proc/sys/fs/binfmt_misc
 
-unsupported() { echo "pi emulation unavailable: $*" >&2; exit 77; }
+unsupported() {
+  if [ "${EDGETUNE_REQUIRE_TIERS:-}" = 1 ]; then
+    echo "error: pi emulation unavailable (EDGETUNE_REQUIRE_TIERS=1): $*" >&2
+    exit 1
+  fi
+  echo "pi emulation unavailable: $*" >&2
+  exit 77
+}
 
 [ "$(id -u)" -eq 0 ] || unsupported "needs root (apt-get, binfmt_misc, chroot); run with sudo"
 

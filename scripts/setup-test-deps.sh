@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-  # not fatal: the tiers that need these packages skip with the reason, the rest of the suite runs
+  if [ "${EDGETUNE_REQUIRE_TIERS:-}" = 1 ]; then  # CI (.ci/run): every tier must run, so this is fatal there
+    echo "error: not root, so the chromium, sshd, netns and pi tiers cannot be set up (EDGETUNE_REQUIRE_TIERS=1)" >&2
+    exit 1
+  fi
+  # not fatal elsewhere: the tiers that need these packages skip with the reason, the rest of the suite runs
   echo "warning: not root, so no Debian packages installed; the chromium, sshd, netns and pi tiers will skip" >&2
   exit 0
 fi
@@ -30,5 +34,6 @@ fi
 chromium --version >&2 2>/dev/null
 
 # the emulated Raspberry Pi 5 tier (tests/pi): qemu-user + an arm64 Debian rootfs (python3 and its own sshd),
-# cached; exit 77 means this machine cannot emulate (no binfmt_misc): the tier then skips with that reason
+# cached; exit 77 means this machine cannot emulate (no binfmt_misc): the tier then skips with that reason (under
+# EDGETUNE_REQUIRE_TIERS=1 the script exits 1 instead, which ends this one)
 scripts/setup-pi-emulation.sh || { rc=$?; [ "$rc" -eq 77 ] || exit "$rc"; echo "==> no Pi emulation here (exit 77)" >&2; }

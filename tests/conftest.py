@@ -8,8 +8,39 @@ from pathlib import Path
 
 import pytest
 
+from tests import tiers
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _fail_a_tier_skip(report, nodeid: str, *, gpu: bool = False) -> None:
+    """Under EDGETUNE_REQUIRE_TIERS=1 a skipped test (or module) fails, naming its tier and the skip's reason."""
+    if not report.skipped or hasattr(report, "wasxfail") or gpu:
+        return
+    tier = tiers.must_not_skip(nodeid)
+    if tier is not None:
+        report.outcome = "failed"
+        report.longrepr = f"tier {tier} did not run ({tiers.REQUIRE_ENV}=1): {_skip_reason(report)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_a_tier_skip(outcome.get_result(), item.nodeid, gpu=item.get_closest_marker("gpu") is not None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a module-level importorskip skips the whole module at collection
+    _fail_a_tier_skip(outcome.get_result(), collector.nodeid)
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +55,28 @@ def llama_tools(edgetune_home):
     from edgetune.llamacpp import load_tools
 
     return load_tools(edgetune_home)
+
+
+@pytest.fixture(scope="session")
+def cross_runtime(edgetune_home):
+    """llama.cpp cross-built for the Pi 5's -mcpu by scripts/cross-build-llama.sh (cached: seconds; the first time
+    5-12 min on 2 cores). Skips where the script cannot build here (exit 9: no aarch64 compiler and not root to
+    install one, or no llama.cpp sdist); any other failure fails."""
+    import subprocess
+    import sys
+
+    from edgetune.runtime_build import find_runtime
+    from edgetune.targets import get_target
+
+    target = get_target("rpi5")
+    # PYTHON: this interpreter (the script's default, the checkout's .venv, is absent in a worktree)
+    env = {**os.environ, "EDGETUNE_HOME": str(edgetune_home), "PYTHON": sys.executable}
+    done = subprocess.run([str(REPO / "scripts" / "cross-build-llama.sh"), target.cpu.mcpu], capture_output=True,
+                          text=True, env=env, timeout=3600, check=False)
+    if done.returncode == 9:
+        pytest.skip(f"cannot cross-build llama.cpp here: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, f"scripts/cross-build-llama.sh failed:\n{done.stderr[-2000:]}"
+    return find_runtime(edgetune_home, target.arch, target.cpu.mcpu)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Bundles that carry their own runtime (runtime=True) and eval suite (suite_rows): layout, manifest, Ollama
-Modelfiles, hashes, cache keys, and the refusals. The binaries here are stand-ins in a fake cross-build folder;
-tests/pi runs the real cross-built ones under emulation."""
+Modelfiles, hashes, cache keys, and the refusals. The binaries are the real cross-built ones from the cache
+(scripts/cross-build-llama.sh, through the cross_runtime fixture); tests/pi runs them under emulation."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from edgetune.errors import BundleError, ToolError
 from edgetune.outputs import GGUFFile
 from edgetune.runtime_build import BINARIES, runner_source
 from edgetune.targets import get_target
-from test_runtime_build import fake_cross_build  # tests/ is on sys.path (rootdir conftest)
 
 NAME = "tiny-rpi5-8gb"
 ROWS = [{"id": "a", "prompt_ids": [1, 2, 3], "max_tokens": 4, "reference": "blue"},
@@ -33,10 +32,9 @@ def inputs(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, llama_tools) -> Path:
-    home = tmp_path_factory.mktemp("home")
-    fake_cross_build(home, "cortex-a76", version=llama_tools.version)
-    return home
+def home(cross_runtime) -> Path:
+    """The cache folder holding the real cross-build (bundle.run only reads its cross/ folder)."""
+    return cross_runtime.root.parents[1]
 
 
 def make(inputs, home, **kwargs):
@@ -55,7 +53,7 @@ def files_under(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def test_layout(rt_bundle):
+def test_layout(rt_bundle, cross_runtime):
     _, root = rt_bundle
     assert files_under(root) == {
         "README.md", "SHA256SUMS", MANIFEST_FILE, "runner/edgetune_runner.py", "suite/heldout.jsonl",
@@ -64,17 +62,19 @@ def test_layout(rt_bundle):
     }
     for rel in ("runner/edgetune_runner.py", *(f"bin/{b}" for b in BINARIES)):
         assert (root / rel).stat().st_mode & stat.S_IXUSR, rel
+    for name, path in cross_runtime.binaries.items():  # the cached build itself, byte for byte
+        assert (root / "bin" / name).read_bytes() == path.read_bytes(), name
     assert (root / "runner/edgetune_runner.py").read_bytes() == runner_source().read_bytes()
     assert bundle.verify_bundle(root)["name"] == NAME
 
 
-def test_manifest_records_runtime_runner_and_suite(rt_bundle, home, llama_tools):
+def test_manifest_records_runtime_runner_and_suite(rt_bundle, cross_runtime, llama_tools):
     _, root = rt_bundle
     manifest = json.loads((root / MANIFEST_FILE).read_text())
-    build = json.loads(next((home / "cross").glob("*/build.json")).read_text())
+    build = json.loads((cross_runtime.root / "build.json").read_text())
     assert manifest["runtime"] == {
         "binaries": {b: f"bin/{b}" for b in BINARIES}, "build_flags": build["cmake_flags"],
-        "llama_cpp": {"llama-cpp-python": llama_tools.version, "llama.cpp": "0c1e570"},
+        "llama_cpp": {"llama-cpp-python": llama_tools.version, "llama.cpp": build["llama.cpp"]},
         "arch": "aarch64", "mcpu": "cortex-a76", "arm_features": build["arm_features"],
         "compiler": build["compiler"], "static": True}
     assert manifest["runner"]["file"] == "runner/edgetune_runner.py"
@@ -99,7 +99,8 @@ def test_readme_shows_the_runner(rt_bundle):
     readme = (root / "README.md").read_text()
     assert "python3 runner/edgetune_runner.py --job-dir jobs/q --model models/tiny-Q4_0.gguf" in readme
     assert "bin/llama-server -m models/tiny-Q4_0.gguf -t 4 -c 2048" in readme
-    assert "statically\nlinked for aarch64 (-mcpu=cortex-a76, llama.cpp 0c1e570" in readme
+    revision = json.loads((root / MANIFEST_FILE).read_text())["runtime"]["llama_cpp"]["llama.cpp"]
+    assert f"statically\nlinked for aarch64 (-mcpu=cortex-a76, llama.cpp {revision}" in readme
 
 
 def test_tarball_keeps_the_executable_bits(rt_bundle, tmp_path):

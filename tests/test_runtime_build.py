@@ -1,10 +1,13 @@
-"""Locating cross-built llama.cpp runtimes by arch, -mcpu and llama-cpp-python version, over fake build
-folders shaped exactly as scripts/cross-build-llama.sh writes them."""
+"""Locating cross-built llama.cpp runtimes by arch, -mcpu and llama-cpp-python version: the real build in the cache
+(scripts/cross-build-llama.sh, through the cross_runtime fixture), and the choice among several builds over folders
+shaped exactly as the script writes them. find_runtime reads only build.json, the stamp and whether each binary
+exists, so those folders hold stand-in files: the real binaries are checked in test_the_cached_build_is_real."""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,33 @@ def fake_cross_build(home: Path, mcpu: str = "cortex-a76", *, key: str = "abc123
     if stamp:
         (root / ".stamp").touch()
     return root
+
+
+EM_AARCH64, PT_INTERP = 183, 3
+
+
+def elf_machine_and_interp(path: Path) -> tuple[int, bool]:
+    """(e_machine, whether it has a PT_INTERP program header, i.e. is dynamically linked) of a 64-bit LE ELF."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, f"{path} is not a 64-bit little-endian ELF"
+    machine = struct.unpack_from("<H", data, 18)[0]
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    types = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
+    return machine, PT_INTERP in types
+
+
+def test_the_cached_build_is_real(cross_runtime, edgetune_home, llama_tools):
+    found = runtime_build.find_runtime(edgetune_home, "aarch64", "cortex-a76", llama_tools.version)
+    assert found.root == cross_runtime.root and set(found.binaries) == set(runtime_build.BINARIES)
+    for name, path in found.binaries.items():  # what a Pi 5 can run: aarch64, static (no loader, no libs)
+        assert elf_machine_and_interp(path) == (EM_AARCH64, False), name
+    assert "-DCMAKE_C_FLAGS=-mcpu=cortex-a76" in found.build_flags and "-DGGML_NATIVE=OFF" in found.build_flags
+    entry = found.manifest_entry()
+    assert entry["mcpu"] == "cortex-a76" and entry["static"] is True and entry["llama-cpp-python"] == llama_tools.version
+    assert entry["llama.cpp"].startswith(llama_tools.revision[:7])  # the same llama.cpp as the host's tools
+    # the host's own x86 llama-server, for contrast: the check above can tell the two apart
+    assert elf_machine_and_interp(llama_tools.tool("llama-server")) == (62, True)
 
 
 def test_finds_the_build_for_arch_and_mcpu(tmp_path):

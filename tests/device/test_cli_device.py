@@ -39,13 +39,13 @@ def test_deploy_and_device_eval_json(sshd, device_bundle, tmp_path, monkeypatch)
     assert json.loads(out)["results"]["testdev"]["verified"] is True
     suite = write_suite(tmp_path / "s.jsonl", 2)
     code, out, err = edgetune(monkeypatch, "--json", "eval", device_bundle, "--devices", fleet,
-                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60, "--threads", 2)
+                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60, "--threads", 1)
     assert code == 0, err
     run = json.loads(out)["results"]["testdev"]
     assert run["status"] == "ran" and run["items"] == 2 and run["results_path"].startswith(str(tmp_path / "runs"))
     # the old name still works: the same job, collected
     code, out, err = edgetune(monkeypatch, "--json", "device-eval", device_bundle, "--devices", fleet,
-                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60, "--threads", 2)
+                              "--suite", suite, "--out", tmp_path / "runs", "--timeout-s", 60, "--threads", 1)
     assert code == 0, err
     again = json.loads(out)["results"]["testdev"]
     assert again["status"] == "collected" and again["job_id"] == run["job_id"]

@@ -1,31 +1,28 @@
-"""Remote evaluation jobs against a real sshd: the real on-device runner (runner/edgetune_runner.py) with a
-stand-in llama-server (see conftest.py; x86 llama-server is not built on this machine's cache)."""
+"""Remote evaluation jobs against a real sshd: the real on-device runner (runner/edgetune_runner.py) driving this
+machine's real llama-server on the tiny GGUF (see conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 
 import pytest
 from edgetune.device import run_eval, run_fleet
 from edgetune.errors import ConfigError, DeviceError, DeviceUnreachable
 
-from tests.device.conftest import write_suite
-
-
-def calls(log) -> Counter:
-    return Counter(log.read_text().split()) if log.exists() else Counter()
+from tests.device.conftest import SLOW_TOKENS, server_runs, write_suite
 
 
 def test_eval_runs_once_then_collects(sshd, device_bundle, tmp_path):
-    log = tmp_path / "calls.log"
-    suite = write_suite(tmp_path / "suite.jsonl", 4, log=log)
+    suite = write_suite(tmp_path / "suite.jsonl", 4, max_tokens=3)
     out = tmp_path / "out"
     first = asyncio.run(run_eval(device_bundle, sshd.device(), suite, out_dir=out, timeout_s=60))
     assert first.status == "ran" and first.items == 4 and first.ran_items == 4
     rows = [json.loads(line) for line in first.results_path.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3"] and rows[0]["output"] == "ok"
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3"]
+    for row in rows:  # real answers: three greedy tokens each, timed by llama-server itself
+        assert row["stop_type"] == "limit" and row["output_tokens"] == 3 and row["output"]
+        assert row["prompt_tokens"] > 1 and row["gen_tokens_per_s"] > 0
     summary = json.loads(first.summary_path.read_text())
     assert summary["items"] == 4
     assert {"cpu_model", "ram_mb", "os", "temperature_c", "throttled"} <= set(first.device_facts)
@@ -33,25 +30,28 @@ def test_eval_runs_once_then_collects(sshd, device_bundle, tmp_path):
     assert (first.results_path.parent / "device_run.json").is_file()
     again = asyncio.run(run_eval(device_bundle, sshd.device(), suite, out_dir=out, timeout_s=60))
     assert again.status == "collected" and again.job_id == first.job_id and again.deploy["bytes_sent"] == 0
-    assert calls(log) == {f"q{i}": 1 for i in range(4)}  # nothing ran twice
+    assert again.results_path.read_text() == first.results_path.read_text()
+    assert server_runs(first.remote_job_dir) == 4  # nothing ran twice
 
 
 def test_concurrent_evals_never_run_the_job_twice(sshd, device_bundle, tmp_path):
-    log = tmp_path / "calls.log"
-    suite = write_suite(tmp_path / "suite.jsonl", 3, sleep_s=0.3, log=log)
+    n = 12  # >= 3 s of answers on one thread: the second run below starts 0.5 s into the first
+    suite = write_suite(tmp_path / "suite.jsonl", n, max_tokens=SLOW_TOKENS)
     asyncio.run(run_eval(device_bundle, sshd.device(), write_suite(tmp_path / "warm.jsonl", 1), out_dir=tmp_path,
                          timeout_s=60))  # deploy first, so both runs below race on the job itself
 
     async def both():
-        one = asyncio.create_task(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path / "a", timeout_s=60))
+        one = asyncio.create_task(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path / "a",
+                                           timeout_s=120, threads=1))
         await asyncio.sleep(0.5)
-        two = asyncio.create_task(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path / "b", timeout_s=60))
+        two = asyncio.create_task(run_eval(device_bundle, sshd.device(), suite, out_dir=tmp_path / "b",
+                                           timeout_s=120, threads=1))
         return await asyncio.gather(one, two)
 
     a, b = asyncio.run(both())
     assert {a.status, b.status} == {"ran", "joined"}
     assert a.results_path.read_text() == b.results_path.read_text()
-    assert calls(log) == {"q0": 1, "q1": 1, "q2": 1}
+    assert server_runs(a.remote_job_dir) == n
 
 
 def test_bad_suite_is_refused_before_connecting(device_bundle, tmp_path):

@@ -98,13 +98,9 @@ def pi_target():
 
 
 @pytest.fixture(scope="session")
-def pi_runtime(pi_rootfs_tarball, pi_target, edgetune_home):
-    """The cross-built llama.cpp for the Pi 5's -mcpu (built here once if missing: 5-12 min on 2 cores)."""
-    from edgetune.runtime_build import find_runtime
-
-    done = _script("cross-build-llama.sh", pi_target.cpu.mcpu, home=edgetune_home, timeout_s=3600)
-    assert done.returncode == 0, f"scripts/cross-build-llama.sh failed:\n{done.stderr[-2000:]}"
-    return find_runtime(edgetune_home, pi_target.arch, pi_target.cpu.mcpu)
+def pi_runtime(pi_rootfs_tarball, cross_runtime):
+    """The cross-built llama.cpp for the Pi 5's -mcpu (tests/conftest.py), once the machine can emulate a Pi."""
+    return cross_runtime
 
 
 @pytest.fixture(scope="session")

@@ -58,11 +58,8 @@ def device_sshd(tmp_path_factory, ssh_keys):
 @pytest.fixture(scope="module")
 def host_bundle(tiny_bundle, varied_gguf, llama_tools, tmp_path_factory) -> Path:
     """The tiny bundle with the runner, an x86 llama-server and the varied GGUF (decisive greedy argmaxes)."""
-    root = make_device_bundle(
-        tiny_bundle.file("bundle"), tmp_path_factory.mktemp("host-bundle") / "bundle", fake_server=False
-    )
-    (root / "bin").mkdir(exist_ok=True)
-    shutil.copy2(llama_tools.tool("llama-server"), root / "bin" / "llama-server")
+    root = make_device_bundle(tiny_bundle.file("bundle"), tmp_path_factory.mktemp("host-bundle") / "bundle",
+                              server=llama_tools.tool("llama-server"))
     shutil.copyfile(varied_gguf, root / MODEL)
     rewrite_manifest(root)
     return root
