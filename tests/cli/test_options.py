@@ -37,8 +37,10 @@ def test_flag_names_are_the_ones_the_cli_always_had():
     def flags(command: click.Command) -> set[str]:
         return {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
 
-    common = {"-c", "--config", "--model", "--data", "--lr", "--epochs", "--max-steps", "--out", "--threads"}
-    assert flags(commands.build) == common | {"--target", "--quant", "--rank", "--metric", "--strict"}
+    common = {"-c", "--config", "--model", "--data", "--lr", "--epochs", "--max-steps", "--max-length", "--out",
+              "--threads"}
+    assert flags(commands.build) == common | {"--target", "--quant", "--rank", "--metric", "--strict",
+                                              "--context-length", "--over-context"}
     assert flags(train_commands.train_cmd) == common | {"--rank", "--adapter", "--gpus", "--fsdp", "--no-fsdp",
                                                         "--packing", "--no-packing", "--chat-template-fallback",
                                                         "--micro-batch-tokens"}
@@ -65,6 +67,16 @@ def train_config(argv: list[str]) -> BuildConfig:
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_a_train_flag_sets_its_field(argv, changes):
     assert train_config(argv).train.model_dump() == {**BuildConfig().train.model_dump(), **changes}
+
+
+def test_the_length_flags_set_their_fields():
+    params = dict(commands.build.make_context("build", ["--max-length", "512", "--context-length", "1024",
+                                                        "--over-context", "fail"]).params)
+    params.pop("strict")
+    cfg = commands.build_config(params.pop("config_path"), **params)
+    assert (cfg.train.max_length, cfg.eval.context_length, cfg.eval.over_context) == (512, 1024, "fail")
+    with pytest.raises(click.BadParameter):
+        commands.build.make_context("build", ["--over-context", "drop"])
 
 
 def test_flags_not_given_leave_the_files_values(isolated):

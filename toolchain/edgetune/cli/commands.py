@@ -34,7 +34,8 @@ def build_config(config_path: Path | None, **flags: Any) -> BuildConfig:
 
 # The settings `build` takes as flags (cli/options.py names and types them from the config models)
 BUILD_FLAGS = ("target", "model.source", "data.source", "export.quants", "train.r", "train.learning_rate",
-               "train.epochs", "train.max_steps", "out_dir", "threads", "eval.metric")
+               "train.epochs", "train.max_steps", "train.max_length", "out_dir", "threads", "eval.metric",
+               "eval.context_length", "eval.over_context")
 
 
 @cli.command()

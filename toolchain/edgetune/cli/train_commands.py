@@ -12,8 +12,8 @@ from edgetune.cli.group import State, cli, pass_state
 from edgetune.cli.options import config_file_option, config_options
 
 # The settings both commands take as flags (cli/options.py names and types them from the config models)
-SHARED_FLAGS = ("model.source", "data.source", "train.learning_rate", "train.epochs", "train.max_steps", "out_dir",
-                "threads")
+SHARED_FLAGS = ("model.source", "data.source", "train.learning_rate", "train.epochs", "train.max_steps",
+                "train.max_length", "out_dir", "threads")
 TRAIN_FLAGS = (*SHARED_FLAGS, "train.r", "train.adapter", "train.packing", "train.chat_template_fallback",
                "train.micro_batch_tokens")
 
