@@ -4,12 +4,15 @@ llama.cpp tools. Nothing here is mocked; fixtures that take seconds are session-
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the user's own target profiles and suites (~/.config/edgetune) never change what the tests see
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="edgetune-test-config-")
 
 
 @pytest.fixture(scope="session")
