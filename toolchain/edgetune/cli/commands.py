@@ -137,6 +137,9 @@ def targets_list(state: State) -> None:
     from edgetune.targets import list_profiles
 
     found = list_profiles()
+    if not found:
+        raise ConfigError("no target profiles found: the package's resources/targets folder is empty",
+                          "reinstall edgetune, or add profiles to ~/.config/edgetune/targets/")
     source = {p.target.name: p.origin if p.origin == PACKAGE else f"{p.origin}/{p.file}" for p in found}
     width = max(len(p.target.name) for p in found)
     state.emit({"targets": [{**p.target.model_dump(mode="json"), "source": source[p.target.name]} for p in found]},
