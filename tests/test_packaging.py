@@ -115,3 +115,42 @@ def test_report_from_the_wheel(venv, outside):
     paths = json.loads(run(["edgetune", "--json", "report", cwd], cwd, env).stdout)
     assert Path(paths["html"]).read_text().lstrip().lower().startswith("<!doctype html")
     assert Path(paths["markdown"]).is_file()
+
+
+# --- extras ----------------------------------------------------------------------------------------------
+
+def project() -> dict:
+    import tomllib
+
+    return tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
+
+
+def names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_core_leaves_gpu_server_and_test_packages_to_extras():
+    core, extras = names(project()["dependencies"]), project()["optional-dependencies"]
+    assert not core & {"bitsandbytes", "liger-kernel", "mlflow", "mlflow-skinny", "pytest", "playwright", "scipy",
+                       "mypy", "fastapi", "uvicorn"}
+    assert "llama-cpp-python[server]==0.3.36" not in project()["dependencies"]
+    assert {"bitsandbytes", "liger-kernel"} <= names(extras["cuda"])
+    assert names(extras["mlflow"]) == {"mlflow-skinny"}
+    assert {"pytest", "playwright", "mlflow-skinny", "scipy", "mypy"} <= names(extras["test"])
+    assert "protobuf" in core
+
+
+def test_missing_judge_server_names_an_extra_that_exists(tmp_path, monkeypatch):
+    from edgetune.errors import JudgeError
+    from edgetune.evals.judge_server import local_judge_server
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as without the [judge] extra: find_spec says absent
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(JudgeError) as exc, local_judge_server(gguf):
+        pass
+    assert "uvicorn is missing" in exc.value.message
+    assert "pip install 'edgetune[judge]'" in exc.value.hint
+    assert "llama-cpp-python[server]==0.3.36" in project()["optional-dependencies"]["judge"]
