@@ -3,7 +3,7 @@
 # from the llama.cpp that the installed llama-cpp-python vendors (its sdist), with -mcpu from the target profile.
 #
 #   usage: scripts/cross-build-llama.sh MCPU            e.g. scripts/cross-build-llama.sh cortex-a76
-#          (MCPU is the `cpu.mcpu` of targets/<board>.yaml; `edgetune targets show rpi5` prints it)
+#          (MCPU is the `cpu.mcpu` of the board's target profile; `edgetune targets show rpi5` prints it)
 #
 # Output: $EDGETUNE_HOME/cross/<llama-cpp-python version>-<hash of flags>/
 #           bin/llama-server bin/llama-cli bin/llama-bench   static aarch64 executables

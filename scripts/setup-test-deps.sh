@@ -2,9 +2,15 @@
 # System packages the test suite needs beyond pip: Debian's chromium, which tests/report drives headless
 # through playwright (executable_path=/usr/bin/chromium; `playwright install` is never run, so no browser is
 # downloaded); OpenSSH server and client for tests/device (an unprivileged sshd per test); iproute2 (ip, tc)
-# for the `netns` fault tests. Idempotent; run as root (CI calls it before the tests). Python test deps: pip install -e '.[test]'.
+# for the `netns` fault tests. Idempotent; run as root (CI calls it before the tests). First, the Python test
+# dependencies: edgetune's [test] extra (pytest, playwright, mlflow-skinny, scipy, mypy, ...) into the .venv that
+# scripts/setup.sh made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+[ -x .venv/bin/python ] || { echo "error: no .venv here; run scripts/setup.sh first" >&2; exit 1; }
+echo "==> installing the test dependencies (edgetune[test]) into .venv" >&2
+.venv/bin/python -m pip --disable-pip-version-check -q install -e ".[test]"
 
 if [ "$(id -u)" -ne 0 ]; then
   if [ "${EDGETUNE_REQUIRE_TIERS:-}" = 1 ]; then  # CI (.ci/run): every tier must run, so this is fatal there

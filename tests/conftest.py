@@ -4,6 +4,7 @@ llama.cpp tools. Nothing here is mocked; fixtures that take seconds are session-
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield  # a module-level importorskip skips the whole module at collection
     _fail_a_tier_skip(outcome.get_result(), collector.nodeid)
+
+
+# the user's own target profiles and suites (~/.config/edgetune) never change what the tests see
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="edgetune-test-config-")
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ def hf_config(tmp_path: Path, **cfg) -> Path:
     return path
 
 
-# Public shapes (from the models' config.json on the Hub) used as calibration sources in targets/*.yaml.
+# Public shapes (from the models' config.json on the Hub) used as calibration sources in the target profiles.
 TINYLLAMA = {"hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4,
              "intermediate_size": 5632, "vocab_size": 32000, "max_position_embeddings": 2048,
              "tie_word_embeddings": False}
@@ -261,7 +261,7 @@ def test_smaller_files_generate_faster_and_pi5_beats_pi4(tmp_path):
 ], ids=["pi5-llama3.1-8b", "pi5-tinyllama", "pi4-tinyllama"])
 def test_predictions_agree_with_their_calibration_sources(tmp_path, target, shape, quant, published_gen,
                                                           published_prompt):
-    """The public numbers cited in targets/*.yaml and planner.py: within ±35%. Estimates, not measurements:
+    """The public numbers cited in the target profiles and planner.py: within ±35%. Estimates, not measurements:
     replace these with on-device llama-bench runs."""
     row = make_plan(get_target(target), hf_config=hf_config(tmp_path, **shape), quants=[quant]).rows[0]
     assert row.gen_tok_s == pytest.approx(published_gen, rel=0.35)

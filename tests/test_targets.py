@@ -9,9 +9,10 @@ import yaml
 
 from edgetune.constants import Quant
 from edgetune.errors import ConfigError
-from edgetune.targets import TARGETS_DIR, Target, get_target, list_targets
+from edgetune.resources import PACKAGE
+from edgetune.targets import TARGETS_DIR, Target, get_target, list_profiles, list_targets
 
-PROFILES = sorted(TARGETS_DIR.glob("*.yaml"))
+PROFILES = sorted(Path(str(TARGETS_DIR)).glob("*.yaml"))  # a checkout's package data is a folder
 RPI5 = (TARGETS_DIR / "rpi5-8gb.yaml").read_text()
 
 
@@ -118,11 +119,43 @@ def test_lookup_ignores_case_and_spaces():
 def test_duplicate_names_are_refused(tmp_path):
     import shutil
 
-    src = TARGETS_DIR / "rpi5-8gb.yaml"
+    src = Path(str(TARGETS_DIR / "rpi5-8gb.yaml"))
     shutil.copy(src, tmp_path / "a.yaml")
     (tmp_path / "b.yaml").write_text(src.read_text().replace("name: rpi5-8gb", "name: other"))
     with pytest.raises(ConfigError, match="claimed by both"):
         get_target("rpi5", root=tmp_path)
+
+
+# --- the user's folder ------------------------------------------------------------------------------------
+
+def test_user_folder_adds_and_overrides_profiles(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    mine = tmp_path / "config" / "edgetune" / "targets"
+    write_profile(mine, "board", RPI5.replace("name: rpi5-8gb", "name: board").replace("[rpi5]", "[b]"))
+    write_profile(mine, "rpi5-8gb", RPI5.replace("ram_gb: 8", "ram_gb: 7"))
+    profiles = {p.target.name: p for p in list_profiles()}
+    assert (profiles["board"].origin, profiles["board"].file) == (str(mine), "board.yaml")
+    assert profiles["rpi5-8gb"].origin == str(mine) and get_target("rpi5").ram_gb == 7
+    assert profiles["rpi4-4gb"].origin == PACKAGE
+    assert get_target("b").name == "board"
+    assert len(profiles) == len(PROFILES) + 1
+
+
+def test_user_profile_claiming_a_shipped_alias_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    write_profile(tmp_path / "edgetune" / "targets", "board", RPI5.replace("name: rpi5-8gb", "name: board"))
+    with pytest.raises(ConfigError, match="target name 'rpi5' is claimed by both rpi5-8gb and board.yaml"):
+        get_target("board")
+
+
+def test_without_a_user_folder_every_profile_is_the_package_s(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "absent"))
+    assert {p.origin for p in list_profiles()} == {PACKAGE}
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_profile(tmp_path / ".config" / "edgetune" / "targets", "board",
+                  RPI5.replace("name: rpi5-8gb", "name: board").replace("[rpi5]", "[b]"))
+    assert get_target("board").name == "board"
 
 
 # --- board facts ------------------------------------------------------------------------------------------

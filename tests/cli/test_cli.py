@@ -21,7 +21,7 @@ from edgetune.cli.main import cli
 from edgetune.config import STARTER, BuildConfig, load_config
 from edgetune.constants import CONFIG_FILE, MANIFEST_FILE
 from edgetune.errors import ConfigError
-from edgetune.targets import list_targets
+from edgetune.targets import TARGETS_DIR, list_targets
 from tests.clirun import Result, run_edgetune  # noqa: F401  (Result: used by tests/cli modules)
 
 
@@ -146,6 +146,25 @@ def test_targets_list(edgetune):
     lines = result.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == [t.name for t in list_targets()]
     assert any(line.startswith("rpi5-8gb") and "(alias: rpi5)" in line for line in lines)
+    assert all(line.endswith("  [package]") for line in lines)
+
+
+def test_targets_list_says_where_a_user_profile_came_from(edgetune, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    mine = tmp_path / "edgetune" / "targets"
+    mine.mkdir(parents=True)
+    shipped = Path(str(TARGETS_DIR / "rpi5-8gb.yaml")).read_text()
+    (mine / "rpi5-8gb.yaml").write_text(shipped.replace("ram_gb: 8", "ram_gb: 7"))
+    (mine / "board.yaml").write_text(shipped.replace("name: rpi5-8gb", "name: board").replace("[rpi5]", "[b]"))
+    result = edgetune("targets", "list")
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.strip().splitlines()}
+    assert lines["board"].endswith(f"  [{mine}/board.yaml]")
+    assert lines["rpi5-8gb"].endswith(f"  [{mine}/rpi5-8gb.yaml]")
+    assert lines["rpi4-4gb"].endswith("  [package]")
+    found = json.loads(edgetune("--json", "targets", "list").stdout)["targets"]
+    assert {t["name"]: t["source"] for t in found}["board"] == f"{mine}/board.yaml"
+    assert {t["name"]: t["ram_gb"] for t in found}["rpi5-8gb"] == 7
 
 
 def test_targets_list_json(edgetune):

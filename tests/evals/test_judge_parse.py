@@ -203,3 +203,22 @@ def test_unknown_names_suggest_the_closest(tmp_path):
     (tmp_path / "suites" / "t.yaml").write_text("name: t\ndescription: d\nforgetting: [{name: mmlu2}]\n")
     with pytest.raises(ConfigError, match="unknown forgetting set 'mmlu2'"):
         load_suite("t", root=tmp_path)
+
+
+def test_user_folder_adds_and_overrides_suites_and_rubrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    mine = tmp_path / "edgetune"
+    (mine / "suites").mkdir(parents=True)
+    (mine / "judge").mkdir()
+    (mine / "judge" / "terse.yaml").write_text(
+        "name: terse\nversion: 1\ndescription: d\nsystem: s\npairwise: '{question} {answer_a} {answer_b}'\n")
+    (mine / "suites" / "mine.yaml").write_text(
+        "name: mine\ndescription: d\ntask: {data: d.jsonl, metric: {name: json, json_schema: s.json}}\n"
+        "judge: {rubric: terse}\n")
+    (mine / "suites" / "s.json").write_text('{"type": "object"}')
+    (mine / "suites" / "sst2.yaml").write_text("name: sst2\ndescription: my own\n")
+    assert {"mine", "sst2", "extract-json"} <= set(available("suites")) and "terse" in available("judge")
+    suite = load_suite("mine")  # its rubric is the user's, its schema beside the user's suite file
+    assert suite.judge.rubric == "terse" and suite.task.metric.json_schema == {"type": "object"}
+    assert load_suite("sst2").description == "my own"  # overrides the shipped one
+    assert load_suite("extract-json").task.metric.json_schema["required"] == ["name", "age", "city"]

@@ -202,7 +202,8 @@ class EvalConfig(_Section):
                                       "accuracy): a build is \"not worse\" than the GPU build only when the 95% CI "
                                       "of the paired difference lies above -margin.")
     judge_items: int = Field(20, ge=0, description="Held-out items judged pairwise, GPU vs each GGUF (0: off).")
-    judge_rubric: str = Field("reference-match", description="Rubric under evals/judge/ (name or path).")
+    judge_rubric: str = Field("reference-match", description="Judge rubric: a name (shipped, or "
+                              "~/.config/edgetune/judge/<name>.yaml) or a path.")
     judge_pointwise: bool | None = Field(
         None, description="Also grade every build's answers (base, GPU build, each GGUF) 1-10 against the reference "
                           "on the same judge_items, with the paired difference from the GPU build. None: on when "
@@ -248,7 +249,8 @@ class EvalConfig(_Section):
 
 
 class BuildConfig(_Section):
-    target: str = Field("rpi5", description="Target board profile from targets/ (see `edgetune targets`).")
+    target: str = Field("rpi5", description="Target board profile: shipped, or in "
+                        "~/.config/edgetune/targets/ (`edgetune targets list`).")
     out_dir: Path = Field(Path("edgetune-out"), description="Where stage artifacts, bundles and reports go.")
     threads: int | None = Field(None, ge=1, description="CPU threads for training and llama.cpp (None: all).")
     model: ModelConfig = Field(ModelConfig(), description="The base model to fine-tune.")

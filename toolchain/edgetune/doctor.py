@@ -193,7 +193,7 @@ def gpu_check() -> list[Check]:
         checks.append(Check("bitsandbytes", OK, f"{version}: QLoRA (NF4) available"))
     except metadata.PackageNotFoundError:
         checks.append(Check("bitsandbytes", WARN, "not installed: QLoRA falls back to LoRA",
-                            "pip install bitsandbytes"))
+                            "pip install 'edgetune[cuda]'"))
     return checks
 
 

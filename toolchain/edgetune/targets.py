@@ -1,12 +1,17 @@
 """Target boards as data: `targets/*.yaml` profiles, validated, found by name or alias.
 
-Nothing outside this module branches on a board name; stages read the profile's fields (quant list, CPU
-features, memory) instead. `edgetune.planner` turns those fields into memory fits and predicted speeds.
+The profiles ship inside the package (`edgetune/resources/targets/`, package data found through
+`importlib.resources`); the user's `~/.config/edgetune/targets/` (XDG_CONFIG_HOME honoured) adds profiles and
+overrides a shipped one of the same `name`. Nothing outside this module branches on a board name; stages read the
+profile's fields (quant list, CPU features, memory) instead. `edgetune.planner` turns those fields into memory
+fits and predicted speeds. Raises ConfigError for unknown names and invalid or clashing profiles.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -15,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgetune.constants import Quant
 from edgetune.errors import ConfigError
+from edgetune.resources import Folder, folders, packaged
 
-# Repo checkouts (the supported install is editable) keep profiles beside toolchain/.
-TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
+# the shipped profiles (package data)
+TARGETS_DIR = packaged("targets")
 
 
 # ISA features a profile may name, per arch (the names of `/proc/cpuinfo` flags and GCC's +ext suffixes,
@@ -89,19 +95,48 @@ class Target(BaseModel):
         return int(self.ram_gb * self.usable_ram_share * 1e9)
 
 
-def _load_all(root: Path = TARGETS_DIR) -> dict[str, Target]:
-    found: dict[str, Target] = {}
-    for path in sorted(root.glob("*.yaml")):
-        try:
-            target = Target.model_validate(yaml.safe_load(path.read_text()))
-        except (ValidationError, yaml.YAMLError) as exc:
-            raise ConfigError(f"target profile {path.name} is invalid: {_first_problem(exc)}",
-                              "fix the YAML; see targets/rpi5-8gb.yaml") from exc
-        for name in (target.name, *target.aliases):
-            if name in found and found[name].name != target.name:
-                raise ConfigError(f"target name {name!r} is claimed by both {found[name].name} and {path.name}",
-                                  "give each profile a unique name and aliases")
-            found[name] = target
+@dataclass(frozen=True)
+class Profile:
+    """A loaded profile and where it came from: `origin` is "package" or the user folder's path."""
+
+    target: Target
+    origin: str
+    file: str
+
+
+def _folders(root: Path | None) -> list[Folder]:
+    """`root` alone when given (tests, tools), else the package's profiles and the user's."""
+    return [Folder(str(root), root)] if root is not None else folders("targets")
+
+
+def _read(path: Traversable) -> Target:
+    try:
+        return Target.model_validate(yaml.safe_load(path.read_text()))
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise ConfigError(f"target profile {path.name} is invalid: {_first_problem(exc)}",
+                          "fix the YAML; see `edgetune targets show rpi5-8gb`") from exc
+
+
+def _load_all(root: Path | None = None) -> dict[str, Profile]:
+    """Every name and alias → its profile. A later folder's profile replaces an earlier one of the same name
+    (the user's over the package's); two profiles claiming one name or alias otherwise are refused."""
+    by_name: dict[str, Profile] = {}
+    for folder in _folders(root):
+        mine: dict[str, Profile] = {}
+        for path in folder.yaml_files():
+            target = _read(path)
+            if target.name in mine:
+                raise ConfigError(f"target name {target.name!r} is claimed by both {mine[target.name].file} and "
+                                  f"{path.name} in {folder.origin}", "give each profile a unique name and aliases")
+            mine[target.name] = Profile(target, folder.origin, path.name)
+        by_name.update(mine)
+    found: dict[str, Profile] = {}
+    for profile in by_name.values():
+        for name in (profile.target.name, *profile.target.aliases):
+            if name in found and found[name].target.name != profile.target.name:
+                raise ConfigError(f"target name {name!r} is claimed by both {found[name].target.name} and "
+                                  f"{profile.file} ({profile.origin})", "give each profile a unique name and aliases")
+            found[name] = profile
     return found
 
 
@@ -114,16 +149,21 @@ def _first_problem(exc: ValidationError | yaml.YAMLError) -> str:
     return str(exc).splitlines()[0]
 
 
-def list_targets(root: Path = TARGETS_DIR) -> list[Target]:
-    return sorted({t.name: t for t in _load_all(root).values()}.values(), key=lambda t: t.name)
+def list_profiles(root: Path | None = None) -> list[Profile]:
+    """Each profile once, by name, with where it came from."""
+    return sorted({p.target.name: p for p in _load_all(root).values()}.values(), key=lambda p: p.target.name)
 
 
-def get_target(name: str, root: Path = TARGETS_DIR) -> Target:
+def list_targets(root: Path | None = None) -> list[Target]:
+    return [p.target for p in list_profiles(root)]
+
+
+def get_target(name: str, root: Path | None = None) -> Target:
     """The profile for a name or alias; ConfigError with the nearest names otherwise."""
     known = _load_all(root)
     name = name.strip().lower()
     if name in known:
-        return known[name]
+        return known[name].target
     near = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.4)
     hint = f"did you mean {', '.join(near)}?" if near else f"known targets: {', '.join(sorted(known))}"
     raise ConfigError(f"unknown target {name!r}", hint + " (`edgetune targets list`)")

@@ -105,20 +105,31 @@ def init(state: State, path: Path, force: bool) -> None:
 
 @cli.group()
 def targets() -> None:
-    """Target board profiles (targets/*.yaml)."""
+    """Target board profiles: shipped in the package, plus ~/.config/edgetune/targets/*.yaml."""
 
 
 @targets.command("list")
 @pass_state
 def targets_list(state: State) -> None:
-    """List known targets."""
-    from edgetune.targets import list_targets
+    """List known targets and where each profile came from: [package], or the user's file that adds or
+    overrides it ($XDG_CONFIG_HOME/edgetune/targets/, default ~/.config/edgetune/targets/).
 
-    found = list_targets()
-    width = max(len(t.name) for t in found)
-    state.emit({"targets": [t.model_dump(mode="json") for t in found]},
-               "\n".join(f"{t.name:<{width}}  {t.description}"
-                         + (f"  (alias: {', '.join(t.aliases)})" if t.aliases else "") for t in found))
+      edgetune targets list
+      edgetune --json targets list
+    """
+    from edgetune.resources import PACKAGE
+    from edgetune.targets import list_profiles
+
+    found = list_profiles()
+    if not found:
+        raise ConfigError("no target profiles found: the package's resources/targets folder is empty",
+                          "reinstall edgetune, or add profiles to ~/.config/edgetune/targets/")
+    source = {p.target.name: p.origin if p.origin == PACKAGE else f"{p.origin}/{p.file}" for p in found}
+    width = max(len(p.target.name) for p in found)
+    state.emit({"targets": [{**p.target.model_dump(mode="json"), "source": source[p.target.name]} for p in found]},
+               "\n".join(f"{p.target.name:<{width}}  {p.target.description}"
+                         + (f"  (alias: {', '.join(p.target.aliases)})" if p.target.aliases else "")
+                         + f"  [{source[p.target.name]}]" for p in found))
 
 
 @targets.command("show")

@@ -1,4 +1,6 @@
-"""Evaluation suites and judge rubrics as data, validated here: `evals/judge/*.yaml`, `evals/suites/*.yaml`.
+"""Evaluation suites and judge rubrics as data, validated here: `judge/*.yaml` and `suites/*.yaml`, shipped in
+the package (`edgetune/resources/`, found through `importlib.resources`) and in the user's
+`~/.config/edgetune/{judge,suites}/` (XDG_CONFIG_HOME honoured), whose files override shipped ones of the same name.
 
 A rubric holds the judge's system prompt and the user-message templates for single-answer grading and for
 pairwise comparison. The output format the judge must follow ("Rating: N", "Verdict: A|B|tie" or JSON) is not
@@ -12,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import string
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -20,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgetune.errors import ConfigError, JudgeError
 from edgetune.metric_spec import MetricSpec
+from edgetune.resources import ROOT, Kind, folders
 
-# Repo checkouts (the supported install is editable) keep suites beside toolchain/, as targets/ is.
-EVALS_DIR = Path(__file__).resolve().parents[3] / "evals"
+# the shipped rubrics and suites (package data): EVALS_DIR / RUBRICS, EVALS_DIR / SUITES
+EVALS_DIR = ROOT
 RUBRICS = "judge"
 SUITES = "suites"
 
@@ -116,7 +120,7 @@ class TaskSpec(_Strict):
 
 
 class JudgeSpec(_Strict):
-    rubric: str = Field(description="Rubric name under evals/judge/.")
+    rubric: str = Field(description="Rubric name (shipped, or the user's judge/ folder) or path.")
     mode: Literal["single", "pairwise", "both"] = Field(
         "pairwise", description="Pairwise: GPU vs edge build."
     )
@@ -147,27 +151,35 @@ class Suite(_Strict):
     forgetting: list[ForgettingSpec] = []
 
 
-def load_rubric(name_or_path: str | Path, root: Path = EVALS_DIR) -> Rubric:
-    """A rubric by name (`evals/judge/<name>.yaml`) or path. Raises ConfigError."""
-    data = _load(name_or_path, root / RUBRICS, "rubric")
+def _search(kind: Kind, root: Path | Traversable | None) -> list[Traversable]:
+    """Where names of `kind` are looked up, first match wins: `root / kind` alone when given, else the user's
+    folder before the package's."""
+    if root is not None:
+        return [root / kind]
+    return [f.path for f in reversed(folders(kind))]
+
+
+def load_rubric(name_or_path: str | Path, root: Path | Traversable | None = None) -> Rubric:
+    """A rubric by name (`judge/<name>.yaml`, the user's before the package's) or path. Raises ConfigError."""
+    data, _ = _load(name_or_path, _search("judge", root), "rubric")
     try:
         return Rubric.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            f"rubric {name_or_path}: {_first_error(exc)}", "see evals/judge/helpfulness.yaml"
+            f"rubric {name_or_path}: {_first_error(exc)}", "see the shipped helpfulness rubric (judge/helpfulness.yaml)"
         ) from exc
 
 
-def load_suite(name_or_path: str | Path, root: Path = EVALS_DIR) -> Suite:
-    """A suite by name (`evals/suites/<name>.yaml`) or path; its rubric must exist under `root` and
-    support the suite's judge mode. Raises ConfigError."""
-    data = _load(name_or_path, root / SUITES, "suite")
-    path = Path(name_or_path)
-    _schema_beside(data, path.parent if path.suffix in (".yaml", ".yml") else root / SUITES)
+def load_suite(name_or_path: str | Path, root: Path | Traversable | None = None) -> Suite:
+    """A suite by name (`suites/<name>.yaml`, the user's before the package's) or path; its rubric must exist
+    (under `root` when given) and support the suite's judge mode. Raises ConfigError."""
+    data, folder = _load(name_or_path, _search("suites", root), "suite")
+    _schema_beside(data, folder)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"suite {name_or_path}: {_first_error(exc)}", "see evals/suites/sst2.yaml") from exc
+        raise ConfigError(f"suite {name_or_path}: {_first_error(exc)}",
+                          "see the shipped sst2 suite (suites/sst2.yaml)") from exc
     if suite.judge is not None:
         rubric = load_rubric(suite.judge.rubric, root)
         modes = ["single", "pairwise"] if suite.judge.mode == "both" else [suite.judge.mode]
@@ -180,25 +192,35 @@ def load_suite(name_or_path: str | Path, root: Path = EVALS_DIR) -> Suite:
     return suite
 
 
-def _schema_beside(data: dict, folder: Path) -> None:
+def _schema_beside(data: dict, folder: Path | Traversable) -> None:
     """A relative `task.metric.json_schema` path means relative to the suite file, wherever edgetune runs."""
     metric = (data.get("task") or {}).get("metric") if isinstance(data.get("task"), dict) else None
     if isinstance(metric, dict) and isinstance(metric.get("json_schema"), str):
         schema = Path(metric["json_schema"]).expanduser()
         if not schema.is_absolute():
-            metric["json_schema"] = str(folder / schema)
+            metric["json_schema"] = str(folder / str(schema))
 
 
-def available(kind: Literal["judge", "suites"], root: Path = EVALS_DIR) -> list[str]:
-    return sorted(p.stem for p in (root / kind).glob("*.yaml"))
+def available(kind: Literal["judge", "suites"], root: Path | Traversable | None = None) -> list[str]:
+    """The names of `kind` that load by name: the package's and the user's."""
+    return sorted({p.name.removesuffix(".yaml") for folder in _search(kind, root) for p in _yaml_files(folder)})
 
 
-def _load(name_or_path: str | Path, folder: Path, what: str) -> dict:
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
+def _yaml_files(folder: Path | Traversable) -> list[Traversable]:
+    return [p for p in folder.iterdir() if p.name.endswith(".yaml") and p.is_file()] if folder.is_dir() else []
+
+
+def _load(name_or_path: str | Path, search: list[Traversable], what: str) -> tuple[dict, Path | Traversable]:
+    """The mapping in the file and the folder it was found in: a path as given, or `<name>.yaml` in the first
+    folder of `search` that has it."""
+    path: Path | Traversable = Path(name_or_path)
+    if Path(name_or_path).suffix in (".yaml", ".yml"):
+        folder: Path | Traversable = Path(name_or_path).parent
+    else:
+        folder = next((f for f in search if (f / f"{name_or_path}.yaml").is_file()), search[-1])
         path = folder / f"{name_or_path}.yaml"
     if not path.is_file():
-        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        names = sorted({p.name.removesuffix(".yaml") for f in search for p in _yaml_files(f)})
         close = difflib.get_close_matches(str(name_or_path), names, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"choose from: {', '.join(names) or '(none)'}"
         raise ConfigError(f"no {what} {str(name_or_path)!r} (looked for {path})", hint)
@@ -208,7 +230,7 @@ def _load(name_or_path: str | Path, folder: Path, what: str) -> dict:
         raise ConfigError(f"{what} {path.name} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path.name} must be a mapping of keys")
-    return data
+    return data, folder
 
 
 def _first_error(exc: ValidationError) -> str:

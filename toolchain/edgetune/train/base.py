@@ -7,17 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.config import TrainConfig
+from edgetune.errors import ConfigError
+
+
+CUDA_EXTRA = "pip install 'edgetune[cuda]'"
 
 
 def resolve_method(cfg: TrainConfig) -> str:
-    """auto → qlora only where NF4 pays off (CUDA with bitsandbytes); a CPU gets fp32 LoRA."""
-    if cfg.method != "auto":
-        return cfg.method
+    """auto → qlora only where NF4 pays off (CUDA with bitsandbytes); a CPU gets fp32 LoRA.
+
+    bitsandbytes is optional (the `[cuda]` extra): raises ConfigError when `qlora` is asked for without it."""
     import importlib.util
 
+    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
+    if cfg.method == "qlora" and not has_bnb:
+        raise ConfigError("train.method qlora needs bitsandbytes, which is not installed",
+                          f"{CUDA_EXTRA}, or set train.method: lora")
+    if cfg.method != "auto":
+        return cfg.method
     import torch
 
-    return "qlora" if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") else "lora"
+    return "qlora" if torch.cuda.is_available() and has_bnb else "lora"
 
 
 def load_model(path: Path, method: str, cuda: bool):

@@ -39,7 +39,7 @@ from edgetune.train.adapters import peft_config
 from edgetune.train.args import gradient_checkpointing, micro_batches
 from edgetune.train.attempt import Job
 from edgetune.train.base import load_model as _load_model
-from edgetune.train.base import resolve_method
+from edgetune.train.base import CUDA_EXTRA, resolve_method
 from edgetune.train.liger import available as liger_available
 from edgetune.train.schedule import resolve_epochs
 from edgetune.train.sharded import save_adapter
@@ -122,6 +122,9 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     cuda = torch.cuda.is_available()
     if method == "qlora" and not cuda:
         log.warning("train.method=qlora on CPU: NF4 is real but slow here; fp32 LoRA (method: lora) is faster")
+    if cuda and cfg.method == "auto" and method == "lora":
+        log.warning("train.method=auto on CUDA without bitsandbytes: training LoRA on a bf16 base, not QLoRA; "
+                    "%s for the NF4 base", CUDA_EXTRA)
     examples = read_examples(data.train_path)
     if not examples:
         raise TrainError("the training split is empty", "lower data.heldout_size or add examples")
