@@ -21,6 +21,17 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
                   (edgetune.train.args.sft_config), Liger layer kernels when installed
   edgetune-trl-mbN  the same with N examples per forward pass (train.micro_batch_tokens = N x seq),
                   accumulation making up the batch: less activation memory, fewer tok/s
+  edgetune-trl-offload  edgetune-trl with the checkpointed layers' saved inputs held in pinned host memory
+                  (transformers' activation_checkpointing_enable(offload=True), 5.2x and later)
+  edgetune-trl-half     edgetune-trl checkpointing every other layer (every_n_layers=2)
+  unsloth-trl     Unsloth's FastLanguageModel (its NF4 loader, LoRA kernels and offloaded "unsloth" gradient
+                  checkpointing) through the same SFTTrainer settings, lora_dropout 0 (its fast path)
+  unsloth-trl-d05 the same with lora_dropout 0.05, as every other variant
+                  Unsloth pins trl <= 1.15 and datasets < 5, so it runs from its own site folder: pass
+                  --unsloth-wheels DIR (wheels of unsloth, unsloth_zoo, trl 1.15, datasets 4.3 and their extra
+                  dependencies, fetched where PyPI is reachable with `pip download --no-deps`); the script installs
+                  them with `pip install --no-deps --no-index --target` and puts that folder first on the variant's
+                  PYTHONPATH. Unsloth reads the tokenizer from the model folder, so --tokenizer is copied there.
 
 Prints a table and one JSON line. Usage:
   python benchmarks/train_throughput.py [--shapes llama-1b,mistral-7b] [--variants ...] [--steps 8]
@@ -48,7 +59,8 @@ SHAPES = {
                        max_position_embeddings=4096, rope_theta=1000000.0, sliding_window=None),
 }
 VARIANTS = ("tutorial", "edgetune-plain", "edgetune", "edgetune-half")
-TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl", "edgetune-trl-mb4", "edgetune-trl-mb2", "edgetune-trl-mb1")
+TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl", "edgetune-trl-mb4", "edgetune-trl-mb2", "edgetune-trl-mb1",
+                    "edgetune-trl-offload", "edgetune-trl-half", "unsloth-trl", "unsloth-trl-d05")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -66,6 +78,25 @@ def make_model(shape: str, root: Path) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def make_tokenizer(shape: str, model_dir: Path) -> Path:
+    """A word-level tokenizer with exactly the shape's vocabulary, saved in the model folder.
+
+    The batches are pre-tokenised random ids, so only the special tokens matter; a real tokenizer of another
+    model would disagree with the shape's vocabulary size (Unsloth checks it)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {t: i for i, t in enumerate(specials)}
+    vocab.update({f"t{i}": i for i in range(len(specials), SHAPES[shape]["vocab_size"])})
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                  model_max_length=SHAPES[shape]["max_position_embeddings"])
+    tok.save_pretrained(model_dir)
+    return model_dir
 
 
 def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, warmup: int, batch: int, seq: int,
@@ -103,6 +134,18 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
                          save_strategy="no", warmup_steps=0.03, lr_scheduler_type="cosine", report_to="none",
                          max_length=seq, max_steps=total, use_cpu=not cuda, disable_tqdm=True)
         liger = False
+    elif variant.startswith("unsloth"):
+        from unsloth import FastLanguageModel  # imported first in this process (see main), as Unsloth requires
+
+        model, _ = FastLanguageModel.from_pretrained(model_name=str(model_dir), max_seq_length=seq,
+                                                     dtype=torch.bfloat16, load_in_4bit=True)
+        model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=32, target_modules=TARGETS, bias="none",
+                                                 lora_dropout=0.05 if variant.endswith("-d05") else 0.0,
+                                                 use_gradient_checkpointing="unsloth", random_state=0)
+        args = SFTConfig(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                         learning_rate=2e-4, bf16=cuda, logging_steps=1, save_strategy="no", report_to="none",
+                         max_length=seq, max_steps=total, disable_tqdm=True, optim="adamw_torch")
+        liger = False
     else:
         import importlib.util
 
@@ -116,6 +159,9 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
         cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total,
                           micro_batch_tokens=int(micro) * seq if micro else None)
         args = sft_config(cfg, out, cuda=cuda, liger=liger)
+        if variant.endswith(("-offload", "-half")) and args.gradient_checkpointing:
+            extra = {"offload": True} if variant.endswith("-offload") else {"every_n_layers": 2}
+            args.gradient_checkpointing_kwargs = {**(args.gradient_checkpointing_kwargs or {}), **extra}
     times: list[float] = []
     losses: list[float] = []
 
@@ -219,12 +265,17 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--accum", type=int, default=4, help="Gradient accumulation of the trainer-level variants.")
-    ap.add_argument("--tokenizer", type=Path, help="A tokenizer folder (trainer-level variants need one).")
+    ap.add_argument("--tokenizer", type=Path, help="A tokenizer folder for the trainer-level variants; 'synthetic' "
+                    "(the default) makes a word-level one of the shape's vocabulary size in the model folder.",
+                    default=Path("synthetic"))
     ap.add_argument("--root", type=Path, default=Path("/tmp/edgetune-bench-models"))
+    ap.add_argument("--unsloth-wheels", type=Path, help="Wheels for the unsloth variants (see the docstring).")
     ap.add_argument("--one", nargs=2, metavar=("SHAPE", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         shape, variant = args.one
+        if variant.startswith("unsloth"):
+            import unsloth  # noqa: F401  -- must be imported before transformers/trl to patch them
         if variant in TRAINER_VARIANTS:
             result = run_trainer_variant(args.root / shape, shape, variant, args.steps, args.warmup, args.batch,
                                          args.seq, args.accum, args.tokenizer)
@@ -238,14 +289,31 @@ def main() -> int:
     import bitsandbytes
 
     rows = []
+    unsloth_env = dict(os.environ)
+    if args.unsloth_wheels:
+        site = args.root / "unsloth-site"
+        if not site.is_dir():
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                            str(site), *map(str, sorted(args.unsloth_wheels.glob("*.whl")))], check=True)
+        unsloth_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+        unsloth_env.update(HF_HUB_OFFLINE="1", UNSLOTH_DISABLE_STATISTICS="1")
     for shape in args.shapes.split(","):
-        make_model(shape, args.root)
+        model_dir = make_model(shape, args.root)
+        # Unsloth loads the tokenizer from the model folder
+        if str(args.tokenizer) == "synthetic":
+            tokenizer = make_tokenizer(shape, model_dir)
+        else:
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(model_dir)
+            tokenizer = model_dir
         torch.cuda.empty_cache()
         for variant in args.variants.split(","):
             cmd = [sys.executable, __file__, "--one", shape, variant, "--steps", str(args.steps), "--warmup",
                    str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--root", str(args.root),
-                   "--accum", str(args.accum), *(["--tokenizer", str(args.tokenizer)] if args.tokenizer else [])]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+                   "--accum", str(args.accum), "--tokenizer", str(tokenizer)]
+            done = subprocess.run(cmd, capture_output=True, text=True,
+                                  env=unsloth_env if variant.startswith("unsloth") else None)
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
             if done.returncode or not lines:
                 rows.append({"shape": shape, "variant": variant, "error": (done.stderr or done.stdout)[-600:]})
