@@ -130,11 +130,12 @@ def test_unreachable_hub_id_is_a_model_error(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_q8_gguf(tmp_path_factory, tiny_gguf) -> Path:
+def tiny_q8_gguf(tmp_path_factory, tiny_gguf, llama_tools) -> Path:
     """The tiny Llama quantized to Q8_0 by llama.cpp: a really quantized file to dequantize."""
     from edgetune.export.quantize import quantize_gguf
 
-    return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("tiny-q8") / "tiny-q8_0.gguf", Quant.Q8_0, nthread=1)
+    return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("tiny-q8") / "tiny-q8_0.gguf", Quant.Q8_0, llama_tools,
+                         nthread=1)
 
 
 @pytest.mark.parametrize("which", ["f16", "q8_0"])

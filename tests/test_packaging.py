@@ -142,15 +142,24 @@ def test_core_leaves_gpu_server_and_test_packages_to_extras():
     assert "protobuf" in core
 
 
-def test_missing_judge_server_names_an_extra_that_exists(tmp_path, monkeypatch):
+def test_no_extra_brings_a_python_judge_server():
+    # the local judge is the native llama-server that set-up builds; no extra pulls fastapi/uvicorn for it
+    extras = project()["optional-dependencies"]
+    assert "judge" not in extras
+    for name, requirements in extras.items():
+        assert not any("[server]" in r for r in requirements), name
+        assert not names(requirements) & {"fastapi", "uvicorn", "sse-starlette"}, name
+
+
+def test_missing_llama_server_says_how_to_build_it(tmp_path, monkeypatch):
     from edgetune.errors import JudgeError
     from edgetune.evals.judge_server import local_judge_server
 
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as without the [judge] extra: find_spec says absent
+    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "empty-home"))  # no llama.cpp tools set up there
     gguf = tmp_path / "judge.gguf"
     gguf.write_bytes(b"GGUF")
     with pytest.raises(JudgeError) as exc, local_judge_server(gguf):
         pass
-    assert "uvicorn is missing" in exc.value.message
-    assert "pip install 'edgetune[judge]'" in exc.value.hint
-    assert "llama-cpp-python[server]==0.3.36" in project()["optional-dependencies"]["judge"]
+    assert exc.value.message.startswith("the local judge needs llama.cpp's llama-server: ")
+    assert "scripts/build-llama-tools.sh" in exc.value.hint and "judge.base_url" in exc.value.hint
+    assert "edgetune[judge]" not in exc.value.hint

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import assets
-from edgetune.artifacts import Builder, Store, sha256_file, sha256_tree
+from edgetune.artifacts import Builder, Store
+from edgetune.hash_memo import sha256_file_memo, sha256_tree_memo
 from edgetune.config import ModelConfig
 from edgetune.errors import ModelError
 from edgetune.outputs import BaseModel
@@ -99,10 +100,10 @@ def run(cfg: ModelConfig, store: Store) -> BaseModel:
     local = _local_source(cfg)
     if local is not None and local.is_dir():
         _check_hf_folder(local)
-        fingerprint = sha256_tree(local)
+        fingerprint = sha256_tree_memo(local)
     elif local is not None:
         _check_gguf(local)
-        fingerprint = sha256_file(local)
+        fingerprint = sha256_file_memo(local)
     else:
         fingerprint = f"hub:{cfg.source}@{cfg.revision or 'main'}"
 
