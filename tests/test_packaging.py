@@ -149,6 +149,12 @@ def test_no_extra_brings_a_python_judge_server():
     for name, requirements in extras.items():
         assert not any("[server]" in r for r in requirements), name
         assert not names(requirements) & {"fastapi", "uvicorn", "sse-starlette"}, name
+    # and scripts/setup.sh installs the core, plus [cuda] only with a CUDA torch: no server, no test packages
+    import re
+
+    setup = (CHECKOUT / "scripts" / "setup.sh").read_text()
+    assert re.findall(r"^\s*TARGET=(\S+)$", setup, re.MULTILINE) == [".", '".[cuda]"']
+    assert re.findall(r'pip.*install.* -e "\$TARGET"', setup.replace("${PIP[@]}", "pip"))
 
 
 def test_missing_llama_server_says_how_to_build_it(tmp_path, monkeypatch):
