@@ -184,6 +184,22 @@ def test_licence_is_read_from_the_model_card(tmp_path, tiny_model_dir):
     assert _license_of(model) is None
     (model / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# card\n")
     assert _license_of(model) == "mit"
+    # the hub's convention for a licence without an id: `other` plus its name
+    (model / "README.md").write_text("---\nlicense: other\nlicense_name: llama3.2\n---\n# card\n")
+    assert _license_of(model) == "llama3.2"
+    (model / "README.md").write_text("# a card without metadata\nlicense: not front matter\n")
+    assert _license_of(model) is None
+
+
+def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog):
+    from edgetune.basemodel import _license_of
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "README.md").write_text("---\nlicense: [mit\n---\n# card\n")  # broken YAML
+    with caplog.at_level("WARNING", logger="edgetune.basemodel"):
+        assert _license_of(model) is None
+    assert "has unreadable metadata" in caplog.text and str(model / "README.md") in caplog.text
 
 
 def test_licence_is_read_from_a_gguf(smollm2_gguf):

@@ -169,3 +169,32 @@ def test_missing_llama_server_says_how_to_build_it(tmp_path, monkeypatch):
     assert exc.value.message.startswith("the local judge needs llama.cpp's llama-server: ")
     assert "scripts/build-llama-tools.sh" in exc.value.hint and "judge.base_url" in exc.value.hint
     assert "edgetune[judge]" not in exc.value.hint
+
+
+def test_every_tight_pin_says_why():
+    # issue 21: an exact pin (==) or a bound inside a 0.x series (<0.N) holds a dependency to releases the tests
+    # have seen, and the reason must sit with it: a comment on its line, the comment block right above it, or a
+    # comment block above its group that names it
+    import re
+
+    lines = (CHECKOUT / "pyproject.toml").read_text().splitlines()
+    tight = re.compile(r'"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?[^"]*(?:==|<0\.)[^"]*"')
+    checked = []
+    for i, line in enumerate(lines):
+        for match in tight.finditer(line.split("#", 1)[0]):
+            name = match.group(1)
+            checked.append(name)
+            if "#" in line:
+                continue
+            j, adjacent = i - 1, True
+            while j >= 0 and not lines[j].lstrip().startswith("#"):
+                if lines[j].strip().endswith("[") or "=" not in lines[j] and not lines[j].strip().startswith('"'):
+                    break  # the start of the list: no comment above its group
+                adjacent = False
+                j -= 1
+            block = []
+            while j >= 0 and lines[j].lstrip().startswith("#"):
+                block.append(lines[j])
+                j -= 1
+            assert block and (adjacent or name in " ".join(block)), f"{name}: a tight pin without a reason"
+    assert {"llama-cpp-python", "peft", "gguf", "rouge-score", "liger-kernel"} <= set(checked)
