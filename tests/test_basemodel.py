@@ -191,8 +191,12 @@ def test_licence_is_read_from_the_model_card(tmp_path, tiny_model_dir):
     assert _license_of(model) is None
 
 
-def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog):
+def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog, monkeypatch):
+    import logging
+
     from edgetune.basemodel import _license_of
+
+    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
