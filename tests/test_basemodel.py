@@ -130,11 +130,12 @@ def test_unreachable_hub_id_is_a_model_error(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_q8_gguf(tmp_path_factory, tiny_gguf) -> Path:
+def tiny_q8_gguf(tmp_path_factory, tiny_gguf, llama_tools) -> Path:
     """The tiny Llama quantized to Q8_0 by llama.cpp: a really quantized file to dequantize."""
     from edgetune.export.quantize import quantize_gguf
 
-    return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("tiny-q8") / "tiny-q8_0.gguf", Quant.Q8_0, nthread=1)
+    return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("tiny-q8") / "tiny-q8_0.gguf", Quant.Q8_0, llama_tools,
+                         nthread=1)
 
 
 @pytest.mark.parametrize("which", ["f16", "q8_0"])
@@ -183,6 +184,26 @@ def test_licence_is_read_from_the_model_card(tmp_path, tiny_model_dir):
     assert _license_of(model) is None
     (model / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# card\n")
     assert _license_of(model) == "mit"
+    # the hub's convention for a licence without an id: `other` plus its name
+    (model / "README.md").write_text("---\nlicense: other\nlicense_name: llama3.2\n---\n# card\n")
+    assert _license_of(model) == "llama3.2"
+    (model / "README.md").write_text("# a card without metadata\nlicense: not front matter\n")
+    assert _license_of(model) is None
+
+
+def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog, monkeypatch):
+    import logging
+
+    from edgetune.basemodel import _license_of
+
+    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "README.md").write_text("---\nlicense: [mit\n---\n# card\n")  # broken YAML
+    with caplog.at_level("WARNING", logger="edgetune.basemodel"):
+        assert _license_of(model) is None
+    assert "has unreadable metadata" in caplog.text and str(model / "README.md") in caplog.text
 
 
 def test_licence_is_read_from_a_gguf(smollm2_gguf):

@@ -142,15 +142,59 @@ def test_core_leaves_gpu_server_and_test_packages_to_extras():
     assert "protobuf" in core
 
 
-def test_missing_judge_server_names_an_extra_that_exists(tmp_path, monkeypatch):
+def test_no_extra_brings_a_python_judge_server():
+    # the local judge is the native llama-server that set-up builds; no extra pulls fastapi/uvicorn for it
+    extras = project()["optional-dependencies"]
+    assert "judge" not in extras
+    for name, requirements in extras.items():
+        assert not any("[server]" in r for r in requirements), name
+        assert not names(requirements) & {"fastapi", "uvicorn", "sse-starlette"}, name
+    # and scripts/setup.sh installs the core, plus [cuda] only with a CUDA torch: no server, no test packages
+    import re
+
+    setup = (CHECKOUT / "scripts" / "setup.sh").read_text()
+    assert re.findall(r"^\s*TARGET=(\S+)$", setup, re.MULTILINE) == [".", '".[cuda]"']
+    assert re.findall(r'pip.*install.* -e "\$TARGET"', setup.replace("${PIP[@]}", "pip"))
+
+
+def test_missing_llama_server_says_how_to_build_it(tmp_path, monkeypatch):
     from edgetune.errors import JudgeError
     from edgetune.evals.judge_server import local_judge_server
 
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as without the [judge] extra: find_spec says absent
+    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "empty-home"))  # no llama.cpp tools set up there
     gguf = tmp_path / "judge.gguf"
     gguf.write_bytes(b"GGUF")
     with pytest.raises(JudgeError) as exc, local_judge_server(gguf):
         pass
-    assert "uvicorn is missing" in exc.value.message
-    assert "pip install 'edgetune[judge]'" in exc.value.hint
-    assert "llama-cpp-python[server]==0.3.36" in project()["optional-dependencies"]["judge"]
+    assert exc.value.message.startswith("the local judge needs llama.cpp's llama-server: ")
+    assert "scripts/build-llama-tools.sh" in exc.value.hint and "judge.base_url" in exc.value.hint
+    assert "edgetune[judge]" not in exc.value.hint
+
+
+def test_every_tight_pin_says_why():
+    # issue 21: an exact pin (==) or a bound inside a 0.x series (<0.N) holds a dependency to releases the tests
+    # have seen, and the reason must sit with it: a comment on its line, the comment block right above it, or a
+    # comment block above its group that names it
+    import re
+
+    lines = (CHECKOUT / "pyproject.toml").read_text().splitlines()
+    tight = re.compile(r'"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?[^"]*(?:==|<0\.)[^"]*"')
+    checked = []
+    for i, line in enumerate(lines):
+        for match in tight.finditer(line.split("#", 1)[0]):
+            name = match.group(1)
+            checked.append(name)
+            if "#" in line:
+                continue
+            j, adjacent = i - 1, True
+            while j >= 0 and not lines[j].lstrip().startswith("#"):
+                if lines[j].strip().endswith("[") or "=" not in lines[j] and not lines[j].strip().startswith('"'):
+                    break  # the start of the list: no comment above its group
+                adjacent = False
+                j -= 1
+            block = []
+            while j >= 0 and lines[j].lstrip().startswith("#"):
+                block.append(lines[j])
+                j -= 1
+            assert block and (adjacent or name in " ".join(block)), f"{name}: a tight pin without a reason"
+    assert {"llama-cpp-python", "peft", "gguf", "rouge-score", "liger-kernel"} <= set(checked)

@@ -1,5 +1,6 @@
-"""The judge against a scripted, fault-injecting OpenAI-compatible server: retries, backoff, Retry-After,
-timeouts, garbage, fatal errors, the verdict cache, interruption, pairwise order swaps and key hygiene."""
+"""The judge against a scripted, fault-injecting OpenAI-compatible server: retries (the openai client's own),
+backoff, Retry-After, timeouts, garbage, fatal errors, the verdict cache, interruption, pairwise order swaps,
+the JSON-schema response_format and key hygiene."""
 
 from __future__ import annotations
 
@@ -39,8 +40,6 @@ def cfg_for(server: FaultServer, **overrides) -> JudgeConfig:
         "concurrency": 1,
         "timeout_s": 2.0,
         "max_retries": 3,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 5.0,
     }
     return JudgeConfig(**{**settings, **overrides})
 
@@ -51,13 +50,21 @@ def test_429_retry_after_is_honoured(rubric, tmp_path):
         result = judge_single(cfg_for(srv), rubric, ITEMS[:1], ANSWERS[:1], tmp_path)
         waited = time.perf_counter() - started
     assert srv.count == 2 and result.items[0].rating == 7
-    assert waited >= 0.95  # Retry-After: 1 beats the 0.01 s backoff
+    assert waited >= 0.95  # Retry-After: 1 beats the client's 0.5 s first backoff
+    with FaultServer(sequence(Status(503, {"retry-after-ms": "900"}))) as srv:
+        started = time.perf_counter()
+        judge_single(cfg_for(srv), rubric, ITEMS[:1], ANSWERS[:1], tmp_path / "ms")
+        waited = time.perf_counter() - started
+    assert srv.count == 2 and waited >= 0.85  # retry-after-ms too
 
 
 def test_5xx_retried_with_backoff_then_succeeds(rubric, tmp_path):
     with FaultServer(sequence(Status(500), Status(503), Status(502))) as srv:
+        started = time.perf_counter()
         result = judge_single(cfg_for(srv), rubric, ITEMS[:1], ANSWERS[:1], tmp_path)
+        waited = time.perf_counter() - started
     assert srv.count == 4 and result.n_valid == 1
+    assert waited >= 0.75 * (0.5 + 1 + 2)  # the client's backoff: 0.5 s doubling, less at most 25% jitter
     assert VerdictCache(tmp_path).get(next(iter_keys(tmp_path)))["attempts"] == 4
 
 
@@ -88,6 +95,14 @@ def test_garbage_body_is_retried_then_reported(rubric, tmp_path):
     with FaultServer(sequence(Garbage(b"{not json"), Garbage(b'{"foo": 1}'))) as srv:
         assert judge_single(cfg_for(srv), rubric, ITEMS[:1], ANSWERS[:1], tmp_path).n_valid == 1
     assert srv.count == 3
+    assert VerdictCache(tmp_path).get(next(iter_keys(tmp_path)))["attempts"] == 3
+    # malformed replies and HTTP retries share one budget: 1 + max_retries requests in all
+    with (
+        FaultServer(sequence(Status(503), Garbage(b"{not json"), Status(500), Garbage(b"[]"))) as srv,
+        pytest.raises(JudgeError, match="failed 4 times; last: "),
+    ):
+        judge_single(cfg_for(srv), rubric, ITEMS[:1], ANSWERS[:1], tmp_path / "mixed")
+    assert srv.count == 4
     with (
         FaultServer(lambda i, body: Garbage(b"<html>proxy</html>", "text/html")) as srv,
         pytest.raises(JudgeError, match="not a chat completion"),
@@ -200,6 +215,17 @@ def test_pairwise_both_orders_and_flip_rate(rubric, tmp_path):
     assert result.flips == 1 and result.flip_rate == pytest.approx(1 / 4)
     assert result.first_position_rate == pytest.approx(4 / 6)
     assert again.calls == 0 and again.cached == 10 and again.win_tie_loss == result.win_tie_loss
+
+
+def test_json_verdict_asked_with_the_standard_response_format(rubric, tmp_path):
+    with FaultServer(sequence(then=Reply('{"rating": 9}'))) as srv:
+        result = judge_single(cfg_for(srv, json_schema_grammar=True), rubric, ITEMS[:1], ANSWERS[:1], tmp_path)
+    fmt = srv.requests[0]["body"]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "single_verdict"
+    assert fmt["json_schema"]["schema"]["required"] == ["rating"] and result.items[0].rating == 9
+    with FaultServer(sequence(then=Reply("Rating: 4"))) as srv:
+        judge_single(cfg_for(srv), rubric, ITEMS[:1], ANSWERS[:1], tmp_path / "text")
+    assert "response_format" not in srv.requests[0]["body"]
 
 
 def test_api_key_never_logged_nor_cached(rubric, tmp_path, caplog):

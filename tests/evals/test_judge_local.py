@@ -1,5 +1,5 @@
-"""The judge against a REAL local OpenAI-compatible server: llama-cpp-python's `llama_cpp.server`, over the
-tiny random Llama (fast; quality irrelevant) and, once, the embedded SmolLM2."""
+"""The judge against a REAL local OpenAI-compatible server: llama.cpp's native `llama-server` (several slots),
+over the tiny random Llama (fast; quality irrelevant) and, once, the embedded SmolLM2."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_gguf, tmp_path_factory):
-    with local_judge_server(tiny_gguf, n_ctx=1024, log_dir=tmp_path_factory.mktemp("judge-log")) as server:
+    # 512: the tiny model's training context, which llama-server caps a slot at
+    with local_judge_server(tiny_gguf, n_ctx=512, log_dir=tmp_path_factory.mktemp("judge-log")) as server:
         yield server
     assert not _alive(server.pid)  # stopped by PID when the block ended
 
@@ -40,10 +41,15 @@ def test_local_server_serves_the_openai_api(tiny_server, tiny_gguf):
     assert [m["id"] for m in models["data"]] == [tiny_server.model]
     assert tiny_server.model.startswith(f"local-{tiny_gguf.stem}-") and _alive(tiny_server.pid)
     assert tiny_server.base_url.startswith("http://127.0.0.1:")
+    # several slots, each with the context asked for (one KV pool shared by all)
+    with urllib.request.urlopen(f"{tiny_server.base_url.removesuffix('/v1')}/slots", timeout=5) as resp:
+        slots = json.load(resp)
+    assert len(slots) == tiny_server.n_parallel == tiny_server.config().concurrency == 4
+    assert {slot["n_ctx"] for slot in slots} == {512}
 
 
 def test_grammar_forces_a_valid_verdict_even_from_random_weights(tiny_server, tmp_path):
-    cfg = tiny_server.config(max_tokens=24)
+    cfg = tiny_server.config()
     rubric = load_rubric("helpfulness")
     result = judge_single(cfg, rubric, ITEMS, ANSWERS, tmp_path)
     assert result.calls == 2 and result.n_valid == 2
@@ -70,7 +76,7 @@ def test_no_judge_configured_starts_a_local_one_and_warns(tiny_gguf, tmp_path, c
             and cfg.base_url.startswith("http://127.0.0.1")
         )
         result = judge_single(
-            cfg.model_copy(update={"max_tokens": 16}),
+            cfg,
             load_rubric("helpfulness"),
             ITEMS[:1],
             ANSWERS[:1],
@@ -119,7 +125,7 @@ def test_sync_judge_works_inside_a_running_event_loop(tiny_server, tmp_path):
     # did): asyncio.run refuses to nest, so the sync wrappers run the judge on a worker thread instead
     import asyncio
 
-    cfg = tiny_server.config(max_tokens=24)
+    cfg = tiny_server.config()
     rubric = load_rubric("helpfulness")
 
     async def inside_a_loop():

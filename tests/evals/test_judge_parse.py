@@ -1,15 +1,12 @@
-"""Judge pieces that need no server: strict verdict parsing, pairwise arithmetic, backoff, config, rubrics."""
+"""Judge pieces that need no server: strict verdict parsing, pairwise arithmetic, config, rubrics."""
 
 from __future__ import annotations
 
-import random
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+import logging
 
 import pytest
 from edgetune.errors import ConfigError, JudgeError
 from edgetune.evals.judge import parse_preference, parse_rating
-from edgetune.evals.judge_client import backoff_delay_s, retry_after_s
 from edgetune.judge_config import JudgeConfig
 from edgetune.evals.judge_results import PairwiseItemResult, combine
 from edgetune.evals.suites import EVALS_DIR, available, load_rubric, load_suite
@@ -102,22 +99,14 @@ def test_pairwise_counts_and_rates():
     assert r.to_dict()["names"] == ["gpu", "Q4_0"] and len(r.to_dict()["items"]) == 7
 
 
-def test_backoff_grows_caps_and_jitters():
-    rng = random.Random(0)
-    delays = [backoff_delay_s(a, 1.0, 10.0, rng) for a in range(6)]
-    for attempt, delay in enumerate(delays):
-        full = min(10.0, 2.0**attempt)
-        assert full / 2 <= delay <= full
-    assert len({round(d, 6) for d in delays}) == 6
-
-
-def test_retry_after_forms():
-    assert retry_after_s({"retry-after": "3"}) == 3.0
-    assert retry_after_s({"retry-after": "0.5"}) == 0.5
-    assert retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 25 <= retry_after_s({"retry-after": when}) <= 31
-    assert retry_after_s({"retry-after": "soon"}) is None and retry_after_s({}) is None
+def test_dropped_backoff_fields_load_with_a_warning(caplog):
+    # the hand-written backoff's settings, from configs written before the openai client's retries took over
+    caplog.set_level(logging.WARNING, logger="edgetune.judge_config")
+    cfg = JudgeConfig(base_url="https://api.example.com/v1", model="m", backoff_base_s=0.5, backoff_max_s=9)
+    assert cfg.max_retries == 4 and "backoff_base_s" not in cfg.model_dump()
+    assert "judge.backoff_base_s and judge.backoff_max_s ignored" in caplog.text
+    with pytest.raises(ValidationError, match="extra"):
+        JudgeConfig(base_url="https://api.example.com/v1", model="m", backoff_min_s=1)
 
 
 def test_config_names_the_key_variable_and_never_holds_the_key(monkeypatch):

@@ -49,7 +49,7 @@ def test_convert_onto_a_full_disk(tiny_disk, tiny_model_dir, llama_tools):
     assert list(tiny_disk.iterdir()) == []
 
 
-def test_quantize_onto_a_full_disk(tiny_disk, tiny_gguf):
+def test_quantize_onto_a_full_disk(tiny_disk, tiny_gguf, llama_tools):
     with pytest.raises(ExportError, match="not enough disk space"):
-        quantize_gguf(tiny_gguf, tiny_disk / "q8.gguf", Quant.Q8_0)
+        quantize_gguf(tiny_gguf, tiny_disk / "q8.gguf", Quant.Q8_0, llama_tools)
     assert list(tiny_disk.iterdir()) == []

@@ -30,8 +30,8 @@ def test_kld_is_zero_for_identical_and_positive_otherwise():
 
 
 @pytest.fixture(scope="module")
-def q4_gguf(tmp_path_factory, tiny_gguf):
-    return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("fid") / "q4.gguf", Quant.Q4_0)
+def q4_gguf(tmp_path_factory, tiny_gguf, llama_tools):
+    return quantize_gguf(tiny_gguf, tmp_path_factory.mktemp("fid") / "q4.gguf", Quant.Q4_0, llama_tools)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from edgetune.export.quantize import quantize_gguf
 from tests.helpers import generated_tokens
 
 
-def test_provenance_keys_survive_quantization(tmp_path, tiny_gguf):
+def test_provenance_keys_survive_quantization(tmp_path, tiny_gguf, llama_tools):
     f16 = tmp_path / "f16.gguf"
     shutil.copy(tiny_gguf, f16)
     before = inspect_gguf(f16)
@@ -25,7 +25,7 @@ def test_provenance_keys_survive_quantization(tmp_path, tiny_gguf):
     after = inspect_gguf(f16)
     assert after["edgetune.provenance"] == '{"adapter": "abc"}'
     assert after["chat_template"] == before["chat_template"] and after["n_tensors"] == before["n_tensors"]
-    q8 = quantize_gguf(f16, tmp_path / "q8.gguf", Quant.Q8_0)
+    q8 = quantize_gguf(f16, tmp_path / "q8.gguf", Quant.Q8_0, llama_tools)
     assert inspect_gguf(q8)["edgetune.provenance"] == '{"adapter": "abc"}'
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -67,7 +67,7 @@ def test_lora_gguf_loads_on_each_quantized_base(tmp_path, tiny_model_dir, tiny_g
     t = train.run(TrainConfig(method="lora", r=4, alpha=8, max_steps=2, batch_size=8), b, d, store, threads=1)
     lora = convert_lora(t.path / "adapter", tiny_model_dir, tmp_path / "adapter.gguf", llama_tools)
     assert inspect_gguf(lora)["architecture"] == "llama"
-    bases = [quantize_gguf(tiny_gguf, tmp_path / f"{q.value}.gguf", q) for q in (Quant.Q8_0, Quant.Q4_0)]
+    bases = [quantize_gguf(tiny_gguf, tmp_path / f"{q.value}.gguf", q, llama_tools) for q in (Quant.Q8_0, Quant.Q4_0)]
     made = check_loads(lora, [tiny_gguf, *bases], [1, 504, 3137])
     assert set(made) == {"tiny-f16.gguf", "Q8_0.gguf", "Q4_0.gguf"}
 

@@ -48,6 +48,8 @@ def test_every_quant_type_computes_through_llama_cpp_python_and_the_native_tool(
 def test_a_crashing_native_tool_is_recorded_as_a_crash(tmp_path, llama_tools, smollm2_gguf):
     tools = tools_with_bin(tmp_path / "tools", None, llama_tools)
     crashing_tool(tmp_path / "tools" / "bin")
+    # the probe's files are made by the real llama-quantize; only the tool that computes with them crashes
+    (tmp_path / "tools" / "bin" / "llama-quantize").symlink_to(llama_tools.tool("llama-quantize"))
     record = run_probe(tools, smollm2_gguf, tmp_path / "work", quants=[Quant.Q8_0])
     by_path = {r["path"]: r for r in record["rows"]}
     assert by_path["llama-bench"]["status"] == "crash" and by_path["llama-bench"]["detail"] == "SIGSEGV"

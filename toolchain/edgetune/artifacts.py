@@ -74,12 +74,13 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_tree(root: Path) -> str:
-    """Content hash of a folder: relative paths and file hashes, order-independent."""
+def sha256_tree(root: Path, file_hash: Callable[[Path], str] = sha256_file) -> str:
+    """Content hash of a folder: relative paths and file hashes, order-independent. `file_hash` hashes one
+    file (hash_memo passes its memoised one)."""
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(path.relative_to(root).as_posix().encode())
-        h.update(sha256_file(path).encode())
+        h.update(file_hash(path).encode())
     return h.hexdigest()
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import assets
-from edgetune.artifacts import Builder, Store, sha256_file, sha256_tree
+from edgetune.artifacts import Builder, Store
+from edgetune.hash_memo import sha256_file_memo, sha256_tree_memo
 from edgetune.config import ModelConfig
 from edgetune.errors import ModelError
 from edgetune.outputs import BaseModel
@@ -99,10 +100,10 @@ def run(cfg: ModelConfig, store: Store) -> BaseModel:
     local = _local_source(cfg)
     if local is not None and local.is_dir():
         _check_hf_folder(local)
-        fingerprint = sha256_tree(local)
+        fingerprint = sha256_tree_memo(local)
     elif local is not None:
         _check_gguf(local)
-        fingerprint = sha256_file(local)
+        fingerprint = sha256_file_memo(local)
     else:
         fingerprint = f"hub:{cfg.source}@{cfg.revision or 'main'}"
 
@@ -145,8 +146,10 @@ def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
 
 
 def _license_of(local: Path | None) -> str | None:
-    """The base model's licence when it says one: general.license of a GGUF, or `license:` in the front matter
-    of an HF folder's README.md (the model card)."""
+    """The base model's licence when it says one: general.license of a GGUF, or the model card's (an HF folder's
+    README.md) `license`, read by huggingface_hub's ModelCard; for `license: other`, the card's `license_name`
+    (the hub's convention for licences without an SPDX-like id). A card whose metadata cannot be read is logged
+    as a WARNING and gives no licence: the licence is a record, not a reason to stop the build."""
     if local is None:
         return None
     if local.is_file():
@@ -156,11 +159,19 @@ def _license_of(local: Path | None) -> str | None:
 
         value = field_value(read_gguf(local), Keys.General.LICENSE)
         return str(value) if value else None
-    card = local / "README.md"
-    if card.is_file():
-        text = card.read_text(errors="replace")
-        if text.startswith("---"):
-            for line in text.split("---", 2)[1].splitlines():
-                if line.strip().startswith("license:"):
-                    return line.split(":", 1)[1].strip().strip("'\"") or None
-    return None
+    card_path = local / "README.md"
+    if not card_path.is_file():
+        return None
+    import yaml
+    from huggingface_hub import ModelCard
+
+    try:
+        data = ModelCard.load(card_path, ignore_metadata_errors=True).data
+    except (ValueError, yaml.YAMLError) as exc:
+        log.warning("the model card %s has unreadable metadata (%s); the base model's licence is not recorded",
+                    card_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    name = data.get("license")
+    if name == "other" and data.get("license_name"):
+        name = data.get("license_name")
+    return str(name) if name else None

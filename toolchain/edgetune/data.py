@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from edgetune import assets
-from edgetune.artifacts import Builder, Store, sha256_file, sha256_tree
+from edgetune.artifacts import Builder, Store
+from edgetune.hash_memo import sha256_file_memo, sha256_tree_memo
 from edgetune.config import DataConfig
 from edgetune.errors import DataError
 from edgetune.labels import normalise_label
@@ -150,11 +151,11 @@ def source_fingerprint(cfg: DataConfig) -> str:
     """Content hash of a local source (so editing the file invalidates the cache); the id itself otherwise."""
     path = Path(cfg.source).expanduser()
     if path.is_file():
-        return sha256_file(path)
+        return sha256_file_memo(path)
     if path.is_dir():
-        return sha256_tree(path)
+        return sha256_tree_memo(path)
     if cfg.source == assets.EMBEDDED_DATA:
-        return sha256_tree(assets.olmo_dataset("glue", "sst2", "validation"))
+        return sha256_tree_memo(assets.olmo_dataset("glue", "sst2", "validation"))
     return cfg.source
 
 

@@ -8,14 +8,18 @@ not end up in an error line either.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgetune.errors import JudgeError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+log = logging.getLogger(__name__)
+_DROPPED = ("backoff_base_s", "backoff_max_s")  # see JudgeConfig._dropped_backoff
 NO_KEY = "no-key"  # sent when api_key_env is None: servers started without --api_key ignore it
 
 
@@ -25,13 +29,14 @@ class JudgeConfig(BaseModel):
     Endpoint: `base_url` (up to and including `/v1`), `model`, `api_key_env` (None for a server without
     authentication, e.g. the local llama.cpp judge).
     Load: `concurrency` requests in flight at most; each waits `timeout_s` seconds.
-    Retries: 429, 5xx, 408/409, timeouts and dropped connections are retried up to `max_retries` times with
-    exponential backoff (`backoff_base_s` * 2^attempt, capped at `backoff_max_s`, scaled by a random factor in
-    [0.5, 1]); a `Retry-After` (or `retry-after-ms`) header from the server is honoured instead when present.
+    Retries: the `openai` client's own: 429, 5xx, 408/409, timeouts and dropped connections are retried up to
+    `max_retries` times with its exponential backoff (0.5 s doubling, at most 8 s, with jitter), or after the
+    server's `Retry-After` / `retry-after-ms` when it sends one (up to 2 minutes). A 200 that is not a chat
+    completion is asked again within the same budget.
     Sampling: `temperature` 0 (greedy) and at most `max_tokens` tokens of reply.
-    `json_schema_grammar`: send llama.cpp's `response_format={"type": "json_object", "schema": ...}` so the
-    server's grammar forces a well-formed JSON verdict. Only llama.cpp servers (llama-server,
-    llama-cpp-python's) understand it; leave it off for OpenAI and other hosted APIs.
+    `json_schema_grammar`: send the standard `response_format={"type": "json_schema", "json_schema": {...}}`
+    so the verdict is well-formed JSON (llama-server turns the schema into a grammar, so even a tiny model
+    complies; OpenAI and vLLM accept it too). Leave it off for endpoints without JSON-schema support.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -46,16 +51,23 @@ class JudgeConfig(BaseModel):
     max_retries: int = Field(
         4, ge=0, le=20, description="Retries of a retryable failure (so 1 + this tries)."
     )
-    backoff_base_s: float = Field(1.0, ge=0, description="First retry delay before jitter, seconds.")
-    backoff_max_s: float = Field(
-        30.0, ge=0, description="Longest delay between tries, seconds (Retry-After too)."
-    )
     temperature: float = Field(0.0, ge=0, le=0, description="Sampling temperature; fixed at 0 (greedy).")
     max_tokens: int = Field(512, ge=1, description="Longest judge reply, tokens.")
     json_schema_grammar: bool = Field(
         False,
-        description="Force a JSON verdict with llama.cpp's response_format schema (llama.cpp servers only).",
+        description="Ask for a JSON verdict through the standard JSON-schema response_format.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dropped_backoff(cls, data: Any) -> Any:
+        # backoff_base_s / backoff_max_s tuned the hand-written retry loop that the openai client's own retries
+        # replaced (issue 21): old configs still load, with a warning, until the release after 0.1 rejects them
+        if isinstance(data, dict) and (dropped := sorted(k for k in _DROPPED if k in data)):
+            log.warning("judge.%s ignored: the openai client's own backoff applies now; remove it from the "
+                        "config (the release after 0.1 rejects it)", " and judge.".join(dropped))
+            data = {k: v for k, v in data.items() if k not in _DROPPED}
+        return data
 
     @field_validator("base_url")
     @classmethod

@@ -113,9 +113,10 @@ def run_probe(tools: LlamaCppTools, source_gguf: Path, work: Path, *, quants: Se
     rows: list[ProbeRow] = []
     work.mkdir(parents=True, exist_ok=True)
     # one requantization (logged as a warning) to F16, then every type from F16, as the export does
-    f16 = quantize_gguf(source_gguf, work / "source-F16.gguf", Quant.F16, nthread=threads, quality_matters=False)
+    f16 = quantize_gguf(source_gguf, work / "source-F16.gguf", Quant.F16, tools, nthread=threads,
+                        quality_matters=False)
     for quant in quants:
-        gguf = quantize_gguf(f16, work / f"probe-{quant.value}.gguf", quant, nthread=threads)
+        gguf = quantize_gguf(f16, work / f"probe-{quant.value}.gguf", quant, tools, nthread=threads)
         for row in (probe_runtime(gguf, threads), probe_native(native, gguf, threads)):
             log.info("probe %s via %s: %s (%s)", row.quant, row.path, row.status, row.detail)
             rows.append(row)

@@ -142,7 +142,9 @@ async def _resolve(
                         return
                     try:
                         reply = await client.complete(
-                            job.messages, json_schema=SCHEMA[job.mode] if cfg.json_schema_grammar else None
+                            job.messages,
+                            json_schema=SCHEMA[job.mode] if cfg.json_schema_grammar else None,
+                            schema_name=f"{job.mode}_verdict",
                         )
                     except BaseException:
                         failed.set()

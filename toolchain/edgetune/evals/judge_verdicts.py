@@ -32,11 +32,13 @@ SCHEMA = {
         "type": "object",
         "properties": {"rating": {"type": "integer", "enum": list(range(1, 11))}},
         "required": ["rating"],
+        "additionalProperties": False,  # what OpenAI's strict mode asks of a schema
     },
     "pairwise": {
         "type": "object",
         "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
         "required": ["winner"],
+        "additionalProperties": False,
     },
 }
 _EDGE = r"[ \t*_`#>\[\]().]*"  # markdown around the line; never a newline

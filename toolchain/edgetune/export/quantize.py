@@ -1,15 +1,14 @@
-"""Quantize a GGUF file with llama.cpp's own quantizer, called in-process through llama-cpp-python.
+"""Quantize a GGUF file with llama.cpp's own `llama-quantize` (the native tool set-up builds from the same source
+as llama-cpp-python, also used for imatrix quants).
 
-Reads the source GGUF (checked with GGUFReader first, so a truncated file fails with a clear message rather
-than deep inside llama.cpp) and writes the quantized GGUF through a temp file in the destination folder,
-renamed into place only when llama.cpp reports success. llama.cpp logs its per-tensor progress to stderr;
-that is its own output, not ours.
+Reads the source GGUF's header first (so a truncated file fails with a clear message rather than deep inside
+llama.cpp) and writes the quantized GGUF through a temp file in the destination folder, renamed into place only
+when llama-quantize exits 0. Progress: one INFO line before and after; llama-quantize's own per-tensor lines go to
+the DEBUG log (`-vv`), and the end of its output is quoted when it fails.
 """
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import logging
 import os
 import shutil
@@ -21,6 +20,8 @@ from edgetune.constants import Quant
 from edgetune.errors import ExportError
 from edgetune.export.gguf_header import read_keys
 from edgetune.export.inspect import field_value, file_type_name, read_gguf
+from edgetune.llamacpp import LlamaCppTools
+from edgetune.proc import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,16 @@ log = logging.getLogger(__name__)
 _FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 
 
-def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0, quality_matters: bool = True) -> Path:
-    """Quantize `src` to `quant` and write it to `dst` (replacing an existing file); return `dst`.
+def quantize_gguf(src: Path, dst: Path, quant: Quant, tools: LlamaCppTools, *, nthread: int = 0,
+                  quality_matters: bool = True) -> Path:
+    """Quantize `src` to `quant` with `tools`' llama-quantize and write it to `dst` (replacing an existing file);
+    return `dst`.
 
     `nthread` 0 lets llama.cpp use every core. Requantizing an already quantized source is allowed but
     logged as a WARNING, since it loses more quality than quantizing from F16/BF16 (at INFO when
     `quality_matters` is False: files made only to exercise kernels, as the set-up probe's).
-    Raises ExportError for a missing or corrupt source, an unknown quant, or a failed quantization; no
-    partial file is ever left at `dst` or beside it.
+    Raises ExportError for a missing or corrupt source, an unknown quant, or a failed quantization (ToolError
+    when llama-quantize is not built); no partial file is ever left at `dst` or beside it.
     """
     src, dst = Path(src), Path(dst)
     try:
@@ -60,31 +63,22 @@ def quantize_gguf(src: Path, dst: Path, quant: Quant, *, nthread: int = 0, quali
             "pass the unquantized GGUF to avoid this",
             src, src_ftype.name, quant.value,
         )
-
-    import llama_cpp  # loads the llama.cpp shared library: only when quantizing
-
-    _route_llama_logs(llama_cpp)
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = quant.file_type
-    params.nthread = nthread
-    # llama.cpp refuses a quantized source unless asked, and we only ask when the source is quantized.
-    params.allow_requantize = requantize
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    quantizer = tools.tool("llama-quantize")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".gguf.tmp", dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # llama.cpp refuses a quantized source unless asked, and we only ask when the source is quantized
+    argv = [quantizer, *(["--allow-requantize"] if requantize else []), src, tmp, quant.value]
+    if nthread:
+        argv.append(str(nthread))
     try:
         log.info("quantizing %s (%s) to %s as %s", src, src_ftype.name, dst, quant.value)
-        rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(tmp), ctypes.byref(params))
-        if rc != 0:
-            # llama.cpp can fail half-way and leave a partial file behind: the finally below removes it.
-            said = " | ".join(line for line in list(_LAST_LINES)[-3:] if line)
-            raise ExportError(
-                f"llama.cpp could not quantize {src} to {quant.value} (return code {rc}): {said or 'no reason given'}",
-                "run with -vv for llama.cpp's full log",
-            )
+        # llama-quantize can fail half-way and leave a partial file behind: the finally below removes it
+        done = run_tool(argv, error=ExportError,
+                        hint=f"llama-quantize could not make {quant.value}; run with -vv for its full log")
+        for line in (done.stdout + done.stderr).splitlines():
+            if line.strip():
+                log.debug("llama-quantize: %s", line.rstrip())
         # No read-back of the result: GGUFReader needs seconds for a 50k-token vocabulary, longer than the
         # quantization itself on small models; tests check the written file types against Quant.file_type.
         os.replace(tmp, dst)
@@ -121,27 +115,6 @@ def _source_file_type(src: Path) -> _SourceType:
 def _source_type(ftype: int) -> _SourceType:
     name = file_type_name(ftype) or str(ftype)
     return _SourceType(name, name not in _FLOAT_TYPES)
-
-
-_LOG_CALLBACK = None  # kept alive: llama.cpp holds a raw pointer to it
-_LAST_LINES: collections.deque[str] = collections.deque(maxlen=8)  # for the error message when quantizing fails
-
-
-def _route_llama_logs(llama_cpp) -> None:
-    """llama.cpp prints one line per tensor to stderr while quantizing; send it to our debug log instead."""
-    global _LOG_CALLBACK
-    if _LOG_CALLBACK is not None:
-        return
-
-    @llama_cpp.llama_log_callback
-    def _to_logging(level, text, user_data):  # noqa: ARG001
-        line = text.decode(errors="replace").rstrip()
-        if line.strip():
-            _LAST_LINES.append(line.strip())
-        log.debug("llama.cpp: %s", line)
-
-    _LOG_CALLBACK = _to_logging
-    llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
 
 
 def check_free_space(folder: Path, need_bytes: int, *, what: str) -> None:

@@ -105,7 +105,7 @@ def _quantize(f16: GGUFFile, quant: Quant, tools: LlamaCppTools, threads: int | 
                               threads=threads)
         _describe(b, quant, imatrix_calibration_sha256=imatrix.calibration_sha256)
     else:
-        quantize_gguf(f16.gguf_path, b.path / FILE, quant, nthread=threads or 0)
+        quantize_gguf(f16.gguf_path, b.path / FILE, quant, tools, nthread=threads or 0)
         _describe(b, quant)
 
 
