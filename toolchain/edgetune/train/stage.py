@@ -17,7 +17,8 @@ Departures from the tutorial's recipe, each measured (../shared/NOTES.md): no `p
 autocast: benchmarks/results-train-throughput-2026-11-30.log; an older 2.5x/2x figure left autocast out), the
 base stays bf16 around NF4 weights; TRL 1.16's
 `SFTConfig(max_length=...)` and `processing_class=` replace the removed `max_seq_length`/`tokenizer` arguments;
-loss is on completions only (prompt-completion examples); on CPU, fp32 LoRA with bf16 and checkpointing off.
+loss is on the answers only (prompt-completion examples; every assistant turn of a multi-turn conversation:
+train/turns.py); on CPU, fp32 LoRA with bf16 and checkpointing off.
 """
 
 from __future__ import annotations
@@ -45,14 +46,11 @@ from edgetune.train.base import CUDA_EXTRA, resolve_method
 from edgetune.train.liger import available as liger_available
 from edgetune.train.schedule import resolve_epochs
 from edgetune.train.sharded import save_adapter
+from edgetune.train.turns import training_rows
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
 
 KIND = Adapter.KIND
-
-
-def _to_prompt_completion(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]} for ex in examples]
 
 
 def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, Any]:
@@ -145,7 +143,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         """The training set at `max_length` (the OOM fallback halves it: the prompts are shortened again)."""
         if max_length not in fits:
             fits[max_length] = lengths.check(tok, examples, max_length, src)
-        return Dataset.from_list(_to_prompt_completion(fits[max_length].examples))
+        return Dataset.from_list(training_rows(tok, fits[max_length].examples))
 
     cfg = resolve_epochs(cfg, len(first.examples), processes)  # the key above is the config's; this is the schedule
     fresh = [_load_model(src, method, cuda)]
@@ -217,7 +215,7 @@ def _eval_dataset(tok: Any, examples: list[dict[str, Any]], max_length: int) -> 
         fitted = lengths.fit(tok, examples, max_length, None)
     except DataError:  # every held-out answer is over the limit: no held-out loss, training goes on
         return None
-    return Dataset.from_list(_to_prompt_completion(fitted.examples)) if fitted.examples else None
+    return Dataset.from_list(training_rows(tok, fitted.examples)) if fitted.examples else None
 
 
 def apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:
