@@ -156,6 +156,11 @@ class TrainConfig(_Section):
         None, description="Chat template for a base model that has none: a built-in name (chatml) or a .jinja file. "
                           "Ignored when the model has its own; the merged model and GGUFs carry it.")
     seed: int = Field(0, description="Training seed (CPU runs are bit-reproducible).")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
+        "none", description="Where training metrics go as they are logged: tensorboard (event files in the train "
+                            "artifact's tensorboard/ folder; the [tensorboard] extra), wandb (its own settings and "
+                            "key, from WANDB_* variables) or mlflow (MLFLOW_TRACKING_URI). Does not change the "
+                            "adapter or the cache key.")
 
     @field_validator("chat_template_fallback")
     @classmethod

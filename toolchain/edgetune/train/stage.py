@@ -37,7 +37,7 @@ from edgetune.data import read_examples
 from edgetune.errors import DataError, TrainError
 from edgetune.outputs import Adapter, BaseModel, DataSplit, TrainMetrics
 from edgetune.progress import NullProgress, Progress
-from edgetune.train import checkpoints, lengths
+from edgetune.train import checkpoints, lengths, reporting
 from edgetune.train.adapters import peft_config
 from edgetune.train.args import gradient_checkpointing, micro_batches
 from edgetune.train.attempt import Job
@@ -57,7 +57,7 @@ def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, 
     """The settings that change the adapter: save_steps does not (a rerun with another value still resumes),
     and each adapter kind ignores the other kind's module lists. N processes train N times the effective
     batch, so the process count is part of the key (left out at 1, so single-process keys stay as they were)."""
-    params = {**cfg.model_dump(exclude={"save_steps"}), "method": method}
+    params = {**cfg.model_dump(exclude={"save_steps", "report_to"}), "method": method}
     # settings added later enter the key only when set, so keys of runs that never used them stay as they were
     if not cfg.packing:
         del params["packing"]
@@ -117,6 +117,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     from edgetune.train.heldout import LOSS_ITEMS, task_items
     from edgetune.train.oom import run_with_fallback
 
+    reporting.check(cfg.report_to)  # before any work: a missing package is one error line
     if threads:
         torch.set_num_threads(threads)
     cuda = torch.cuda.is_available()
@@ -151,7 +152,8 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     job = Job(src=src, method=method, cuda=cuda, tok=tok, n_examples=len(first.examples), ckpt_dir=ckpt_dir,
               train_data=train_data, eval_ds=_eval_dataset(tok, heldout[:LOSS_ITEMS], first.max_length),
               items=task_items(heldout, tok, cfg.eval_items), progress=progress or NullProgress(),
-              callbacks=tuple(callbacks), fresh=fresh)
+              callbacks=tuple(callbacks), fresh=fresh,
+              tensorboard_dir=b.path / Adapter.TENSORBOARD_DIR if cfg.report_to == "tensorboard" else None)
     if cfg.save_steps:
         log.info("checkpoints every %d steps in %s (a rerun resumes from the newest)", cfg.save_steps, ckpt_dir)
 
@@ -204,7 +206,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
-    ), chat_template=fallback)
+    ), chat_template=fallback, tensorboard=(b.path / Adapter.TENSORBOARD_DIR).is_dir())
 
 
 def _eval_dataset(tok: Any, examples: list[dict[str, Any]], max_length: int) -> Any:
