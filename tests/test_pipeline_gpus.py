@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from edgetune.config import TrainConfig
+from edgetune.config import EvalConfig, ExportConfig, TrainConfig
+from edgetune.constants import Quant
 from edgetune.home import edgetune_home
 from edgetune.pipeline import build
 from edgetune.train import stage
@@ -16,17 +17,19 @@ from tests.test_pipeline import config
 
 def test_build_trains_on_two_processes_through_the_launcher(tmp_path, tiny_model_dir, colour_jsonl):
     cfg = config(tiny_model_dir, colour_jsonl, tmp_path / "out")
-    cfg = cfg.model_copy(update={"train": TrainConfig(method="lora", r=8, alpha=16, max_steps=3, batch_size=4,
-                                                      learning_rate=1e-2, warmup_ratio=0.0, eval_items=0)})
+    cfg = cfg.model_copy(update={
+        "train": TrainConfig(method="lora", r=8, alpha=16, max_steps=3, batch_size=4, learning_rate=1e-2,
+                             warmup_ratio=0.0, eval_items=0),
+        "export": ExportConfig(quants=[Quant.Q8_0]),  # the rest of the pipeline, kept short
+        "eval": EvalConfig(forgetting={"arc_easy": 2}, max_new_tokens=4)})
     result = build(cfg, edgetune_home(), gpus=2, cpu_processes=True)
     assert "train" in result.ran and result.bundle_dir.is_dir()
-    records = [json.loads(p.read_text()) for p in (cfg.out_dir / "store" / "train").glob("*/artifact.json")]
-    assert len(records) == 1  # rank 0's artifact only; the other rank wrote to scratch
-    record = records[0]
+    found = list((cfg.out_dir / "store" / "train").glob("*/artifact.json"))
+    assert len(found) == 1  # rank 0's artifact only; the other rank wrote to scratch
+    record = json.loads(found[0].read_text())
     assert record["params"]["processes"] == 2
     # 2 ranks of batch 4 take 8 of the 32 examples a step: 3 steps are 0.75 of an epoch (one process: 0.375)
-    log = [json.loads(line) for line in (cfg.out_dir / "store" / "train" / record["key"] / "train_log.jsonl")
-           .read_text().splitlines()]
+    log = [json.loads(line) for line in (found[0].parent / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and abs(log[-1]["epoch"] - 0.75) < 1e-6
     # the key `edgetune train --gpus 2` uses for the same config: a later `train --gpus 2` is a cache hit
     from edgetune.outputs import BaseModel, DataSplit
