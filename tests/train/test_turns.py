@@ -89,3 +89,27 @@ def test_a_template_that_hides_the_turns_is_refused(tokenizer):
     tok.chat_template = "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"
     with pytest.raises(DataError, match="no assistant turn"):
         tokenise(tok, CHAT[:3])
+
+
+def test_the_stage_trains_a_multi_turn_set(tmp_path, tiny_model_dir):
+    """sharegpt conversations through the data and train stages: the loss is finite and every example kept (the
+    held-out loss and greedy check work on conversations too)."""
+    import json
+
+    from edgetune import basemodel, data, train
+    from edgetune.artifacts import Store
+    from edgetune.config import DataConfig, ModelConfig
+
+    rows = [{"conversations": [{"from": "human", "value": f"Colour {i}?"}, {"from": "gpt", "value": "red"},
+                               {"from": "human", "value": "Again?"}, {"from": "gpt", "value": f"blue {i % 3}"}]}
+            for i in range(42)]
+    src = tmp_path / "chat.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = Store(tmp_path / "store")
+    data_art = data.run(DataConfig(source=str(src), heldout_size=10, train_size=32), store)
+    base_art = basemodel.run(ModelConfig(source=str(tiny_model_dir)), store)
+    cfg = FAST.model_copy(update={"max_steps": 3, "save_steps": 0})
+    trained = train.run(cfg, base_art, data_art, store, threads=1)
+    m = trained.training
+    assert m.steps == 3 and m.n_examples == 32 and m.loss_last == m.loss_last  # finite, not NaN
+    assert m.eval_loss_last is not None
