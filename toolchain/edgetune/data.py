@@ -1,8 +1,10 @@
 """The data stage: load a dataset, check its columns, split off a held-out set, write chat examples.
 
-Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id, or the embedded SST-2 sentiment task.
-Writes `train.jsonl` and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the
-assistant's answer. The held-out part follows the data (`heldout_count`: a share with a floor and a cap, raised
+Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id (pinned to a commit: hub.py), or the
+embedded SST-2 sentiment task; rows with input/output columns, chat messages, alpaca's instruction/input/output
+or sharegpt's conversations (SHAPES); several sources mixed by weight (`data.mix`, `mix`). Writes `train.jsonl`
+and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the assistant's answer
+(a conversation keeps its earlier turns, each trained on: train/turns.py). The held-out part follows the data (`heldout_count`: a share with a floor and a cap, raised
 toward the number of items the verdict needs when the caller says how many, up to 30% of the data) and, for
 label tasks, keeps every label's share (`split`). Rendering to tokens happens later with the model's own chat
 template, so the same examples serve every base model.
