@@ -100,6 +100,13 @@ def test_mixture_follows_the_weights_and_the_seed(tmp_path):
 def test_mix_and_source_together_are_refused(tmp_path):
     with pytest.raises(ValueError, match="either source or mix"):
         DataConfig(source="a.jsonl", mix=[{"path": "b.jsonl"}])
+    good = tmp_path / "mixed.yaml"
+    good.write_text("data:\n  - {path: a.jsonl, weight: 2}\n  - {source: b.jsonl}\n")
+    mixed = load_config(good)
+    assert [(s.source, s.weight) for s in mixed.data.mix] == [("a.jsonl", 2.0), ("b.jsonl", 1.0)]
+    assert mixed.with_overrides({"train.r": 8}).data == mixed.data  # other flags keep the mixture
+    with pytest.raises(ConfigError, match="either source or mix"):
+        mixed.with_overrides({"data.source": "c.jsonl"})  # --data with a mixture: which one?
     bad = tmp_path / "edgetune.yaml"
     bad.write_text("data:\n  - {path: a.jsonl, weight: -1}\n")
     with pytest.raises(ConfigError, match="data.mix.0.weight"):

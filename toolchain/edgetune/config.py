@@ -77,7 +77,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _source_or_mix(self) -> DataConfig:
-        if self.mix and "source" in self.model_fields_set:
+        # compared with the default, not by fields set: with_overrides re-validates a dump holding every field
+        if self.mix and self.source != EMBEDDED_DATA:
             raise ValueError("set either source or mix, not both (mix lists every source with its weight)")
         return self
 
