@@ -142,6 +142,7 @@ def test_hub_id_offline_loads_the_cached_commit_and_keys_on_it(tmp_path, monkeyp
     import json
     import logging
 
+    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     old, new = "1" * 40, "2" * 40

@@ -62,3 +62,17 @@ def test_doctor_says_which_fast_paths_are_active(edgetune):
         assert checks[f"fast path: {name}"]["detail"].startswith("inactive: ")
     human = edgetune("doctor")
     assert "OFF  fast path: Liger kernels: inactive: no CUDA GPU here" in human.stdout
+
+
+def test_fast_paths_name_the_cuda_extra_pyproject_declares():
+    # doctor reports the [cuda] extra as installed or not by these names; pyproject.toml is what pip installs
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from edgetune.fastpaths import CUDA_EXTRA
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    declared = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower()
+                for r in pyproject["project"]["optional-dependencies"]["cuda"]}
+    assert set(CUDA_EXTRA) == declared == {"bitsandbytes", "liger-kernel"}

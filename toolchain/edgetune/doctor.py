@@ -3,7 +3,8 @@
 Each check gives one `Check` (OK / WARN / FAIL, a detail line and the fix). Reads the CPU's features, the
 llama-cpp-python wheel's build record (found through pip's direct_url.json, written by scripts/setup.sh), the
 native tools' build.json, the set-up probe's probe.json, the cross-built device runtimes, torch/CUDA and
-bitsandbytes, which training fast paths are active (fastpaths.py), free disk space and, when given, a judge endpoint. Writes nothing; loads no model.
+bitsandbytes, which training fast paths are active (fastpaths.py), free disk space and, when given, a judge
+endpoint. Writes nothing; loads no model.
 """
 
 from __future__ import annotations
