@@ -15,10 +15,9 @@ finite loss, or an OOM nothing fixes; DataError when every example's answer alon
 Departures from the tutorial's recipe, each measured (../shared/NOTES.md): no `prepare_model_for_kbit_training`
 (its fp32 upcast costs 1.25x speed and 1/0.76x memory on an H200, Mistral-7B shape, with the tutorial's bf16
 autocast: benchmarks/results-train-throughput-2026-11-30.log; an older 2.5x/2x figure left autocast out), the
-base stays bf16 around NF4 weights; TRL 1.16's
-`SFTConfig(max_length=...)` and `processing_class=` replace the removed `max_seq_length`/`tokenizer` arguments;
-loss is on the answers only (prompt-completion examples; every assistant turn of a multi-turn conversation:
-train/turns.py); on CPU, fp32 LoRA with bf16 and checkpointing off.
+base stays bf16 around NF4 weights; TRL 1.16's `SFTConfig(max_length=...)` and `processing_class=` replace the
+removed `max_seq_length`/`tokenizer` arguments; loss is on the answers only (prompt-completion examples; every
+assistant turn of a multi-turn conversation: train/turns.py); on CPU, fp32 LoRA with bf16 and checkpointing off.
 """
 
 from __future__ import annotations
