@@ -120,10 +120,44 @@ def test_missing_relative_gguf_is_a_model_error(tmp_path, monkeypatch):
 def test_unreachable_hub_id_is_a_model_error(tmp_path, monkeypatch):
     """The hub path is real (from_pretrained); offline, an unknown id fails cleanly and publishes nothing."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match="cannot load base model edgetune-tests/no-such-model"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelError, match="holds no model edgetune-tests/no-such-model@main") as exc:
         run("edgetune-tests/no-such-model", tmp_path / "store")
+    assert exc.value.exit_code == 4 and "go online once" in exc.value.hint
     leftovers = list((tmp_path / "store").rglob("*"))
     assert all(p.is_dir() for p in leftovers), leftovers  # at most the empty kind folder, no temp build folder
+
+
+def _hub_cache(root: Path, repo: str, model_dir: Path, sha: str) -> None:
+    """huggingface_hub's cache layout: models--owner--name/snapshots/<commit>/ with the files, refs/main naming it."""
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(model_dir, repo_dir / "snapshots" / sha)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(sha)
+
+
+def test_hub_id_offline_loads_the_cached_commit_and_keys_on_it(tmp_path, monkeypatch, tiny_model_dir, caplog):
+    """A hub id resolves to the commit the hub cache recorded (offline), loads that snapshot through
+    from_pretrained, and names the commit in the record; when main moves, the key moves (no silent reuse)."""
+    import json
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    old, new = "1" * 40, "2" * 40
+    _hub_cache(tmp_path / "hub", "someone/tiny", tiny_model_dir, old)
+    with caplog.at_level(logging.WARNING):
+        first = run("someone/tiny", tmp_path / "store")
+    assert "HF_HUB_OFFLINE is set" in caplog.text and old[:12] in caplog.text
+    record = json.loads((first.path / ARTIFACT_FILE).read_text())
+    assert record["inputs"]["source"] == f"someone/tiny@{old} (main, resolved offline from the hub cache)"
+    assert (first.model_dir / "config.json").is_file()
+    assert run("someone/tiny", tmp_path / "store").key == first.key  # same commit: a cache hit
+    shutil.copytree(tmp_path / "hub" / "models--someone--tiny" / "snapshots" / old,
+                    tmp_path / "hub" / "models--someone--tiny" / "snapshots" / new)
+    (tmp_path / "hub" / "models--someone--tiny" / "refs" / "main").write_text(new)
+    assert run("someone/tiny", tmp_path / "store").key != first.key
 
 
 # --- a GGUF source ----------------------------------------------------------------------------------------------

@@ -184,7 +184,8 @@ def test_rows_without_the_columns(tmp_path):
     store_root = tmp_path / "store"
     with pytest.raises(DataError) as exc:
         data.run(cfg(write_jsonl(tmp_path / "d.jsonl", rows)), Store(store_root))
-    assert exc.value.message == ("dataset rows need columns 'input' and 'output', or 'messages'; "
+    assert exc.value.message == ("dataset rows need columns 'input' and 'output', or 'messages', or alpaca's "
+                                 "'instruction'/'input'/'output', or sharegpt's 'conversations'; "
                                  "found ['completion', 'prompt']")
     assert "data.input_column" in exc.value.hint and "data.output_column" in exc.value.hint
     assert store_entries(store_root) == []

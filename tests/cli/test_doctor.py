@@ -37,3 +37,42 @@ def test_doctor_probe_exits_9_when_llama_cpp_crashes(edgetune, monkeypatch, tmp_
     assert result.stderr.strip().splitlines()[-1].startswith("error: llama.cpp crashed on this machine computing "
                                                              "with Q4_0 via llama-bench")
     assert json.loads((root / "probe.json").read_text())["crashed"] is True
+
+
+def test_doctor_says_which_fast_paths_are_active(edgetune):
+    """On this CPU machine every training fast path is inactive, each line saying why (the real torch here is a CPU
+    build); the JSON gives each path's state for scripts. On a CUDA host the same checks report them active."""
+    import torch
+
+    result = edgetune("--json", "doctor")
+    payload = json.loads(result.stdout)
+    paths = {p["name"]: p for p in payload["fast_paths"]}
+    assert list(paths) == ["CUDA torch", "[cuda] extra", "bitsandbytes NF4", "Liger kernels", "flash attention (sdpa)"]
+    checks = {c["name"]: c for c in payload["checks"]}
+    if torch.cuda.is_available():
+        assert paths["CUDA torch"]["active"] and checks["fast path: CUDA torch"]["status"] == "OK"
+        return
+    assert not any(p["active"] for p in paths.values())
+    assert torch.version.cuda is None and "is a CPU build" in paths["CUDA torch"]["detail"]
+    assert "no CUDA GPU here" in paths["Liger kernels"]["detail"] and "Triton" in paths["Liger kernels"]["detail"]
+    assert "trains fp32 LoRA" in paths["bitsandbytes NF4"]["detail"]
+    assert "sdpa runs torch's CPU kernel" in paths["flash attention (sdpa)"]["detail"]
+    for name in paths:  # OFF: nothing to fix on a machine without a GPU, so they never fail the doctor
+        assert checks[f"fast path: {name}"]["status"] == "OFF"
+        assert checks[f"fast path: {name}"]["detail"].startswith("inactive: ")
+    human = edgetune("doctor")
+    assert "OFF  fast path: Liger kernels: inactive: no CUDA GPU here" in human.stdout
+
+
+def test_fast_paths_name_the_cuda_extra_pyproject_declares():
+    # doctor reports the [cuda] extra as installed or not by these names; pyproject.toml is what pip installs
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from edgetune.fastpaths import CUDA_EXTRA
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    declared = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower()
+                for r in pyproject["project"]["optional-dependencies"]["cuda"]}
+    assert set(CUDA_EXTRA) == declared == {"bitsandbytes", "liger-kernel"}

@@ -120,3 +120,17 @@ def test_an_unknown_chat_template_fallback_is_one_error_line(edgetune, config, i
     line = one_error_line(result, 2)  # a config error
     assert "vicuna" in line and "chatml" in line
     assert not (isolated / "out").exists()
+
+
+def test_build_takes_gpus_as_train_does(edgetune, config, isolated):
+    """`build --gpus 2` goes through the same launcher check as `train --gpus 2`: on a machine without CUDA, the
+    same one error line, before any stage runs."""
+    import torch
+
+    assert "--gpus" in CliRunner().invoke(cli, ["build", "--help"]).output
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = edgetune("build", "-c", config, "--gpus", "2", "--out", "out")
+    line = one_error_line(result, 2)
+    assert line == "error: asked for 2 GPUs, but CUDA shows 0 on this machine (drop --gpus (CPU training))"
+    assert not (isolated / "out" / "store").exists()

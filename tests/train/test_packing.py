@@ -11,7 +11,7 @@ import pytest
 from edgetune import train
 from edgetune.artifacts import Store
 from edgetune.train.args import sft_config
-from edgetune.train.stage import _to_prompt_completion
+from edgetune.train.turns import training_rows
 
 from tests.conftest import make_tiny_llama
 
@@ -41,7 +41,7 @@ def _first_batch_loss(model_dir, tmp_path, *, packing: bool, attn: str):
     cfg = FAST.model_copy(update={"packing": packing, "batch_size": len(EXAMPLES), "save_steps": 0, "max_length": 256})
     args = sft_config(cfg, tmp_path / f"out-{packing}-{attn}", cuda=False, liger=False)
     trainer = SFTTrainer(model=model, args=args, processing_class=tok,
-                         train_dataset=Dataset.from_list(_to_prompt_completion(EXAMPLES)))
+                         train_dataset=Dataset.from_list(training_rows(tok, EXAMPLES)))
     batch = next(iter(trainer.get_train_dataloader()))  # every example in one batch: the mean is order-free
     model.eval()
     with torch.no_grad():

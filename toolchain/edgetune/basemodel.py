@@ -1,8 +1,8 @@
 """The base-model stage: resolve `model.source` to a full-precision Hugging Face folder (safetensors).
 
 A local HF folder is used in place (its content hash keys the cache). A GGUF file (the embedded SmolLM2 is one)
-is dequantized to fp32 by transformers and saved. A hub id goes through `from_pretrained`, the real hub path,
-and is saved. Weights load from safetensors only, and repo code runs only with `trust_remote_code: true`.
+is dequantized to fp32 by transformers and saved. A hub id is pinned to a commit (hub.py: the key holds it, the
+record names it) and goes through `from_pretrained` at that commit, the real hub path, and is saved. Weights load from safetensors only, and repo code runs only with `trust_remote_code: true`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgetune import assets
+from edgetune import assets, hub
 from edgetune.artifacts import Builder, Store
 from edgetune.hash_memo import sha256_file_memo, sha256_tree_memo
 from edgetune.config import ModelConfig
@@ -98,29 +98,34 @@ def _check_gguf(path: Path) -> None:
 def run(cfg: ModelConfig, store: Store) -> BaseModel:
     """The base model as a loadable fp32/bf16 HF folder (`model_dir`). Raises ModelError."""
     local = _local_source(cfg)
+    pinned: hub.Pinned | None = None
+    name = str(local or cfg.source)
     if local is not None and local.is_dir():
         _check_hf_folder(local)
         fingerprint = sha256_tree_memo(local)
     elif local is not None:
         _check_gguf(local)
         fingerprint = sha256_file_memo(local)
-    else:
-        fingerprint = f"hub:{cfg.source}@{cfg.revision or 'main'}"
+    else:  # a hub id, pinned to the commit its revision names now (a moved `main` is a new key)
+        pinned = hub.pin(cfg.source, cfg.revision, "model", ModelError)
+        fingerprint = pinned.fingerprint
+        how = "offline from the hub cache" if pinned.how == "cache" else pinned.how
+        name = f"{cfg.source}@{pinned.sha} ({pinned.revision}, resolved {how})"
 
     def build(b: Builder) -> None:
         if local is not None and local.is_dir():
             folder = str(local.resolve())  # used in place; the key pins its content
         else:
-            _materialise(cfg, local, b.path / "model")
+            _materialise(cfg, local, b.path / "model", pinned)
             folder = "model"
         BaseModel.write(b, model_dir=folder, source_sha256=fingerprint, license=_license_of(local))
 
     # the key holds the source's content hash, the record its readable name
     return BaseModel.of(store.stage(KIND, cfg.model_dump(), {"source": fingerprint}, build,
-                                    record_inputs={"source": str(local or cfg.source)}))
+                                    record_inputs={"source": name}))
 
 
-def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
+def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path, pinned: hub.Pinned | None = None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,7 +138,10 @@ def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
         where = str(gguf.parent)
     else:
         log.info("loading %s from the hub", cfg.source)
-        kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
+        # the pinned commit, from the cache hub.pin read (offline: from it alone)
+        kwargs = dict(revision=pinned.sha if pinned else cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                      use_safetensors=True, cache_dir=str(hub.cache_dir()),
+                      local_files_only=pinned is not None and pinned.how == "cache")
         where = cfg.source
     try:
         tok = AutoTokenizer.from_pretrained(where, **{k: v for k, v in kwargs.items() if k != "quantization_config" and k != "use_safetensors"})

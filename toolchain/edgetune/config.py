@@ -35,9 +35,29 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Run model code shipped with a hub repo. Off unless asked.")
 
 
+class DataSource(_Section):
+    source: str = Field(description="jsonl, json, csv, an HF dataset folder, a hub id, or embedded:sst2.")
+    weight: float = Field(1.0, gt=0, description="Share of the mixture, relative to the other sources' weights.")
+    split: str | None = Field(None, description="Split to read (None: data.split).")
+    revision: str | None = Field(None, description="Hub revision when source is a hub id (None: data.revision).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_is_source(cls, data: Any) -> Any:  # `path:` reads as naturally as `source:` in a list entry
+        if isinstance(data, dict) and "path" in data and "source" not in data:
+            data = {("source" if k == "path" else k): v for k, v in data.items()}
+        return data
+
+
 class DataConfig(_Section):
     source: str = Field(EMBEDDED_DATA, description="jsonl, json, csv, an HF dataset folder, a hub id, or embedded:sst2.")
     split: str = Field("train", description="Split to read from a hub id or a DatasetDict folder.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when source is a hub id "
+                                                   "(None: main); pinned to its commit for the run.")
+    mix: list[DataSource] = Field(
+        default_factory=list, description="Several sources mixed by weight instead of source (each {source, "
+                                          "weight, split}): the largest mixture in those proportions that repeats "
+                                          "no row, drawn with data.seed. `data:` given as a list means this.")
     input_column: str = Field("input", description="Column holding the user prompt.")
     output_column: str = Field("output", description="Column holding the expected answer.")
     messages_column: str = Field("messages", description="Column of chat messages, used instead of input/output.")
@@ -54,6 +74,13 @@ class DataConfig(_Section):
                                              "in its share of the data, so both parts see every label.")
     train_size: int | None = Field(384, ge=1, description="Cap on training examples (None: all that remain).")
     seed: int = Field(0, description="Seed of the train/held-out split.")
+
+    @model_validator(mode="after")
+    def _source_or_mix(self) -> DataConfig:
+        # compared with the default, not by fields set: with_overrides re-validates a dump holding every field
+        if self.mix and self.source != EMBEDDED_DATA:
+            raise ValueError("set either source or mix, not both (mix lists every source with its weight)")
+        return self
 
     @model_validator(mode="after")
     def _heldout_bounds(self) -> DataConfig:
@@ -130,6 +157,11 @@ class TrainConfig(_Section):
         None, description="Chat template for a base model that has none: a built-in name (chatml) or a .jinja file. "
                           "Ignored when the model has its own; the merged model and GGUFs carry it.")
     seed: int = Field(0, description="Training seed (CPU runs are bit-reproducible).")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = Field(
+        "none", description="Where training metrics go as they are logged: tensorboard (event files in the train "
+                            "artifact's tensorboard/ folder; the [tensorboard] extra), wandb (its own settings and "
+                            "key, from WANDB_* variables) or mlflow (MLFLOW_TRACKING_URI). Does not change the "
+                            "adapter or the cache key.")
 
     @field_validator("chat_template_fallback")
     @classmethod
@@ -314,10 +346,18 @@ def load_config(path: Path | None) -> BuildConfig:
     base = path.parent
     if isinstance(data.get("out_dir"), str):
         data["out_dir"] = str((base / data["out_dir"]))
+    if isinstance(data.get("data"), list):  # `data: [{path, weight}, ...]`: a weighted mixture
+        data["data"] = {"mix": data["data"]}
     for section in ("model", "data"):
         src = (data.get(section) or {}).get("source") if isinstance(data.get(section), dict) else None
         if isinstance(src, str) and not Path(src).is_absolute() and (base / src).exists():
             data[section]["source"] = str(base / src)
+    mix = data["data"].get("mix") if isinstance(data.get("data"), dict) else None
+    for entry in mix if isinstance(mix, list) else []:
+        key = "source" if isinstance(entry, dict) and "source" in entry else "path"
+        src = entry.get(key) if isinstance(entry, dict) else None
+        if isinstance(src, str) and not Path(src).is_absolute() and (base / src).exists():
+            entry[key] = str(base / src)
     metric = data["eval"].get("metric") if isinstance(data.get("eval"), dict) else None
     if isinstance(metric, dict) and isinstance(metric.get("json_schema"), str) \
             and not Path(metric["json_schema"]).expanduser().is_absolute():

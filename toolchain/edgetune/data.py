@@ -1,8 +1,10 @@
 """The data stage: load a dataset, check its columns, split off a held-out set, write chat examples.
 
-Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id, or the embedded SST-2 sentiment task.
-Writes `train.jsonl` and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the
-assistant's answer. The held-out part follows the data (`heldout_count`: a share with a floor and a cap, raised
+Reads jsonl, json, csv, an HF dataset folder (`save_to_disk`), a hub id (pinned to a commit: hub.py), or the
+embedded SST-2 sentiment task; rows with input/output columns, chat messages, alpaca's instruction/input/output
+or sharegpt's conversations (SHAPES); several sources mixed by weight (`data.mix`, `mix`). Writes `train.jsonl`
+and `heldout.jsonl`, one `{"id", "messages"}` object per line, the last message being the assistant's answer
+(a conversation keeps its earlier turns, each trained on: train/turns.py). The held-out part follows the data (`heldout_count`: a share with a floor and a cap, raised
 toward the number of items the verdict needs when the caller says how many, up to 30% of the data) and, for
 label tasks, keeps every label's share (`split`). Rendering to tokens happens later with the model's own chat
 template, so the same examples serve every base model.
@@ -17,10 +19,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from edgetune import assets
+from edgetune import assets, hub
 from edgetune.artifacts import Builder, Store
+from edgetune.config import DataConfig, DataSource
 from edgetune.hash_memo import sha256_file_memo, sha256_tree_memo
-from edgetune.config import DataConfig
 from edgetune.errors import DataError
 from edgetune.labels import normalise_label
 from edgetune.outputs import DataSplit
@@ -45,8 +47,7 @@ def _embedded_sst2() -> list[dict[str, Any]]:
     ]
 
 
-def _read_source(cfg: DataConfig) -> list[dict[str, Any]]:
-    src = cfg.source
+def _read_source(src: str, split_name: str, pinned: hub.Pinned | None = None) -> list[dict[str, Any]]:
     if src == assets.EMBEDDED_DATA:
         return _embedded_sst2()
     path = Path(src).expanduser()
@@ -79,14 +80,14 @@ def _read_source(cfg: DataConfig) -> list[dict[str, Any]]:
         except FileNotFoundError as exc:
             raise DataError(f"{path} is not a dataset saved with save_to_disk", "point data.source at that folder") from exc
         if isinstance(ds, DatasetDict):
-            if cfg.split not in ds:
-                raise DataError(f"{path} has no split {cfg.split!r} (has {sorted(ds)})", "set data.split")
-            ds = ds[cfg.split]
+            if split_name not in ds:
+                raise DataError(f"{path} has no split {split_name!r} (has {sorted(ds)})", "set data.split")
+            ds = ds[split_name]
         return list(ds)
     from datasets import load_dataset  # a hub id: the real loading path, used when a hub is reachable
 
-    try:
-        return list(load_dataset(src, split=cfg.split))
+    try:  # at the pinned commit, so the rows are those the cache key names
+        return list(load_dataset(src, split=split_name, revision=pinned.sha if pinned else None))
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
         raise DataError(f"cannot load dataset {src!r}: {str(exc).splitlines()[0]}", "give a local file or folder, or check the hub id and network") from exc
 
@@ -122,22 +123,54 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system"}
+SHAPES = ("input/output columns (data.input_column, data.output_column), a messages column of {role, content}, "
+          "alpaca's instruction/input/output, or sharegpt's conversations of {from, value}")
+
+
+def _bad_row(row: dict[str, Any], cfg: DataConfig, why: str) -> DataError:
+    return DataError(f"example {row.get('id', '?')}: {why}; found columns {sorted(row)}",
+                     f"give {SHAPES}")
+
+
+def _chat(row: dict[str, Any], column: str, cfg: DataConfig) -> list[dict[str, str]]:
+    """A list of {role, content} (OpenAI style) or {from, value} (sharegpt) objects as chat messages."""
+    raw = row[column]
+    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
+        raise _bad_row(row, cfg, f"{column!r} must be a list of {{\"role\", \"content\"}} objects")
+    msgs = []
+    for m in raw:
+        if isinstance(m.get("role"), str) and "content" in m:
+            msgs.append({"role": m["role"], "content": _text(m["content"])})
+        elif isinstance(m.get("from"), str) and "value" in m and m["from"].lower() in SHAREGPT_ROLES:
+            msgs.append({"role": SHAREGPT_ROLES[m["from"].lower()], "content": _text(m["value"])})
+        else:
+            raise _bad_row(row, cfg, f"{column!r} holds {sorted(m)}: each message needs role/content or "
+                                     f"from/value (from one of {', '.join(sorted(SHAREGPT_ROLES))})")
+    return msgs
+
+
 def to_messages(row: dict[str, Any], cfg: DataConfig) -> list[dict[str, str]]:
-    """One example as chat messages ending with the assistant's answer. Raises DataError on a bad row."""
+    """One example as chat messages ending with the assistant's answer, from any of the shapes in SHAPES (the
+    configured columns first). A conversation may hold several assistant turns: each is trained on
+    (train/turns.py). Raises DataError on a bad row or an unknown shape."""
     if cfg.messages_column in row and row[cfg.messages_column]:
-        raw = row[cfg.messages_column]
-        if not isinstance(raw, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                and "content" in m for m in raw):
-            raise DataError(f"example {row.get('id', '?')}: {cfg.messages_column!r} must be a list of "
-                            f"{{\"role\", \"content\"}} objects", "fix the example, or use input/output columns")
-        msgs = [{"role": m["role"], "content": _text(m["content"])} for m in raw]
+        msgs = _chat(row, cfg.messages_column, cfg)
+    elif "instruction" in row and cfg.output_column in row and cfg.input_column != "instruction":
+        # alpaca: the instruction, then the optional input, as one user message (as alpaca's own prompt joins them)
+        extra = _text(row.get("input")).strip()
+        prompt = _text(row["instruction"]) + (f"\n\n{extra}" if extra else "")
+        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(row[cfg.output_column])}]
     elif cfg.input_column in row and cfg.output_column in row:
         msgs = [{"role": "user", "content": _text(row[cfg.input_column])},
                 {"role": "assistant", "content": _text(row[cfg.output_column])}]
+    elif "conversations" in row and row["conversations"]:
+        msgs = _chat(row, "conversations", cfg)
     else:
         raise DataError(
-            f"dataset rows need columns {cfg.input_column!r} and {cfg.output_column!r}, or {cfg.messages_column!r}; "
-            f"found {sorted(row)}",
+            f"dataset rows need columns {cfg.input_column!r} and {cfg.output_column!r}, or {cfg.messages_column!r}, "
+            f"or alpaca's 'instruction'/'input'/'output', or sharegpt's 'conversations'; found {sorted(row)}",
             "rename the columns or set data.input_column / data.output_column",
         )
     if cfg.system_prompt and msgs[0]["role"] != "system":
@@ -147,34 +180,105 @@ def to_messages(row: dict[str, Any], cfg: DataConfig) -> list[dict[str, str]]:
     return msgs
 
 
-def source_fingerprint(cfg: DataConfig) -> str:
-    """Content hash of a local source (so editing the file invalidates the cache); the id itself otherwise."""
-    path = Path(cfg.source).expanduser()
+def sources(cfg: DataConfig) -> list[DataSource]:
+    """data.mix, or data.source as the one source (weight 1)."""
+    return list(cfg.mix) or [DataSource(source=cfg.source, split=cfg.split, revision=cfg.revision)]
+
+
+def is_hub_id(src: str) -> bool:
+    """Not the embedded set and not a local path: a hub dataset id."""
+    path = Path(src).expanduser()
+    return not (src == assets.EMBEDDED_DATA or path.exists() or src.startswith((".", "/", "~"))
+                or path.suffix.lower() in {".jsonl", ".json", ".csv"})
+
+
+def _local_fingerprint(src: str) -> str:
+    path = Path(src).expanduser()
     if path.is_file():
         return sha256_file_memo(path)
     if path.is_dir():
         return sha256_tree_memo(path)
-    if cfg.source == assets.EMBEDDED_DATA:
+    if src == assets.EMBEDDED_DATA:
         return sha256_tree_memo(assets.olmo_dataset("glue", "sst2", "validation"))
-    return cfg.source
+    return src
+
+
+def source_fingerprint(cfg: DataConfig) -> str:
+    """Content hash of a local source (so editing the file invalidates the cache); a hub id at its commit."""
+    if is_hub_id(cfg.source):
+        return hub.pin(cfg.source, cfg.revision, "dataset", DataError).fingerprint
+    return _local_fingerprint(cfg.source)
 
 
 def run(cfg: DataConfig, store: Store, *, verdict_items: int | None = None) -> DataSplit:
     """Write train.jsonl and heldout.jsonl. `verdict_items`: held-out items the report's verdict needs (the
-    pipeline passes report.verdict.heldout_needed for eval.margin); the share is raised toward it. Raises
-    DataError for missing files, columns or too few rows."""
+    pipeline passes report.verdict.heldout_needed for eval.margin); the share is raised toward it. A hub id is
+    pinned to its commit first (hub.py): the key holds the commit, the record names it. Raises DataError for
+    missing files, columns or too few rows, or a hub revision that cannot be resolved."""
     params = {**cfg.model_dump(), "verdict_items": verdict_items}
-    # the key holds the source's content hash, the record its name
-    art = store.stage(KIND, params, {"source": source_fingerprint(cfg)},
-                      lambda b: _build(cfg, verdict_items, b), record_inputs={"source": cfg.source})
+    for unset in ("revision", "mix"):  # settings added later enter the key only when set: old keys stay valid
+        if not params[unset]:
+            del params[unset]
+    srcs = sources(cfg)
+    pins = {k: hub.pin(s.source, s.revision or cfg.revision, "dataset", DataError)
+            for k, s in enumerate(srcs) if is_hub_id(s.source)}
+    names = [f"{s.source}@{pins[k].sha} ({pins[k].revision}, resolved {pins[k].how})" if k in pins else s.source
+             for k, s in enumerate(srcs)]
+    prints = [pins[k].fingerprint if k in pins else _local_fingerprint(s.source) for k, s in enumerate(srcs)]
+    if cfg.mix:
+        inputs = {f"source{k}": fp for k, fp in enumerate(prints)}
+        record = {f"source{k}": name for k, name in enumerate(names)}
+    else:  # the key holds the source's content hash, the record its name
+        inputs, record = {"source": prints[0]}, {"source": names[0]}
+    art = store.stage(KIND, params, inputs, lambda b: _build(cfg, verdict_items, b, pins), record_inputs=record)
     return DataSplit.of(art)
 
 
-def _build(cfg: DataConfig, verdict_items: int | None, b: Builder) -> None:
-    rows = _read_source(cfg)
-    if not rows:
+def _examples(cfg: DataConfig, pins: dict[int, hub.Pinned]) -> list[dict[str, Any]]:
+    """Every source's rows as chat examples; several sources mixed by weight (`mix`)."""
+    parts = []
+    for k, s in enumerate(sources(cfg)):
+        rows = _read_source(s.source, s.split or cfg.split, pins.get(k))
+        if not rows:
+            raise DataError(f"dataset {s.source} is empty", "check the file or split")
+        prefix = f"{k}:" if cfg.mix else ""  # ids stay unique across sources
+        parts.append([{"id": prefix + str(r.get("id", i)), "messages": to_messages(r, cfg)}
+                      for i, r in enumerate(rows)])
+    if not cfg.mix:
+        return parts[0]
+    return mix(parts, [s.weight for s in cfg.mix], seed=cfg.seed,
+               names=[s.source for s in cfg.mix])
+
+
+def mix(parts: list[list[dict[str, Any]]], weights: list[float], *, seed: int,
+        names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The largest mixture whose shares follow `weights` without repeating a row: the source that runs out
+    first at its share sets the size; each source's rows are a seeded sample (the same seed, the same rows).
+    Shares are met to the nearest row (largest remainders)."""
+    total_w = sum(weights)
+    shares = [w / total_w for w in weights]
+    size = min(int(len(p) / sh + 1e-9) for p, sh in zip(parts, shares))
+    quota = [sh * size for sh in shares]
+    take = [min(int(q), len(p)) for q, p in zip(quota, parts)]
+    for k in sorted(range(len(parts)), key=lambda j: (int(quota[j]) - quota[j], j))[: size - sum(take)]:
+        if take[k] < len(parts[k]):
+            take[k] += 1
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for k, (part, n) in enumerate(zip(parts, take)):
+        chosen = sorted(rng.sample(range(len(part)), n))
+        out.extend(part[j] for j in chosen)
+        log.info("data: %d of %d rows from %s (weight %.3g, %.1f%% of the mixture)", n, len(part),
+                 names[k] if names else k, weights[k], 100 * n / max(1, size))
+    return out
+
+
+def _build(cfg: DataConfig, verdict_items: int | None, b: Builder, pins: dict[int, hub.Pinned]) -> None:
+    examples = _examples(cfg, pins)
+    if not examples:
         raise DataError(f"dataset {cfg.source} is empty", "check the file or split")
-    examples = [{"id": str(r.get("id", i)), "messages": to_messages(r, cfg)} for i, r in enumerate(rows)]
+    for pinned in pins.values():  # the commit the rows came from, beside them
+        log.info("data: %s@%s is commit %s (%s)", pinned.repo_id, pinned.revision, pinned.sha, pinned.how)
     n_heldout = heldout_count(cfg, len(examples), verdict_items)
     if len(examples) <= n_heldout:
         raise DataError(

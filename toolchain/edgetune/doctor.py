@@ -3,7 +3,8 @@
 Each check gives one `Check` (OK / WARN / FAIL, a detail line and the fix). Reads the CPU's features, the
 llama-cpp-python wheel's build record (found through pip's direct_url.json, written by scripts/setup.sh), the
 native tools' build.json, the set-up probe's probe.json, the cross-built device runtimes, torch/CUDA and
-bitsandbytes, free disk space and, when given, a judge endpoint. Writes nothing; loads no model.
+bitsandbytes, which training fast paths are active (fastpaths.py), free disk space and, when given, a judge
+endpoint. Writes nothing; loads no model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edgetune.cpu import build_flags, cpu_flags, has_amx
 from edgetune.errors import EdgetuneError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
+OFF = "OFF"  # a fast path that cannot apply on this machine (no GPU): nothing to fix here
 LOW_DISK_BYTES = 5 * 1024**3  # a 1B model's fp32 merge, F16 GGUF and quants
 NO_DISK_BYTES = 1024**3
 
@@ -197,6 +199,17 @@ def gpu_check() -> list[Check]:
     return checks
 
 
+def fast_path_checks() -> list[Check]:
+    """One line per training fast path (fastpaths.py): OK when active; on a CUDA host an inactive one is a WARN
+    with its fix; without CUDA they are OFF, with the reason."""
+    from edgetune.fastpaths import fast_paths
+
+    paths = fast_paths()
+    cuda = paths[0].active  # "CUDA torch" comes first
+    return [Check(f"fast path: {p.name}", OK if p.active else WARN if cuda else OFF,
+                  ("active: " if p.active else "inactive: ") + p.detail, p.fix) for p in paths]
+
+
 def disk_check(name: str, folder: Path) -> Check:
     probe = folder
     while not probe.exists() and probe != probe.parent:
@@ -235,5 +248,6 @@ def run_checks(home: Path, out_dir: Path, judge_url: str | None = None) -> list[
     checks.append(flags_check(wheel_build_record()))
     checks += cross_check(home)
     checks += gpu_check()
+    checks += fast_path_checks()
     checks += [disk_check("cache", home), disk_check("output", out_dir), judge_check(judge_url)]
     return checks

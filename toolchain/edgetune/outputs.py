@@ -180,27 +180,32 @@ class Adapter(StageOutput):
     LOG_FILE: ClassVar[str] = "train_log.jsonl"  # one row per logged step
     EVAL_LOG_FILE: ClassVar[str] = "eval_log.jsonl"  # one row per epoch
     TEMPLATE_FILE: ClassVar[str] = "chat_template.jinja"
+    TENSORBOARD_DIR: ClassVar[str] = "tensorboard"  # event files, with train.report_to: tensorboard
 
     adapter_dir: Path
     log_path: Path
     eval_log_path: Path | None
     chat_template_path: Path | None  # the fallback template trained with, which merge writes into the model
     training: TrainMetrics
+    tensorboard_dir: Path | None = None
 
     @classmethod
     def _read(cls, art: Artifact) -> dict[str, Any]:
         return {"adapter_dir": art.file("adapter"), "log_path": art.file("log"),
                 "eval_log_path": _optional_path(art, "eval_log"),
                 "chat_template_path": _optional_path(art, "chat_template"),
+                "tensorboard_dir": _optional_path(art, "tensorboard"),
                 "training": TrainMetrics.from_record(art.metrics)}
 
     @classmethod
-    def write(cls, b: Builder, training: TrainMetrics, *, chat_template: bool) -> None:
-        """Record ADAPTER_DIR, LOG_FILE, EVAL_LOG_FILE and, with `chat_template`, TEMPLATE_FILE (all written by
-        the stage), and the metrics."""
+    def write(cls, b: Builder, training: TrainMetrics, *, chat_template: bool, tensorboard: bool = False) -> None:
+        """Record ADAPTER_DIR, LOG_FILE, EVAL_LOG_FILE and, with `chat_template`, TEMPLATE_FILE, with
+        `tensorboard`, TENSORBOARD_DIR (all written by the stage), and the metrics."""
         b.outputs.update(adapter=cls.ADAPTER_DIR, log=cls.LOG_FILE, eval_log=cls.EVAL_LOG_FILE)
         if chat_template:
             b.outputs["chat_template"] = cls.TEMPLATE_FILE
+        if tensorboard:
+            b.outputs["tensorboard"] = cls.TENSORBOARD_DIR
         b.metrics.update(training.to_record())
 
 

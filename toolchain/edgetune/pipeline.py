@@ -65,6 +65,7 @@ from edgetune.report.schema import (
 from edgetune.report.schema import Fidelity as FidelitySection
 from edgetune.report.verdict import heldout_needed
 from edgetune.targets import Target, get_target
+from edgetune.train.launch import available_gpus, check_gpus
 from edgetune.train.workflow import inputs as train_inputs
 from edgetune.train.workflow import train_registered
 
@@ -111,11 +112,16 @@ def resolve_gate_mode(cfg: BuildConfig) -> str:
     return "block"
 
 
-def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, strict: bool = False) -> BuildResult:
-    """Run the whole pipeline for `cfg`. Raises the stage's EdgetuneError subclass on bad input or failure,
+def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, strict: bool = False, gpus: int = 1,
+          fsdp: bool | None = None, cpu_processes: bool = False) -> BuildResult:
+    """Run the whole pipeline for `cfg`. `gpus`/`fsdp` train as `edgetune train --gpus` does (train/launch.py;
+    `cpu_processes` runs the N processes on the CPU, as the launcher's tests do). Raises the stage's
+    EdgetuneError subclass on bad input or failure (ConfigError for more GPUs than CUDA shows, before any stage),
     GateError (after writing the report, without a bundle) when a fidelity gate fails in block mode, and with
     `strict`, NothingToShip (report written, no bundle) when the report recommends no build."""
     progress = progress or NullProgress()
+    if gpus > 1 and not cpu_processes:
+        check_gpus(gpus, available_gpus())
     target = get_target(cfg.target)
     if cfg.eval.context_length is not None:  # the board runs the edge builds with this context instead
         target = target.model_copy(update={"context_length": cfg.eval.context_length})
@@ -132,8 +138,9 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         target = target.model_copy(update={"context_length": board.context})
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=base.model_dir / "config.json", quants=quants).require_pick()
-    # trained and registered exactly as `edgetune train` does it (one process here: build has no --gpus)
-    train_run = train_registered(cfg, store, data_art, base, progress=progress)
+    # trained and registered exactly as `edgetune train` does it, through the same launcher
+    train_run = train_registered(cfg, store, data_art, base, gpus=gpus, fsdp=fsdp, cpu=cpu_processes,
+                                 progress=progress)
     stages["train"] = trained = train_run.trained.artifact
     adapter_entry = train_run.entry
     stages["merge"] = merged = merge.run(base, trained, store)

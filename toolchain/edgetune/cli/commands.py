@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from edgetune.cli.group import State, cli, pass_state
-from edgetune.cli.options import config_file_option, config_options, overrides
+from edgetune.cli.options import config_file_option, config_options, overrides, gpu_options
 from edgetune.config import BuildConfig, load_config
 from edgetune.constants import CONFIG_FILE, REPORT_HTML, Quant
 from edgetune.errors import ConfigError
@@ -56,8 +56,9 @@ def setup(state: State, sdist: Path | None) -> None:
 @config_options(*BUILD_FLAGS)
 @click.option("--strict", is_flag=True, help="Exit 14 without a bundle when the report recommends no build (the "
               "fine-tune did not beat the base, or no GGUF is shown not worse than the GPU build).")
+@gpu_options
 @pass_state
-def build(state: State, config_path: Path | None, strict: bool, **flags: Any) -> None:
+def build(state: State, config_path: Path | None, strict: bool, gpus: int, fsdp: bool | None, **flags: Any) -> None:
     """Train, merge, export, quantize, bundle, evaluate and report, reusing every unchanged stage.
 
     \b
@@ -67,6 +68,7 @@ def build(state: State, config_path: Path | None, strict: bool, **flags: Any) ->
       edgetune --json build --target rpi4-4gb --rank 8
       edgetune build --data mine.jsonl --strict   # exit 14 when there is nothing to ship
       edgetune build --data evals/tasks/extract-json.jsonl   # metric picked from the answers: json
+      edgetune build -c edgetune.yaml --gpus 2   # trains as `edgetune train --gpus 2` does
     """
     from edgetune.cli.progress import RichProgress
     from edgetune.pipeline import build as run_build
@@ -74,7 +76,8 @@ def build(state: State, config_path: Path | None, strict: bool, **flags: Any) ->
 
     cfg = build_config(config_path, **flags)
     _quiet_hf_libraries()
-    result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json), strict=strict)
+    result = run_build(cfg, state.home, progress=RichProgress(enabled=not state.as_json), strict=strict,
+                       gpus=gpus, fsdp=fsdp)
     rows = [(r.name, r.accuracy) for r in Report.load(result.report).builds]
     state.emit(
         {"bundle": result.bundle_dir, "tarball": result.tarball, "report": result.report_md,

@@ -23,7 +23,8 @@ from edgetune.errors import EdgetuneError, ToolError
 @click.option("--judge-url", help="OpenAI-compatible judge endpoint to try (up to /v1).")
 @pass_state
 def doctor(state: State, probe: bool, quants: tuple[str, ...], out_dir: Path, judge_url: str | None) -> None:
-    """Check the CPU, how llama.cpp was built for it, GPU, disk and judge: one OK / WARN / FAIL line each.
+    """Check the CPU, how llama.cpp was built for it, GPU, training's fast paths, disk and judge: one
+    OK / WARN / FAIL line each (OFF: a fast path this machine cannot take, with the reason).
 
     Exit codes: 0 nothing failed; 1 a check failed; 9 the probe saw llama.cpp crash.
 
@@ -40,7 +41,12 @@ def doctor(state: State, probe: bool, quants: tuple[str, ...], out_dir: Path, ju
         found = [checks.probe_check(record)]
     else:
         found = checks.run_checks(state.home, out_dir, judge_url)
-    state.emit({"checks": [c.to_dict() for c in found]},
+    payload: dict = {"checks": [c.to_dict() for c in found]}
+    if not probe:
+        from edgetune.fastpaths import fast_paths
+
+        payload["fast_paths"] = [p.to_dict() for p in fast_paths()]
+    state.emit(payload,
                "\n".join(f"{c.status:<4} {c.name}: {c.detail}" + (f" -> {c.fix}" if c.fix else "") for c in found))
     if probe and record["crashed"]:
         crashed = [f"{r['quant']} via {r['path']}" for r in record["rows"] if r["status"] == "crash"]

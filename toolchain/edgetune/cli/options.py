@@ -110,3 +110,11 @@ def overrides(values: Mapping[str, Any]) -> dict[str, Any]:
     not given (None, or a repeatable one never given) is left out, so the file's or the default value stays."""
     return {name.replace("__", "."): list(v) if isinstance(v, tuple) else v
             for name, v in values.items() if v is not None and v != ()}
+
+
+def gpu_options(fn: F) -> F:
+    """--gpus and --fsdp, shared by `train` and `build` (both train through train/launch.py)."""
+    fn = click.option("--fsdp/--no-fsdp", default=None, help="Force FSDP on or off when --gpus is over 1.")(fn)
+    return click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="GPUs to train on (over 1: DDP through accelerate; FSDP for bases over 13B "
+                             "parameters).")(fn)

@@ -9,7 +9,7 @@ import click
 
 from edgetune.cli.commands import _quiet_hf_libraries, build_config
 from edgetune.cli.group import State, cli, pass_state
-from edgetune.cli.options import config_file_option, config_options
+from edgetune.cli.options import config_file_option, config_options, gpu_options
 
 # The settings both commands take as flags (cli/options.py names and types them from the config models)
 SHARED_FLAGS = ("model.source", "data.source", "train.learning_rate", "train.epochs", "train.max_steps",
@@ -21,9 +21,7 @@ TRAIN_FLAGS = (*SHARED_FLAGS, "train.r", "train.adapter", "train.packing", "trai
 @cli.command("train")
 @config_file_option
 @config_options(*TRAIN_FLAGS)
-@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
-              help="GPUs to train on (over 1: DDP through accelerate; FSDP for bases over 13B parameters).")
-@click.option("--fsdp/--no-fsdp", default=None, help="Force FSDP on or off when --gpus is over 1.")
+@gpu_options
 @pass_state
 def train_cmd(state: State, config_path: Path | None, gpus: int, fsdp: bool | None, **flags: Any) -> None:
     """Train an adapter only (data, base, train: no merge or export) and register it by content hash.

@@ -77,7 +77,9 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
         "save_steps": cfg.save_steps or 500,
         "save_total_limit": 2,  # the newest may be cut short by a kill; keep the one before it
         "eval_strategy": "no",
-        "report_to": "none",
+        # wandb and mlflow through transformers' own callbacks; tensorboard through one the stage adds, writing
+        # into the artifact rather than output_dir (the checkpoints, removed after training): train/reporting.py
+        "report_to": cfg.report_to if cfg.report_to in ("wandb", "mlflow") else "none",
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }

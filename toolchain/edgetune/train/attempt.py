@@ -14,7 +14,7 @@ from typing import Any
 
 from edgetune.config import TrainConfig
 from edgetune.progress import Progress
-from edgetune.train import checkpoints
+from edgetune.train import checkpoints, reporting
 from edgetune.train.adapters import describe, peft_config
 from edgetune.train.args import sft_config
 from edgetune.train.base import load_model
@@ -60,6 +60,7 @@ class Job:
     progress: Progress
     callbacks: tuple
     fresh: list  # the model loaded up front (target check), used by the first try
+    tensorboard_dir: Path | None = None  # train.report_to: tensorboard writes its event files here
 
     def train_once(self, c: TrainConfig) -> Outcome:
         """One training try with config `c`: a fresh model, resumed from this key's newest checkpoint if any."""
@@ -92,9 +93,11 @@ class Job:
         with self.progress.task("train", steps_total) as bar, \
                 restored_modeling_module(model.config.model_type if liger else None):
             report = ProgressReport(bar)
+            extra = reporting.callbacks(c.report_to, self.tensorboard_dir)
             trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_data(c.max_length), eval_dataset=self.eval_ds,
                                  processing_class=self.tok, callbacks=[
-                                     report, HeldoutTask(self.tok, self.items, c.batch_size), loss_cb, *self.callbacks])
+                                     report, HeldoutTask(self.tok, self.items, c.batch_size), loss_cb, *extra,
+                                     *self.callbacks])
             # transformers prints every log dict to stdout when tqdm is off; stdout belongs to --json output
             trainer.remove_callback(PrinterCallback)
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -15,6 +15,7 @@ Note: DDP trains N x batch_size x grad_accum examples per step, so N is part of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -121,7 +122,8 @@ def train_adapter(cfg: TrainConfig, base: BaseModel, data: DataSplit, store: Sto
     if not art.cached:
         log.warning("the %d-process run's artifact was not found under the stage's key; trained again in this "
                     "process (check edgetune.train.worker against the train stage)", gpus)
-    return Trained(art, list(art.training.oom_fallback), gpus, strategy)
+    # read back from the store, but made by this call: a build lists it as run, not reused
+    return Trained(dataclasses.replace(art, cached=False), list(art.training.oom_fallback), gpus, strategy)
 
 
 def _run_launch(argv: list[str], result: Path) -> None:

@@ -106,7 +106,9 @@ def shorten(tok: Any, messages: list[dict[str, str]], max_length: int) -> tuple[
         over = total - max_length
         if over <= 0:
             return messages, cut_total
-        prompt = [k for k, m in enumerate(messages[:-1]) if m["role"] != "system"] or list(range(len(messages) - 1))
+        # earlier assistant turns of a conversation are answers too (train/turns.py): never cut
+        prompt = [k for k, m in enumerate(messages[:-1]) if m["role"] not in ("system", "assistant")] or [
+            k for k, m in enumerate(messages[:-1]) if m["role"] != "assistant"]
         if not prompt:
             return None
         k = max(prompt, key=lambda j: len(messages[j]["content"]))

@@ -13,9 +13,11 @@ target modules, TrainError for empty data, a tokenizer with no chat template and
 finite loss, or an OOM nothing fixes; DataError when every example's answer alone exceeds max_length.
 
 Departures from the tutorial's recipe, each measured (../shared/NOTES.md): no `prepare_model_for_kbit_training`
-(its fp32 upcast costs 2.5x speed and 2x memory on an H200), the base stays bf16 around NF4 weights; TRL 1.16's
-`SFTConfig(max_length=...)` and `processing_class=` replace the removed `max_seq_length`/`tokenizer` arguments;
-loss is on completions only (prompt-completion examples); on CPU, fp32 LoRA with bf16 and checkpointing off.
+(its fp32 upcast costs 1.25x speed and 1/0.76x memory on an H200, Mistral-7B shape, with the tutorial's bf16
+autocast: benchmarks/results-train-throughput-2026-11-30.log; an older 2.5x/2x figure left autocast out), the
+base stays bf16 around NF4 weights; TRL 1.16's `SFTConfig(max_length=...)` and `processing_class=` replace the
+removed `max_seq_length`/`tokenizer` arguments; loss is on the answers only (prompt-completion examples; every
+assistant turn of a multi-turn conversation: train/turns.py); on CPU, fp32 LoRA with bf16 and checkpointing off.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from edgetune.data import read_examples
 from edgetune.errors import DataError, TrainError
 from edgetune.outputs import Adapter, BaseModel, DataSplit, TrainMetrics
 from edgetune.progress import NullProgress, Progress
-from edgetune.train import checkpoints, lengths
+from edgetune.train import checkpoints, lengths, reporting
 from edgetune.train.adapters import peft_config
 from edgetune.train.args import gradient_checkpointing, micro_batches
 from edgetune.train.attempt import Job
@@ -43,21 +45,18 @@ from edgetune.train.base import CUDA_EXTRA, resolve_method
 from edgetune.train.liger import available as liger_available
 from edgetune.train.schedule import resolve_epochs
 from edgetune.train.sharded import save_adapter
+from edgetune.train.turns import training_rows
 
 log = logging.getLogger("edgetune.train")  # one logger for the whole stage package
 
 KIND = Adapter.KIND
 
 
-def _to_prompt_completion(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]} for ex in examples]
-
-
 def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, Any]:
     """The settings that change the adapter: save_steps does not (a rerun with another value still resumes),
     and each adapter kind ignores the other kind's module lists. N processes train N times the effective
     batch, so the process count is part of the key (left out at 1, so single-process keys stay as they were)."""
-    params = {**cfg.model_dump(exclude={"save_steps"}), "method": method}
+    params = {**cfg.model_dump(exclude={"save_steps", "report_to"}), "method": method}
     # settings added later enter the key only when set, so keys of runs that never used them stay as they were
     if not cfg.packing:
         del params["packing"]
@@ -117,6 +116,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     from edgetune.train.heldout import LOSS_ITEMS, task_items
     from edgetune.train.oom import run_with_fallback
 
+    reporting.check(cfg.report_to)  # before any work: a missing package is one error line
     if threads:
         torch.set_num_threads(threads)
     cuda = torch.cuda.is_available()
@@ -143,7 +143,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         """The training set at `max_length` (the OOM fallback halves it: the prompts are shortened again)."""
         if max_length not in fits:
             fits[max_length] = lengths.check(tok, examples, max_length, src)
-        return Dataset.from_list(_to_prompt_completion(fits[max_length].examples))
+        return Dataset.from_list(training_rows(tok, fits[max_length].examples))
 
     cfg = resolve_epochs(cfg, len(first.examples), processes)  # the key above is the config's; this is the schedule
     fresh = [_load_model(src, method, cuda)]
@@ -151,7 +151,8 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
     job = Job(src=src, method=method, cuda=cuda, tok=tok, n_examples=len(first.examples), ckpt_dir=ckpt_dir,
               train_data=train_data, eval_ds=_eval_dataset(tok, heldout[:LOSS_ITEMS], first.max_length),
               items=task_items(heldout, tok, cfg.eval_items), progress=progress or NullProgress(),
-              callbacks=tuple(callbacks), fresh=fresh)
+              callbacks=tuple(callbacks), fresh=fresh,
+              tensorboard_dir=b.path / Adapter.TENSORBOARD_DIR if cfg.report_to == "tensorboard" else None)
     if cfg.save_steps:
         log.info("checkpoints every %d steps in %s (a rerun resumes from the newest)", cfg.save_steps, ckpt_dir)
 
@@ -204,7 +205,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
-    ), chat_template=fallback)
+    ), chat_template=fallback, tensorboard=(b.path / Adapter.TENSORBOARD_DIR).is_dir())
 
 
 def _eval_dataset(tok: Any, examples: list[dict[str, Any]], max_length: int) -> Any:
@@ -215,7 +216,7 @@ def _eval_dataset(tok: Any, examples: list[dict[str, Any]], max_length: int) -> 
         fitted = lengths.fit(tok, examples, max_length, None)
     except DataError:  # every held-out answer is over the limit: no held-out loss, training goes on
         return None
-    return Dataset.from_list(_to_prompt_completion(fitted.examples)) if fitted.examples else None
+    return Dataset.from_list(training_rows(tok, fitted.examples)) if fitted.examples else None
 
 
 def apply_template_fallback(tok: Any, fallback: str | None, src: Path) -> bool:

@@ -59,11 +59,12 @@ def inputs(cfg: BuildConfig) -> tuple[Store, DataSplit, BaseModel]:
 
 
 def train_registered(cfg: BuildConfig, store: Store, data_art: DataSplit, base: BaseModel, *, gpus: int = 1,
-                     fsdp: bool | None = None, tracking_uri: str | None = None,
+                     fsdp: bool | None = None, cpu: bool = False, tracking_uri: str | None = None,
                      progress: Progress | None = None) -> TrainRun:
     """The train stage through the launcher (train/launch.py: in this process on a CPU or one GPU, N GPUs
-    through accelerate when gpus > 1), then the adapter registered. What `build` and `train` both run."""
-    trained = train_adapter(cfg.train, base, data_art, store, gpus=gpus, fsdp=fsdp, threads=cfg.threads,
+    through accelerate when gpus > 1; `cpu`: N CPU processes, for tests), then the adapter registered. What
+    `build` and `train` both run."""
+    trained = train_adapter(cfg.train, base, data_art, store, gpus=gpus, fsdp=fsdp, cpu=cpu, threads=cfg.threads,
                             progress=progress)
     entry = register_trained(Registry(default_root(cfg.out_dir), tracking_uri=tracking_uri), trained.artifact,
                              base, data_art)
