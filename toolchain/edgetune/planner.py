@@ -32,17 +32,19 @@ from edgetune.targets import Target
 
 log = logging.getLogger(__name__)
 
-# --- speed (estimates: replace with on-device llama-bench numbers as they come in) ------------------------
-# Share of the sustained bandwidth llama.cpp's decode streams (thread barriers per op, attention, sampling).
-# The profiles' mem_bandwidth_gbs were themselves derived from public decode rates at this factor.
+# --- speed: rooflines scaled by constants fitted on published measurements -----------------------------------
+# The fit and its held-out check: benchmarks/planner_fit.py over benchmarks/data/published_speeds.yaml (sources
+# and results in docs/planner.md; log benchmarks/results-planner-fit-2026-12-07.log). A board's own llama-bench
+# runs replace both shares with its calibration (edgetune.calibration, `edgetune plan --calibrate`).
+# Share of the sustained bandwidth llama.cpp's decode streams (thread barriers per op, attention, sampling): a
+# convention, not a fit. The profiles' mem_bandwidth_gbs are fitted at this share from the fit set's decode rates.
 GEN_BW_EFFICIENCY = 0.8
-# Share of the int8 peak reached in prompt processing, from public numbers: TinyLlama-1.1B Q8_0 at ~40 tok/s
-# on a Pi 5 (0.14 of its 614 Gops/s) and ~10 tok/s on a Pi 4 (0.19 of 115; llamafile's "LLaMA Now Goes Faster
-# on CPUs", 2024); Llama-2-7B Q4_0 at 8.1 tok/s on a Pi 5 (0.18; llama.cpp PR #6928); Phi-3-mini IQ4_XS at
-# 11 tok/s on an RK3588 (0.14; llama.cpp #7176).
-PP_EFFICIENCY = 0.15
-# Q4_0 and IQ4_NL are repacked at load for ARM NEON+dotprod (4x4) or i8mm (4x8) GEMM kernels. Estimate of
-# their prompt speed-up over the plain dot-product path; to be measured (llama-bench pp512, Q4_0 vs Q8_0).
+# Share of the int8 (or float) peak reached in prompt processing: the geometric mean of measured / predicted
+# over the fit set's prompt rates (Llama-2-7B Q4_0 on a Pi 5, Phi-3-mini IQ4_XS on an RK3588).
+PP_EFFICIENCY = 0.153
+# Q4_0 and IQ4_NL are repacked at load for ARM NEON+dotprod (4x4) or i8mm (4x8) GEMM kernels. An assumption of
+# their prompt speed-up over the plain dot-product path, neither fitted nor tested: every published figure in
+# the data predates repacking. A board's llama-bench pp512 of Q4_0 against Q8_0 measures it.
 REPACK_SPEEDUP = 2.0
 REPACKED_ON_ARM = frozenset({Quant.Q4_0.value, Quant.IQ4_NL.value})
 # int8 multiply-accumulate ops per cycle per core (1 MAC = 2 ops): SMMLA 2 pipes × 32 MACs; AVX-VNNI 2 ports
