@@ -2,7 +2,7 @@
 dirs, one run with a different thread count), then every figure README's table shows compared across the runs.
 
 What it builds: the tests' small real pipeline (a 2-layer Llama with SmolLM2's tokenizer, the 42-row colour task,
-8 LoRA steps, F16/Q8_0/Q4_0 GGUFs, MMLU/ARC-E/WinoGrande subsets; no judge), because the embedded default takes
+8 LoRA steps, F16/Q8_0/Q4_0 GGUFs, gates in warn mode, MMLU/ARC-E/WinoGrande subsets; no judge), because the embedded default takes
 15+ minutes a build on 2 shared cores. The model's init range is widened so greedy answers are decided by real
 logit gaps, as a trained model's are (at the default range near-ties flip between correct kernels). It measures
 which figures can move between runs at all and how far; the magnitude on the real default can differ.
@@ -47,7 +47,8 @@ def raw_figures(report: Any) -> dict[str, Any]:
 
 
 def build_runs(threads: list[int], work: Path) -> list[tuple[str, Path, float]]:
-    from edgetune.config import BuildConfig, DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainConfig
+    from edgetune.config import (BuildConfig, DataConfig, EvalConfig, ExportConfig, GateConfig, ModelConfig,
+                                 TrainConfig)
     from edgetune.constants import Quant
     from edgetune.home import edgetune_home
     from edgetune.pipeline import build
@@ -66,7 +67,7 @@ def build_runs(threads: list[int], work: Path) -> list[tuple[str, Path, float]]:
                           data=DataConfig(source=str(task), heldout_size=10, train_size=32),
                           train=TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8,
                                             learning_rate=1e-2, warmup_ratio=0.0),
-                          export=ExportConfig(quants=[Quant.Q8_0, Quant.Q4_0]),
+                          export=ExportConfig(quants=[Quant.Q8_0, Quant.Q4_0], gates=GateConfig(mode="warn")),
                           eval=EvalConfig(forgetting={"mmlu": 8, "arc_easy": 4, "winogrande": 4}, max_new_tokens=4,
                                           judge_items=0))
         started = time.monotonic()
