@@ -7,7 +7,7 @@ What it builds: the tests' small real pipeline (a 2-layer Llama with SmolLM2's t
 logit gaps, as a trained model's are (at the default range near-ties flip between correct kernels). It measures
 which figures can move between runs at all and how far; the magnitude on the real default can differ.
 
-  python benchmarks/report_noise.py [--runs 1,1,2]      (threads per run; log: benchmarks/results-report-noise-*.log)
+  python benchmarks/report_noise.py [--runs 1,1,2] [--target rpi5]   (threads per run; log: results-report-noise-*.log)
   python benchmarks/report_noise.py --reports A/report.json B/report.json   (compare existing reports)
 
 Prints one line per figure (values per run, spread) and a JSON line: per figure class, the largest spread seen.
@@ -46,7 +46,7 @@ def raw_figures(report: Any) -> dict[str, Any]:
     return out
 
 
-def build_runs(threads: list[int], work: Path) -> list[tuple[str, Path, float]]:
+def build_runs(threads: list[int], work: Path, target: str = "rpi5") -> list[tuple[str, Path, float]]:
     from edgetune.config import (BuildConfig, DataConfig, EvalConfig, ExportConfig, GateConfig, ModelConfig,
                                  TrainConfig)
     from edgetune.constants import Quant
@@ -63,7 +63,7 @@ def build_runs(threads: list[int], work: Path) -> list[tuple[str, Path, float]]:
     task = write_colour_task(work / "colours.jsonl")
     runs = []
     for i, n in enumerate(threads):
-        cfg = BuildConfig(target="rpi5", out_dir=work / f"out-{i}", threads=n, model=ModelConfig(source=str(model)),
+        cfg = BuildConfig(target=target, out_dir=work / f"out-{i}", threads=n, model=ModelConfig(source=str(model)),
                           data=DataConfig(source=str(task), heldout_size=10, train_size=32),
                           train=TrainConfig(method="lora", r=8, alpha=16, max_steps=8, batch_size=8,
                                             learning_rate=1e-2, warmup_ratio=0.0),
@@ -112,12 +112,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="1,1,2", help="threads of each fresh build, comma-separated")
     p.add_argument("--reports", nargs="+", type=Path, help="compare these report.json files instead of building")
+    p.add_argument("--target", default="rpi5", help="the build's target; it changes the bundle (an aarch64 one needs "
+                   "the cross-built runtime), not a figure of the table: every eval runs on this host's llama.cpp")
     args = p.parse_args()
     if args.reports:
         result = compare([(str(r), r, None) for r in args.reports])
     else:
         with tempfile.TemporaryDirectory(prefix="report-noise-") as tmp:
-            result = compare(build_runs([int(t) for t in args.runs.split(",")], Path(tmp)))
+            result = compare(build_runs([int(t) for t in args.runs.split(",")], Path(tmp), args.target))
     print(json.dumps(result))
     return 0
 

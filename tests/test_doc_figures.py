@@ -149,3 +149,19 @@ def test_the_check_finds_a_figure_missing_from_its_log(tmp_path, monkeypatch):
     (_, body, logs), = [s for s in sections(page) if s[0] == "## s"]
     numbers = log_numbers(logs)
     assert in_logs("31.71", numbers) and not in_logs("31.72", numbers)
+
+
+def test_cited_sections_exist():
+    """`docs/benchmarks.md, "Run-to-run noise"` and `see "..." below` point at a heading that exists."""
+    headings = {doc: {line.lstrip("#").strip() for line in doc.read_text().splitlines() if line.startswith("#")}
+                for doc in DOCS}
+    cited = 0
+    for doc in DOCS:
+        text = " ".join(doc.read_text().split())
+        for page, name in re.findall(r"(docs/[\w-]+\.md), \"([^\"]+)\"", text):
+            cited += 1
+            assert any(h.startswith(name) for h in headings[ROOT / page]), f"{doc.name} cites {page}, {name!r}"
+        for name in re.findall(r"\"([^\"]+)\" (?:below|above)", text):
+            cited += 1
+            assert any(h.startswith(name) for h in headings[doc]), f"{doc.name} cites {name!r} below/above"
+    assert cited >= 3
