@@ -105,7 +105,8 @@ def test_plan_argv_to_arguments(isolated, argv, changes):
     (isolated / "run").mkdir()
     (isolated / "m").mkdir()
     params = commands.plan.make_context("plan", list(argv)).params
-    assert params == {"target": None, "ggufs": (), "run_dir": None, "hf_config": None, "quants": (), **changes}
+    assert params == {"target": None, "ggufs": (), "run_dir": None, "hf_config": None, "quants": (),
+                      "devices_dir": None, "published": False, **changes}
 
 
 # --- bundle extract ----------------------------------------------------------------------------------------
