@@ -1,6 +1,12 @@
 """CI check of the embedded default's result: the fine-tune beats the base on held-out SST-2 (and the report's own
-paired verdict says so), every bundle
+paired verdict says so), README's table agrees with this build's report within the run-to-run noise, every bundle
 file matches its manifest, every GGUF loads and generates in llama-cpp-python, and a rebuild reuses every stage.
+
+README's table is the committed fresh-clone report rendered by scripts/readme_table.py (tests/test_readme_numbers.py
+holds README to it). Here the same table is rendered from the build CI just ran: identical text passes; otherwise
+every figure is compared with the committed report's, exactly or within readme_table.TOLERANCE (what
+benchmarks/report_noise.py measured; docs/benchmarks.md), and any figure beyond it fails the check with its name,
+both values and the allowance. A change to the default that moves a figure needs a new committed report.
 
 Usage: python scripts/check_default_build.py OUT_DIR
 """
@@ -11,6 +17,30 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs" / "results" / "rpi5-default" / "report.json"
+
+
+def check_readme_table(report: object) -> None:
+    """Fail when this build's figures differ from README's (the committed report's) beyond run-to-run noise."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from readme_table import differences, table
+
+    from edgetune.report.schema import Report
+
+    assert isinstance(report, Report)
+    committed = Report.load(json.loads(COMMITTED.read_text()))
+    readme = (ROOT / "README.md").read_text()
+    assert table(committed) in readme, f"README's table is not {COMMITTED}'s: run scripts/readme_table.py on it"
+    if table(report) in readme:
+        print("README table: this build renders it exactly")
+        return
+    diffs = differences(report, committed)
+    assert not diffs, ("this build's figures differ from README's beyond the run-to-run noise (docs/benchmarks.md);"
+                       " commit this build's report.json to docs/results/rpi5-default/ and re-render README if the "
+                       "change is meant:\n  " + "\n  ".join(diffs))
+    print("README table: within the run-to-run noise of this build (figures with a tolerance moved)")
 
 
 def main(out_dir: Path) -> int:
@@ -29,6 +59,7 @@ def main(out_dir: Path) -> int:
     assert finetune.worked, f"the report's fine-tune check says {finetune.verdict}, not beats"
     print(f"fine-tune: {finetune.verdict}; recommendation: {rec.quant or 'none'} ({rec.reason})")
     assert all(v is not None for v in acc.values()), "a build has no accuracy"
+    check_readme_table(report)
 
     from edgetune.bundle import verify_bundle
     from llama_cpp import Llama

@@ -63,6 +63,54 @@ def table(report: Report) -> str:
     return "\n".join(out)
 
 
+# How each figure of the table may differ between two builds of the same config (benchmarks/report_noise.py
+# measures it; docs/benchmarks.md states it): "exact" or an absolute tolerance. Build time and tok/s are not in
+# the table and never compared.
+TOLERANCE: dict[str, float | str] = {"size_mb": "exact", "accuracy": "exact", "vs_gpu": "exact", "lost": "exact",
+                                     "gained": "exact", "verdict": "exact", "kld": 0.002, "top1": 0.01,
+                                     "forgetting": "exact", "recommendation": "exact", "n": "exact"}
+
+
+def metrics(report: Report) -> dict[str, float | str | None]:
+    """Every figure the table shows, by name ("<build>.<metric>"), at the precision the table prints it."""
+    out: dict[str, float | str | None] = {}
+    for r in report.builds:
+        name = r.name
+        out[f"{name}.n"] = r.n
+        out[f"{name}.size_mb"] = round(r.size_bytes / 1e6) if r.size_bytes else None
+        out[f"{name}.accuracy"] = None if r.accuracy is None else round(100 * r.accuracy, 1)
+        v = r.vs_gpu
+        if v is not None and v.diff is not None and v.ci95 is not None:
+            out[f"{name}.vs_gpu"] = f"{100 * v.diff:+.1f} [{100 * v.ci95[0]:+.1f}, {100 * v.ci95[1]:+.1f}]"
+            out[f"{name}.lost"], out[f"{name}.gained"], out[f"{name}.verdict"] = v.lost, v.gained, v.verdict
+        f = r.fidelity
+        if f is not None and f.kld_mean is not None and f.top1_agreement is not None:
+            out[f"{name}.kld"], out[f"{name}.top1"] = round(f.kld_mean, 4), round(f.top1_agreement, 3)
+        for suite, fg in (r.forgetting or {}).items():
+            if suite in FORGETTING:
+                out[f"{name}.forgetting.{suite}"] = None if fg.acc is None else round(100 * fg.acc, 1)
+    out["recommendation"] = report.recommendation.quant if report.recommendation else None
+    return out
+
+
+def tolerance(name: str) -> float | str:
+    return TOLERANCE[name.split(".")[1] if "." in name else name]
+
+
+def differences(current: Report, committed: Report) -> list[str]:
+    """The figures of `current` that differ from `committed` beyond TOLERANCE, one line each."""
+    now, then = metrics(current), metrics(committed)
+    out = []
+    for name in sorted(set(now) | set(then)):
+        a, b, tol = now.get(name), then.get(name), tolerance(name)
+        if a == b:
+            continue
+        if tol != "exact" and isinstance(a, float) and isinstance(b, float) and abs(a - b) <= float(tol):
+            continue
+        out.append(f"{name}: {a} now, {b} in the committed report (allowed: {tol})")
+    return out
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)

@@ -348,13 +348,17 @@ def data_variants(blob: bytes, gguf: bytes) -> dict[str, tuple[str, bytes]]:
         "csv binary": (".csv", gguf[:4096]),
         "csv wrong columns": (".csv", b"question,answer\n" + b"a,b\n" * 40),
         "empty": (".jsonl", b""),
+        # two rows: too few for any split, but the bad row must be what is reported
+        "two rows, one without output": (".jsonl", (rows[0] + "\n" + json.dumps({"input": "x"}) + "\n").encode()),
+        "two rows, one empty answer": (".jsonl", (rows[0] + "\n" + json.dumps({**good, "output": " "}) + "\n").encode()),
     }
 
 
 @pytest.mark.parametrize("name", ["cut mid-line", "a GGUF named .jsonl", "a number row", "a string row",
                                   "no output column", "empty answer", "messages not a list",
                                   "message without role", "json scalar", "json data not a list",
-                                  "json list of numbers", "json cut", "csv binary", "csv wrong columns", "empty"])
+                                  "json list of numbers", "json cut", "csv binary", "csv wrong columns", "empty",
+                                  "two rows, one without output", "two rows, one empty answer"])
 def test_bad_dataset(run, tmp_path, dataset_blob, gguf_blob, edgetune_home, llama_tools, monkeypatch, name):
     suffix, content = data_variants(dataset_blob, gguf_blob)[name]
     path = tmp_path / f"data{suffix}"
@@ -411,3 +415,66 @@ def test_devices_yaml_round_trip_is_accepted(tmp_path):
     path.write_text(yaml.safe_dump([{"name": "pi", "spec": "pi@host:22", "options": {"connect_timeout_s": 3}}]))
     (device,) = load_devices(path)
     assert (device.name, device.port, device.connect_timeout_s) == ("pi", 22, 3)
+
+
+# --- judge rubric and eval suite YAML ---------------------------------------------------------------------
+
+def rubric_variants() -> dict[str, bytes | None]:
+    """The shipped reference-match rubric, cut or with one field wrong (None: the file does not exist)."""
+    from edgetune.evals.suites import EVALS_DIR
+
+    real = (EVALS_DIR / "judge" / "reference-match.yaml").read_bytes()
+    single = real.index(b"single:")
+    return {
+        "binary": b"\x00\xff\xfe" * 20,
+        "cut inside a template": real[: real.index(b"{reference}", single) + len(b"{reference}")],
+        "cut before the templates": real[:single],
+        "a list": b"- reference-match\n",
+        "unknown key": real + b"colour: red\n",
+        "version not a number": real.replace(b"version: 1", b"version: one"),
+        "unknown placeholder": real.replace(b"{answer}", b"{answer} {score}", 1),
+        "missing": None,
+    }
+
+
+@pytest.mark.parametrize("name", list(rubric_variants()))
+def test_bad_rubric_fails_before_training(run, tmp_path, colour_jsonl, edgetune_home, llama_tools, monkeypatch,
+                                          name):
+    """eval.judge_rubric is read at judge time, after training and export: build checks it first."""
+    content = rubric_variants()[name]
+    rubric = tmp_path / "rubric.yaml"
+    if content is not None:
+        rubric.write_bytes(content)
+    cfg = tmp_path / "edgetune.yaml"
+    cfg.write_text(yaml.safe_dump({"eval": {"judge_rubric": str(rubric), "judge_items": 4}}))
+    monkeypatch.setenv("EDGETUNE_HOME", str(edgetune_home))
+    line = one_error(run("build", "-c", cfg, "--data", colour_jsonl, "--out", "out"), 2)
+    assert "rubric" in line, line
+    assert not list(Path("out").glob("store/*/*")), "nothing is built before the rubric is read"
+
+
+def test_suite_yaml_cut_and_garbled_is_a_config_error(tmp_path):
+    """Suite files are read by the loader alone (no command takes one yet): every shipped suite cut every 7 bytes,
+    and garbled, either loads (a cut can leave a shorter valid suite) or raises ConfigError with a one-line
+    message; never another exception. The garbled ones must all be refused."""
+    from edgetune.errors import ConfigError
+    from edgetune.evals.suites import EVALS_DIR, load_suite
+
+    folder = tmp_path / "suites"
+    shutil.copytree(EVALS_DIR / "suites", folder)
+    refused = 0
+    for real in sorted(folder.glob("*.yaml")):
+        text = real.read_bytes()
+        garbled = [b"\x00\xff\xfe" * 9, b"- a list\n", text + b"colour: red\n", text.replace(b"name:", b"name: [", 1),
+                   text.replace(b"description:", b"description: {x: 1}\nx_description:", 1)]
+        for n, variant in enumerate([text[:i] for i in range(0, len(text), 7)] + garbled):
+            path = folder / f"variant-{n}.yaml"
+            path.write_bytes(variant)
+            try:
+                load_suite(path)
+            except ConfigError as exc:
+                refused += 1
+                assert exc.message and "\n" not in str(exc), (real.name, n, str(exc))
+            else:
+                assert variant not in garbled, (real.name, variant[:40])
+    assert refused > 50

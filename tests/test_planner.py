@@ -1,6 +1,7 @@
 """The planner on real GGUFs (SmolLM2, the tiny Llama quantized by llama.cpp) and real HF configs: shapes read
 from metadata, memory needs checked against llama.cpp's own buffer sizes, estimates against real quantized files,
-the swap-cliff refusal, the pick per CPU class, and the roofline speeds against their calibration sources."""
+the swap-cliff refusal, the pick per CPU class, and the roofline speeds: their constants are fitted on one set of
+published measurements (benchmarks/planner_fit.py) and checked here against another, held out."""
 
 from __future__ import annotations
 
@@ -235,7 +236,7 @@ def test_roofline_by_hand(smollm2):
     attention = 2 * 30 * 9 * 128 * 512 // 2
     ops = 2 * s.n_params + attention
     assert prompt == pytest.approx(4 * 2.4e9 * 64 * planner.PP_EFFICIENCY / ops)
-    assert gen == pytest.approx(13e9 * planner.GEN_BW_EFFICIENCY / (smollm2.read_bytes + s.kv_bytes(512)))
+    assert gen == pytest.approx(12.9e9 * planner.GEN_BW_EFFICIENCY / (smollm2.read_bytes + s.kv_bytes(512)))
     repacked, _ = predict_tok_s(t, s, "Q4_0", smollm2.read_bytes)
     assert repacked == pytest.approx(prompt * planner.REPACK_SPEEDUP)
 
@@ -254,19 +255,88 @@ def test_smaller_files_generate_faster_and_pi5_beats_pi4(tmp_path):
     assert rows["rpi5"]["Q4_0"].prompt_tok_s > rows["rpi4"]["Q4_0"].prompt_tok_s
 
 
-@pytest.mark.parametrize("target, shape, quant, published_gen, published_prompt", [
-    ("rpi5-16gb", LLAMA31_8B, Quant.Q4_K_M, 2.17, None),  # ollama llama3.1:8b on a 16 GB Pi 5
-    ("rpi5-8gb", TINYLLAMA, Quant.Q8_0, 9.0, 40.0),  # llama.cpp 2024-03, TinyLlama-1.1B Q8_0
-    ("rpi4-4gb", TINYLLAMA, Quant.Q8_0, 3.0, 10.0),
-], ids=["pi5-llama3.1-8b", "pi5-tinyllama", "pi4-tinyllama"])
-def test_predictions_agree_with_their_calibration_sources(tmp_path, target, shape, quant, published_gen,
-                                                          published_prompt):
-    """The public numbers cited in the target profiles and planner.py: within ±35%. Estimates, not measurements:
-    replace these with on-device llama-bench runs."""
-    row = make_plan(get_target(target), hf_config=hf_config(tmp_path, **shape), quants=[quant]).rows[0]
-    assert row.gen_tok_s == pytest.approx(published_gen, rel=0.35)
-    if published_prompt:
-        assert row.prompt_tok_s == pytest.approx(published_prompt, rel=0.35)
+def _planner_fit():
+    """benchmarks/planner_fit.py, the script that fits the constants (imported from its file: not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_fit.py"
+    spec = importlib.util.spec_from_file_location("planner_fit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def published():
+    fit_script = _planner_fit()
+    data = fit_script.load()
+    fitted = fit_script.fit(data)
+    return fit_script, data, fitted, fit_script.evaluate(data, fitted)
+
+
+def test_fit_and_held_out_sets_are_disjoint_and_the_held_out_sources_are_cited_nowhere_in_the_model(published):
+    """A held-out source must not have shaped the planner: no test-set source is named in planner.py or a
+    target profile (where the constants and bandwidths are explained)."""
+    _, data, _, _ = published
+    sets = {name: src["set"] for name, src in data["sources"].items()}
+    assert set(sets.values()) == {"fit", "test"}
+    assert {r["source"] for r in data["rows"]} == set(sets)
+    model_text = Path(planner.__file__).read_text() + "".join(
+        p.read_text() for p in (Path(planner.__file__).parent / "resources" / "targets").glob("*.yaml"))
+    for name, src in data["sources"].items():
+        url = src["url"]
+        parts = url.rstrip("/").split("/")  # github.com/<owner>/<repo>/(issues|pull)/<n>: cited as repo#n
+        names = {url} | ({f"{parts[-3]}#{parts[-1]}", f"{parts[-3]} #{parts[-1]}"} if "github.com" in url else set())
+        if src["set"] == "test":
+            assert not any(n in model_text for n in names), f"held-out source {name} is cited in the planner"
+    for word in ("llamafile", "LLaMA Now Goes Faster", "justine.lol"):
+        assert word not in model_text
+
+
+def test_constants_are_the_fit_of_the_fit_set(published):
+    """PP_EFFICIENCY and each fitted board's mem_bandwidth_gbs are what benchmarks/planner_fit.py computes from
+    the fit rows alone (change the data, rerun the script, update both)."""
+    _, _, fitted, _ = published
+    assert fitted["pp_efficiency"] == planner.PP_EFFICIENCY
+    for name, bandwidth in fitted["mem_bandwidth_gbs"].items():
+        board = get_target(name)
+        assert board.mem_bandwidth_gbs == bandwidth, name
+        for other in list_targets():  # boards with the same CPU and memory share the fitted value
+            if (other.memory, other.cpu.core, other.soc) == (board.memory, board.cpu.core, board.soc):
+                assert other.mem_bandwidth_gbs == bandwidth, (other.name, name)
+
+
+# The bound, stated before the held-out figures were predicted: each quantized-type figure within a factor of
+# 1.5 of its measurement, all figures within a geometric-mean factor of 1.4. F16 on a core without fp16
+# arithmetic (Pi 4) is the one known miss (docs/planner.md): the planner counts float NEON throughput and not
+# llama.cpp's f16-to-f32 conversion, so it over-predicts that prompt rate by more than 2x.
+HELD_OUT_FACTOR, HELD_OUT_GEOMEAN = 1.5, 1.4
+
+
+def test_held_out_figures_within_the_stated_bound(published):
+    fit_script, _, _, rows = published
+    test_rows = [r for r in rows if r["set"] == "test"]
+    assert len(test_rows) >= 4
+    for r in test_rows:
+        for kind in ("prompt", "gen"):
+            ratio = r[f"{kind}_ratio"]
+            if ratio is None:
+                continue
+            if r["quant"] == "F16" and kind == "prompt" and "fp16" not in get_target(r["target"]).cpu.features:
+                assert ratio > 2, "the F16-without-fp16 miss is gone: update docs/planner.md and this test"
+                continue
+            assert 1 / HELD_OUT_FACTOR <= ratio <= HELD_OUT_FACTOR, (r["source"], r["target"], r["shape"], kind, ratio)
+    assert fit_script.held_out_error(rows)["geomean_factor"] <= HELD_OUT_GEOMEAN
+
+
+def test_held_out_predictions_are_the_planners_own(published, tmp_path):
+    """The script predicts through the planner: a held-out row through make_plan gives the same numbers."""
+    _, data, _, rows = published
+    row = next(r for r in rows if r["set"] == "test" and r["quant"] == "Q8_0" and r["target"] == "rpi5-8gb")
+    plan = make_plan(get_target("rpi5-8gb"), hf_config=hf_config(tmp_path, **data["shapes"][row["shape"]]),
+                     quants=[Quant.Q8_0])
+    assert plan.rows[0].prompt_tok_s == pytest.approx(row["predicted_prompt"], abs=0.06)
+    assert plan.rows[0].gen_tok_s == pytest.approx(row["predicted_gen"], abs=0.06)
 
 
 # --- run folders -------------------------------------------------------------------------------------------
@@ -300,3 +370,24 @@ def test_run_folder_without_record(tmp_path):
     (tmp_path / RUN_RECORD).write_text(json.dumps({"stages": {"train": "x"}}))
     with pytest.raises(ConfigError, match="names no GGUF stages"):
         ggufs_in_run(tmp_path)
+
+
+def test_committed_fit_log_and_docs_are_this_fit(published):
+    """benchmarks/results-planner-fit-2026-12-07.log is what benchmarks/planner_fit.py prints now, and every
+    fitted or held-out figure docs/planner.md quotes is in that log."""
+    import re
+
+    fit_script, _, fitted, rows = published
+    root = Path(__file__).resolve().parents[1]
+    log_text = (root / "benchmarks" / "results-planner-fit-2026-12-07.log").read_text()
+    logged = json.loads(log_text.strip().splitlines()[-1])
+    assert {k: logged[k] for k in ("pp_efficiency", "mem_bandwidth_gbs")} == \
+        {k: fitted[k] for k in ("pp_efficiency", "mem_bandwidth_gbs")}
+    assert logged["held_out"] == fit_script.held_out_error(rows)
+    assert [(r["prompt_ratio"], r["gen_ratio"]) for r in logged["rows"]] == \
+        [(r["prompt_ratio"], r["gen_ratio"]) for r in rows]
+    doc = (root / "docs" / "planner.md").read_text()
+    quoted = set(re.findall(r"\b\d+\.\d{3}\b", doc)) | {f"{v} GB/s" for v in fitted["mem_bandwidth_gbs"].values()}
+    assert len(quoted) >= 10
+    for figure in quoted:
+        assert figure.split()[0] in log_text, f"docs/planner.md quotes {figure}, which the log does not hold"

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "results" / "rpi5-default" / "report.json"
 
@@ -19,3 +21,48 @@ def test_readme_table_is_the_committed_reports():
     report = json.loads(REPORT.read_text())
     assert {r["name"] for r in report["builds"]} >= {"base", "gpu"}  # a real build's report, not a stub
     assert report["finetune"]["verdict"] == "beats" and report["recommendation"]["quant"]
+
+
+def _check_default_build():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_default_build", ROOT / "scripts" / "check_default_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(**change):
+    """The committed report with one build's figures changed: {"Q8_0": {"accuracy": ...}, ...}."""
+    from edgetune.report.schema import Report
+
+    data = json.loads(REPORT.read_text())
+    for row in data["builds"]:
+        for key, value in change.get(row["name"], {}).items():
+            target = row
+            *path, last = key.split(".")
+            for part in path:
+                target = target[part]
+            target[last] = value
+    return Report.load(data)
+
+
+def test_ci_check_passes_the_committed_report_and_noise_within_tolerance(capsys):
+    check = _check_default_build()
+    check.check_readme_table(_report())
+    assert "renders it exactly" in capsys.readouterr().out
+    kld = json.loads(REPORT.read_text())["builds"][4]["fidelity"]["kld_mean"]
+    check.check_readme_table(_report(Q8_0={"fidelity.kld_mean": kld + 0.001}))  # under the 0.002 allowance
+    assert "within the run-to-run noise" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, figure", [
+    ({"Q8_0": {"accuracy": 0.8609}}, "Q8_0.accuracy: 86.1 now, 85.7"),  # one more item right (n=230)
+    ({"Q4_0": {"fidelity.kld_mean": 0.5364}}, "Q4_0.kld: 0.5364 now, 0.5264"),
+    ({"F16": {"size_bytes": 290_000_000}}, "F16.size_mb: 290 now, 271"),
+], ids=["accuracy", "kld", "size"])
+def test_ci_check_fails_a_figure_beyond_the_noise(change, figure):
+    check = _check_default_build()
+    with pytest.raises(AssertionError) as exc:
+        check.check_readme_table(_report(**change))
+    assert figure in str(exc.value) and "beyond the run-to-run noise" in str(exc.value)

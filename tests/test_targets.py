@@ -246,7 +246,7 @@ def test_old_style_profile_still_validates():
     ("features: [neon, dotprod, fp16]", "features: [neon, dotprd, fp16]", "['dotprd'] unknown for aarch64"),
     ("features: [neon, dotprod, fp16]", "features: [neon, avx2]", "['avx2'] unknown for aarch64"),
     ("clock_ghz: 2.4}", "clock_ghz: 2.4, little_cores: 4}", "little_core and little_cores go together"),
-    ("mem_bandwidth_gbs: 13", "mem_bandwidth_gbs: 30", "mem_bandwidth_gbs 30.0 exceeds the bus peak"),
+    ("mem_bandwidth_gbs: 12.9", "mem_bandwidth_gbs: 30", "mem_bandwidth_gbs 30.0 exceeds the bus peak"),
     ("quants: [Q4_0, Q8_0]", "quants: [Q4_0, Q8_0, Q4_0]", "quants: Value error, quants lists a type twice"),
     ("swap_gb: 0.5", "swap_gb: -1", "swap_gb: Input should be greater than or equal to 0"),
 ], ids=["feature-typo", "x86-feature-on-arm", "little-without-type", "bandwidth-over-peak", "quant-twice",

@@ -32,7 +32,7 @@ def test_plan_human(edgetune, quant_files):
     result = edgetune("plan", "--target", "rpi5", "--gguf", quant_files["Q8_0"], "--gguf", quant_files["Q4_0"])
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("rpi5-8gb: 4x cortex-a76 @ 2.4 GHz [neon, dotprod, fp16], 13 GB/s; usable RAM 5600.0 MB")
+    assert lines[0].startswith("rpi5-8gb: 4x cortex-a76 @ 2.4 GHz [neon, dotprod, fp16], 12.9 GB/s; usable RAM 5600.0 MB")
     assert lines[1].split() == ["quant", "source", "ctx", "weights", "need", "fits", "prompt", "tok/s", "gen", "tok/s"]
     assert [line.split()[:3] for line in lines[2:4]] == [["Q4_0", "file", "512"], ["Q8_0", "file", "512"]]
     assert all(line.split()[7] == "fits" for line in lines[2:4])
@@ -67,7 +67,7 @@ def test_plan_refuses_a_board_too_small(edgetune, isolated):
 
 @pytest.mark.parametrize("argv, exit_code, text", [
     (["plan", "--target", "rpi5"], 2, "give a model: --gguf FILE, --run RUN_DIR or --hf-config PATH"),
-    (["plan", "--hf-config", "."], 2, "Missing option '--target'"),
+    (["plan", "--hf-config", "."], 2, "give --target BOARD (or --calibrate RUN/devices)"),
     (["plan", "--target", "rpi5", "--gguf", "missing.gguf"], 2, "does not exist"),
     (["plan", "--target", "rpi5", "--hf-config", ".", "--quant", "Q9_9"], 2, "Invalid value for '--quant'"),
 ], ids=["no-model", "no-target", "missing-file", "bad-quant"])
@@ -105,7 +105,8 @@ def test_plan_argv_to_arguments(isolated, argv, changes):
     (isolated / "run").mkdir()
     (isolated / "m").mkdir()
     params = commands.plan.make_context("plan", list(argv)).params
-    assert params == {"target": None, "ggufs": (), "run_dir": None, "hf_config": None, "quants": (), **changes}
+    assert params == {"target": None, "ggufs": (), "run_dir": None, "hf_config": None, "quants": (),
+                      "devices_dir": None, "published": False, **changes}
 
 
 # --- bundle extract ----------------------------------------------------------------------------------------

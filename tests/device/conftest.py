@@ -3,7 +3,7 @@ and authorized_keys under a temp folder (`sshd -D -e -f CFG`), its host key pinn
 by PID. The "device" is this machine: its files go under a temp remote_root, never into the real home.
 
 Bundles under test are the tiny real bundle plus the real on-device runner and this machine's real x86
-`llama-server` (built from the same llama.cpp as the bundles' aarch64 one) as `bin/llama-server`. Tests count how
+`llama-server` and `llama-bench` (built from the same llama.cpp as the bundles' aarch64 ones) in `bin/`. Tests count how
 many times items really ran from llama-server's own log in the job folder (server_runs), and slow a run down with
 longer answers (write_suite's max_tokens)."""
 
@@ -185,9 +185,9 @@ def sshd(tmp_path, ssh_keys):
         yield server
 
 
-def make_device_bundle(src: Path, dst: Path, *, server: Path | None = None) -> Path:
-    """Copy a bundle folder, add the real runner (and `server` as bin/llama-server), rewrite the manifest's
-    hashes."""
+def make_device_bundle(src: Path, dst: Path, *, server: Path | None = None, bench: Path | None = None) -> Path:
+    """Copy a bundle folder, add the real runner (and `server` as bin/llama-server, `bench` as bin/llama-bench),
+    rewrite the manifest's hashes."""
     from edgetune.bundle import RUNNER_FILE
 
     shutil.copytree(src, dst)
@@ -197,6 +197,9 @@ def make_device_bundle(src: Path, dst: Path, *, server: Path | None = None) -> P
     if server is not None:
         (dst / "bin").mkdir(exist_ok=True)
         shutil.copy2(server, dst / "bin" / "llama-server")
+    if bench is not None:
+        (dst / "bin").mkdir(exist_ok=True)
+        shutil.copy2(bench, dst / "bin" / "llama-bench")
     rewrite_manifest(dst)
     return dst
 
@@ -214,9 +217,10 @@ def rewrite_manifest(root: Path) -> None:
 
 @pytest.fixture(scope="session")
 def device_bundle(tiny_bundle, llama_tools, tmp_path_factory) -> Path:
-    """tiny_bundle + runner + the real x86 llama-server (read-only by convention: copy it before changing it)."""
+    """tiny_bundle + runner + the real x86 llama-server and llama-bench (read-only by convention: copy it before
+    changing it)."""
     return make_device_bundle(tiny_bundle.file("bundle"), tmp_path_factory.mktemp("device-bundle") / "bundle",
-                              server=llama_tools.tool("llama-server"))
+                              server=llama_tools.tool("llama-server"), bench=llama_tools.tool("llama-bench"))
 
 
 # The tiny GGUF was trained at 512 positions, so llama-server caps its slot there and ends an answer at ~509 tokens

@@ -69,3 +69,43 @@ def test_deploy_exit_codes(sshd, device_bundle, tmp_path, monkeypatch):
     assert code == 12 and err.startswith("error: 127.0.0.1") and len(err.strip().splitlines()) == 1
     code, _, err = edgetune(monkeypatch, "deploy", device_bundle)
     assert code == 2 and "--device" in err
+
+
+def test_eval_bench_then_plan_calibrate(sshd, device_bundle, tmp_path, monkeypatch):
+    """`eval` runs the bundle's llama-bench (the real x86 build); `plan --calibrate RUN/devices` refits the
+    target's efficiencies from it into $XDG_CONFIG_HOME/edgetune/calibration/<target>.json, and `plan` then
+    predicts exactly the measured speeds for that same GGUF (one run: the fit has no error left)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    fleet = devices_file(sshd, tmp_path / "fleet.yaml")
+    code, out, err = edgetune(monkeypatch, "--json", "eval", device_bundle, "--devices", fleet, "--suite",
+                              write_suite(tmp_path / "s.jsonl", 1), "--out", tmp_path / "devices", "--timeout-s", 120,
+                              "--threads", 1, "--bench-prompt", 64, "--bench-gen", 16)
+    assert code == 0, err
+    run = json.loads(out)["results"]["testdev"]
+    measured_pp, measured_tg = run["bench"]["prompt_tokens_per_s"], run["bench"]["gen_tokens_per_s"]
+    pred = run["predicted"]
+    code, out, err = edgetune(monkeypatch, "--json", "plan", "--calibrate", tmp_path / "devices")
+    assert code == 0, err
+    (cal,) = json.loads(out)["calibrations"]
+    stored = tmp_path / "config" / "edgetune" / "calibration" / "rpi5-8gb.json"
+    assert cal["target"] == "rpi5-8gb" and cal["path"] == str(stored) and stored.is_file()
+    assert cal["pp_efficiency"] == pytest.approx(pred["pp_efficiency"] * measured_pp / pred["prompt_tok_s"], rel=2e-3)
+    assert cal["gen_bw_efficiency"] == pytest.approx(
+        pred["gen_bw_efficiency"] * measured_tg / pred["gen_roofline_tok_s"], rel=2e-3)
+    gguf = device_bundle / pred["model"]
+    code, out, err = edgetune(monkeypatch, "--json", "plan", "--target", "rpi5", "--gguf", gguf)
+    assert code == 0, err
+    plan = json.loads(out)
+    (row,) = plan["rows"]
+    assert plan["assumptions"]["efficiency_source"].startswith("calibrated on 1 device run(s)")
+    assert row["prompt_tok_s"] == pytest.approx(measured_pp, rel=0.01)
+    assert row["gen_tok_s"] == pytest.approx(min(measured_tg, measured_pp), rel=0.01)
+    code, out, _ = edgetune(monkeypatch, "--json", "plan", "--target", "rpi5", "--gguf", gguf, "--published")
+    assert json.loads(out)["rows"][0]["prompt_tok_s"] == pytest.approx(pred["prompt_tok_s"], rel=0.01)
+
+
+def test_plan_calibrate_without_bench_runs_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "devices" / "pi" / "job").mkdir(parents=True)
+    (tmp_path / "devices" / "pi" / "job" / "device_run.json").write_text(json.dumps({"device": "pi", "bench": {}}))
+    code, _, err = edgetune(monkeypatch, "plan", "--calibrate", tmp_path / "devices")
+    assert code == 2 and "has a llama-bench result" in err and len(err.strip().splitlines()) <= 2

@@ -82,3 +82,42 @@ def test_fleet_eval_captures_errors_per_device(sshd, device_bundle, tmp_path):
     suite = write_suite(tmp_path / "suite.jsonl", 2)
     fleet = asyncio.run(run_fleet(device_bundle, [bad, sshd.device()], suite, out_dir=tmp_path, timeout_s=60))
     assert fleet.results["testdev"].items == 2 and isinstance(fleet.errors["gone"], DeviceUnreachable)
+
+
+def test_eval_runs_the_bundles_llama_bench_next_to_the_prediction(sshd, device_bundle, tmp_path):
+    """The runner runs bin/llama-bench (here this machine's real x86 build) on the job's model after the suite;
+    device_run.json holds its pp/tg tok/s and the planner's prediction for that GGUF on the bundle's target (an
+    rpi5 prediction for an x86 run: the ratio is wiring, not a claim), and the report shows both."""
+    from edgetune.report.device import bench_entry
+    from edgetune.report.schema import Bench
+
+    run = asyncio.run(run_eval(device_bundle, sshd.device(), write_suite(tmp_path / "s.jsonl", 1), out_dir=tmp_path,
+                               timeout_s=120, threads=1, bench=(64, 16)))
+    bench, pred = run.bench, run.predicted
+    assert bench["exit_code"] == 0 and "error" not in bench, bench
+    assert [t["test"] for t in bench["tests"]] == ["pp64", "tg16"]
+    assert all(t["n_threads"] == 1 and len(t["samples_ts"]) == 3 and t["avg_ts"] > 0 for t in bench["tests"])
+    assert bench["argv"][0].endswith("bin/llama-bench") and bench["model_n_params"] > 0
+    assert bench["prompt_tokens_per_s"] == bench["tests"][0]["avg_ts"]
+    assert bench["gen_tokens_per_s"] == bench["tests"][1]["avg_ts"]
+    assert pred["target"] == "rpi5-8gb" and pred["quant"] in {"Q4_0", "Q8_0"} and pred["prompt_tok_s"] > 0
+    assert pred["gen_tok_s"] == pytest.approx(min(pred["gen_roofline_tok_s"], pred["prompt_tok_s"]), rel=1e-3)
+    record = json.loads((run.results_path.parent / "device_run.json").read_text())
+    assert record["bench"] == bench and record["predicted"] == pred
+    shown = Bench.model_validate(bench_entry(record))
+    assert shown.n_prompt == 64 and shown.n_gen == 16 and shown.error is None
+    assert shown.prompt_ratio == pytest.approx(bench["prompt_tokens_per_s"] / pred["prompt_tok_s"], rel=1e-3)
+    assert shown.gen_ratio == pytest.approx(bench["gen_tokens_per_s"] / pred["gen_tok_s"], rel=1e-3)
+
+
+def test_eval_without_llama_bench_says_so(sshd, device_bundle, tmp_path):
+    from tests.device.conftest import make_device_bundle
+
+    bundle = make_device_bundle(device_bundle, tmp_path / "nobench")
+    (bundle / "bin" / "llama-bench").unlink()
+    from tests.device.conftest import rewrite_manifest
+
+    rewrite_manifest(bundle)
+    run = asyncio.run(run_eval(bundle, sshd.device(), write_suite(tmp_path / "s.jsonl", 1), out_dir=tmp_path,
+                               timeout_s=60, threads=1))
+    assert run.items == 1 and run.bench["skipped"].startswith("no llama-bench at ")

@@ -64,9 +64,15 @@ def test_deploy_then_eval_on_the_emulated_pi(pi_sshd, pi_bundle, pi_jobs, pi_sui
                                                    "verified": True}  # hashed on the board, nothing re-sent
 
     code, out, err = edgetune(monkeypatch, "--json", "eval", pi_bundle, "--device", pi_sshd.spec, "--out",
-                              tmp_path / "runs", "--threads", 1, "--ctx-size", 512, "--timeout-s", 600)
+                              tmp_path / "runs", "--threads", 1, "--ctx-size", 512, "--timeout-s", 600,
+                              "--bench-prompt", 32, "--bench-gen", 8)
     assert code == 0, err
     _, run = only(out)
+    # the bundle's own aarch64 llama-bench ran on the board after the suite (speeds under qemu mean nothing)
+    bench, predicted = run["bench"], run["predicted"]
+    assert bench["exit_code"] == 0 and [t["test"] for t in bench["tests"]] == ["pp32", "tg8"], bench
+    assert bench["argv"][0].endswith("/bin/llama-bench") and all(t["avg_ts"] > 0 for t in bench["tests"])
+    assert predicted["target"] == manifest["target"]["name"] and predicted["prompt_tok_s"] > 0
     assert run["status"] == "ran" and run["items"] == len(pi_suite_rows) and run["deploy"]["bytes_sent"] == 0
     assert Path(run["results_path"]).parent == tmp_path / "runs" / name / run["job_id"]
     assert (pi_sshd.device_path(run["remote_job_dir"]) / "results.jsonl").is_file()

@@ -82,3 +82,30 @@ def test_recommendation_skips_builds_that_do_not_fit():
     rec = recommend({"builds": [row("Q4_0", 100, "swap"), row("Q8_0", 200, "fits")]})
     assert rec["quant"] == "Q8_0"
     assert rec["excluded"]["Q4_0"].startswith("does not fit the target (swap")
+
+
+def test_llama_bench_next_to_the_prediction_in_the_device_table(run):
+    """device_run.json's llama-bench result and prediction become schema.Bench and two columns of the table."""
+    from edgetune.report.sections import device_table
+
+    run_dir, _, gpu, report = run
+    record_path = run_dir / "devices" / "pi@10.0.0.5" / "0123456789abcdef" / "device_run.json"
+    record = json.loads(record_path.read_text())
+    record["bench"] = {"tests": [{"test": "pp512", "n_prompt": 512, "n_gen": 0, "avg_ts": 45.0},
+                                 {"test": "tg128", "n_prompt": 0, "n_gen": 128, "avg_ts": 9.0}],
+                       "prompt_tokens_per_s": 45.0, "gen_tokens_per_s": 9.0}
+    record["predicted"] = {"prompt_tok_s": 60.0, "gen_tok_s": 12.0, "efficiency_source": "published fit"}
+    record_path.write_text(json.dumps(record))
+    [d] = device_sections(run_dir, report, gpu).values()
+    assert d["bench"] == {"n_prompt": 512, "n_gen": 128, "prompt_tps": 45.0, "gen_tps": 9.0,
+                          "predicted_prompt_tps": 60.0, "predicted_gen_tps": 12.0, "prompt_ratio": 0.75,
+                          "gen_ratio": 0.75, "efficiency_source": "published fit", "error": None}
+    table = device_table({"builds": [], "device": {"Q4_0 @ pi": d}})
+    row = dict(zip(table.columns, table.rows[0]))
+    assert row["llama-bench prompt (measured / predicted)"] == "pp512: 45 / 60 (75%)"
+    assert row["llama-bench generation (measured / predicted)"] == "tg128: 9 / 12 (75%)"
+    record["bench"] = {"skipped": "no llama-bench at b/bin/llama-bench"}
+    record_path.write_text(json.dumps(record))
+    [d] = device_sections(run_dir, report, gpu).values()
+    row = dict(zip(table.columns, device_table({"builds": [], "device": {"Q4_0 @ pi": d}}).rows[0]))
+    assert row["llama-bench prompt (measured / predicted)"] == "none: no llama-bench at b/bin/llama-bench"

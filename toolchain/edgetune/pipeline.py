@@ -20,6 +20,7 @@ from edgetune.config import BuildConfig
 from edgetune.constants import Quant
 from edgetune.errors import GateError, NothingToShip
 from edgetune.evals.judge_reliability import is_embedded_judge
+from edgetune.evals.suites import load_rubric
 from edgetune.evals import context as board_context
 from edgetune.evals import stage as evals
 from edgetune.evals.context import ContextCheck
@@ -127,6 +128,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         target = target.model_copy(update={"context_length": cfg.eval.context_length})
     quants = list(dict.fromkeys(cfg.export.quants or target.quants))
     tools = load_tools(home)
+    if cfg.eval.judge_items:  # a bad rubric file (eval.judge_rubric) fails here, not after training and export
+        load_rubric(cfg.eval.judge_rubric)
     stages: dict[str, Artifact] = {}
 
     store, data_art, base = train_inputs(cfg)  # data and base exactly as `edgetune train` makes them

@@ -32,17 +32,19 @@ from edgetune.targets import Target
 
 log = logging.getLogger(__name__)
 
-# --- speed (estimates: replace with on-device llama-bench numbers as they come in) ------------------------
-# Share of the sustained bandwidth llama.cpp's decode streams (thread barriers per op, attention, sampling).
-# The profiles' mem_bandwidth_gbs were themselves derived from public decode rates at this factor.
+# --- speed: rooflines scaled by constants fitted on published measurements -----------------------------------
+# The fit and its held-out check: benchmarks/planner_fit.py over benchmarks/data/published_speeds.yaml (sources
+# and results in docs/planner.md; log benchmarks/results-planner-fit-2026-12-07.log). A board's own llama-bench
+# runs replace both shares with its calibration (edgetune.calibration, `edgetune plan --calibrate`).
+# Share of the sustained bandwidth llama.cpp's decode streams (thread barriers per op, attention, sampling): a
+# convention, not a fit. The profiles' mem_bandwidth_gbs are fitted at this share from the fit set's decode rates.
 GEN_BW_EFFICIENCY = 0.8
-# Share of the int8 peak reached in prompt processing, from public numbers: TinyLlama-1.1B Q8_0 at ~40 tok/s
-# on a Pi 5 (0.14 of its 614 Gops/s) and ~10 tok/s on a Pi 4 (0.19 of 115; llamafile's "LLaMA Now Goes Faster
-# on CPUs", 2024); Llama-2-7B Q4_0 at 8.1 tok/s on a Pi 5 (0.18; llama.cpp PR #6928); Phi-3-mini IQ4_XS at
-# 11 tok/s on an RK3588 (0.14; llama.cpp #7176).
-PP_EFFICIENCY = 0.15
-# Q4_0 and IQ4_NL are repacked at load for ARM NEON+dotprod (4x4) or i8mm (4x8) GEMM kernels. Estimate of
-# their prompt speed-up over the plain dot-product path; to be measured (llama-bench pp512, Q4_0 vs Q8_0).
+# Share of the int8 (or float) peak reached in prompt processing: the geometric mean of measured / predicted
+# over the fit set's prompt rates (Llama-2-7B Q4_0 on a Pi 5, Phi-3-mini IQ4_XS on an RK3588).
+PP_EFFICIENCY = 0.153
+# Q4_0 and IQ4_NL are repacked at load for ARM NEON+dotprod (4x4) or i8mm (4x8) GEMM kernels. An assumption of
+# their prompt speed-up over the plain dot-product path, neither fitted nor tested: every published figure in
+# the data predates repacking. A board's llama-bench pp512 of Q4_0 against Q8_0 measures it.
 REPACK_SPEEDUP = 2.0
 REPACKED_ON_ARM = frozenset({Quant.Q4_0.value, Quant.IQ4_NL.value})
 # int8 multiply-accumulate ops per cycle per core (1 MAC = 2 ops): SMMLA 2 pipes × 32 MACs; AVX-VNNI 2 ports
@@ -100,8 +102,29 @@ class Row:
         return self.status == "fits"
 
 
-def predict_tok_s(target: Target, shape: ModelShape, quant: str, read_bytes: int) -> tuple[float, float]:
-    """(prompt, generation) tokens per second for a BENCH_CONTEXT_TOKENS prompt: roofline estimates."""
+@dataclass(frozen=True)
+class Efficiency:
+    """The two shares the rooflines are scaled by: the published fit (below) or a board's own calibration
+    (edgetune.calibration, from llama-bench runs on the device)."""
+
+    gen_bw: float = GEN_BW_EFFICIENCY
+    pp: float = PP_EFFICIENCY
+    source: str = "published fit (docs/planner.md)"
+
+
+DEFAULT_EFFICIENCY = Efficiency()
+
+
+@dataclass(frozen=True)
+class Speeds:
+    prompt: float
+    gen: float  # min(bandwidth roofline, prompt): what the plan shows
+    gen_roofline: float  # the bandwidth roofline alone: what a calibration scales
+
+
+def predict_speeds(target: Target, shape: ModelShape, quant: str, read_bytes: int,
+                   eff: Efficiency = DEFAULT_EFFICIENCY) -> Speeds:
+    """Prompt and generation tokens per second for a BENCH_CONTEXT_TOKENS prompt: roofline estimates."""
     ctx = min(BENCH_CONTEXT_TOKENS, target.context_length)
     features = set(target.cpu.features)
     if quant == Quant.F16.value:
@@ -112,20 +135,27 @@ def predict_tok_s(target: Target, shape: ModelShape, quant: str, read_bytes: int
     attention = 2 * shape.n_layers * shape.n_head * (shape.key_length + shape.value_length) * ctx // 2
     ops_per_token = 2 * (shape.n_params - shape.lookup_params) + attention
     peak = target.cpu.cores * target.cpu.clock_ghz * 1e9 * per_cycle
-    prompt = peak * PP_EFFICIENCY * (REPACK_SPEEDUP if repacked else 1.0) / ops_per_token
-    gen = target.mem_bandwidth_gbs * 1e9 * GEN_BW_EFFICIENCY / (read_bytes + shape.kv_bytes(ctx))
-    return prompt, min(gen, prompt)  # a decode step is never faster than a prompt token
+    prompt = peak * eff.pp * (REPACK_SPEEDUP if repacked else 1.0) / ops_per_token
+    gen = target.mem_bandwidth_gbs * 1e9 * eff.gen_bw / (read_bytes + shape.kv_bytes(ctx))
+    return Speeds(prompt, min(gen, prompt), gen)  # a decode step is never faster than a prompt token
+
+
+def predict_tok_s(target: Target, shape: ModelShape, quant: str, read_bytes: int,
+                  eff: Efficiency = DEFAULT_EFFICIENCY) -> tuple[float, float]:
+    """(prompt, generation) tokens per second for a BENCH_CONTEXT_TOKENS prompt: roofline estimates."""
+    speeds = predict_speeds(target, shape, quant, read_bytes, eff)
+    return speeds.prompt, speeds.gen
 
 
 def _row(target: Target, shape: ModelShape, quant: str, source: str, path: Path | None, size: int,
-         read: int) -> Row:
+         read: int, eff: Efficiency) -> Row:
     n_ctx = min(target.context_length, shape.n_ctx_train or target.context_length)
     kv, overhead = shape.kv_bytes(n_ctx), RUNTIME_BASE_BYTES + shape.compute_bytes(n_ctx)
     need = size + kv + overhead
     ram, swap = int(target.ram_gb * 1e9), int(target.swap_gb * 1e9)
     status = ("fits" if need <= target.usable_ram_bytes else "over-share" if need <= ram
               else "swap" if need <= ram + swap else "oom")
-    prompt, gen = predict_tok_s(target, shape, quant, read)
+    prompt, gen = predict_tok_s(target, shape, quant, read, eff)
     return Row(quant, source, path, n_ctx, size, kv, overhead, need, status, round(prompt, 1), round(gen, 1))
 
 
@@ -134,6 +164,7 @@ class Plan:
     target: Target
     rows: list[Row]  # in pick order
     pick: Row | None
+    efficiency: Efficiency = DEFAULT_EFFICIENCY
 
     @property
     def reason(self) -> str:
@@ -159,7 +190,8 @@ class Plan:
                 "rows": [{**vars(r), "path": str(r.path) if r.path else None, "fits": r.fits} for r in self.rows],
                 "pick": self.pick.quant if self.pick else None,
                 "pick_path": str(self.pick.path) if self.pick and self.pick.path else None, "reason": self.reason,
-                "assumptions": {"gen_bw_efficiency": GEN_BW_EFFICIENCY, "pp_efficiency": PP_EFFICIENCY,
+                "assumptions": {"gen_bw_efficiency": self.efficiency.gen_bw, "pp_efficiency": self.efficiency.pp,
+                                "efficiency_source": self.efficiency.source,
                                 "repack_speedup": REPACK_SPEEDUP, "bench_context_tokens": BENCH_CONTEXT_TOKENS,
                                 "runtime_base_bytes": RUNTIME_BASE_BYTES, "kv_cache": "f16"}}
 
@@ -173,8 +205,9 @@ class Plan:
         lines += [fmt(r.quant, r.source, r.n_ctx, _mb(r.weights_bytes), _mb(r.need_bytes), r.status,
                       f"{r.prompt_tok_s:.1f}", f"{r.gen_tok_s:.1f}") for r in self.rows]
         lines.append(f"pick: {self.pick.quant} ({self.reason})" if self.pick else "pick: none fits")
-        lines.append(f"speeds are roofline estimates (bandwidth x {GEN_BW_EFFICIENCY}, int8 peak x {PP_EFFICIENCY}) "
-                     "for a 512-token prompt: check them on the device")
+        e = self.efficiency
+        lines.append(f"speeds are roofline estimates (bandwidth x {e.gen_bw:.3g}, int8 peak x {e.pp:.3g}; "
+                     f"{e.source}) for a 512-token prompt: check them on the device")
         return "\n".join(lines)
 
 
@@ -183,18 +216,19 @@ def _mb(n_bytes: int) -> str:
 
 
 def make_plan(target: Target, *, ggufs: Sequence[Path] = (), run_dir: Path | None = None,
-              hf_config: Path | None = None, quants: Sequence[Quant] = ()) -> Plan:
+              hf_config: Path | None = None, quants: Sequence[Quant] = (),
+              efficiency: Efficiency = DEFAULT_EFFICIENCY) -> Plan:
     """Rows for every GGUF given (real sizes) and estimated rows for `quants` (default, when no GGUF is given:
     the target's list) from the HF config's shape, else the first GGUF's. Raises ConfigError with no model."""
     files = [read_model_file(p) for p in [*ggufs, *(ggufs_in_run(run_dir) if run_dir else [])]]
     shape = shape_from_hf_config(hf_config) if hf_config else files[0].shape if files else None
     if shape is None:
         raise ConfigError("no model to plan for", "give --gguf FILE, --run RUN_DIR or --hf-config PATH")
-    rows = [_row(target, f.shape, f.quant, "file", f.path, f.size_bytes, f.read_bytes) for f in files]
+    rows = [_row(target, f.shape, f.quant, "file", f.path, f.size_bytes, f.read_bytes, efficiency) for f in files]
     for quant in quants or ([] if files else target.quants):
-        rows.append(_row(target, shape, quant.value, "estimate", None, *shape.estimate(quant)))
+        rows.append(_row(target, shape, quant.value, "estimate", None, *shape.estimate(quant), efficiency))
     order = {q: i for i, q in enumerate(preference(target))}
     rows.sort(key=lambda r: (order.get(r.quant, len(order)), r.source != "file"))
     pick = next((r for r in rows if r.fits), None)
     log.debug("plan for %s: %d rows, pick %s", target.name, len(rows), pick and pick.quant)
-    return Plan(target, rows, pick)
+    return Plan(target, rows, pick, efficiency)

@@ -207,7 +207,7 @@ def report(state: State, run: Path | None, compare: tuple[Path, Path] | None, ou
 
 
 @cli.command()
-@click.option("--target", required=True, help="Target board profile, e.g. rpi5 (see `edgetune targets list`).")
+@click.option("--target", help="Target board profile, e.g. rpi5 (see `edgetune targets list`).")
 @click.option("--gguf", "ggufs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A GGUF file to plan with its real size (repeatable).")
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -216,9 +216,13 @@ def report(state: State, run: Path | None, compare: tuple[Path, Path] | None, ou
               help="An HF model folder or its config.json: estimate sizes from the model's shape.")
 @click.option("--quant", "quants", multiple=True, type=click.Choice([q.value for q in Quant]),
               help="Quant to estimate (repeatable; default without --gguf/--run: the target's list).")
+@click.option("--calibrate", "devices_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Refit the planner's efficiencies per board from the llama-bench runs `edgetune eval --out` "
+                   "fetched into this folder; stored in ~/.config/edgetune/calibration/<target>.json.")
+@click.option("--published", is_flag=True, help="Ignore a stored calibration: use the published fit.")
 @pass_state
-def plan(state: State, target: str, ggufs: tuple[Path, ...], run_dir: Path | None, hf_config: Path | None,
-         quants: tuple[str, ...]) -> None:
+def plan(state: State, target: str | None, ggufs: tuple[Path, ...], run_dir: Path | None, hf_config: Path | None,
+         quants: tuple[str, ...], devices_dir: Path | None, published: bool) -> None:
     """Check which quants fit a board's memory and predict their speed; print the pick.
 
     \b
@@ -226,14 +230,25 @@ def plan(state: State, target: str, ggufs: tuple[Path, ...], run_dir: Path | Non
       edgetune plan --target rpi5 --gguf model-Q4_0.gguf --gguf model-Q8_0.gguf
       edgetune plan --target rpi-zero-2w --run edgetune-out/runs/rpi5-8gb
       edgetune --json plan --target rpi4-4gb --hf-config ./my-model --quant Q4_0 --quant Q8_0
+      edgetune plan --calibrate edgetune-out/runs/rpi5-8gb/devices
     """
-    from edgetune.planner import make_plan
+    from edgetune.calibration import calibrate, efficiency_for
+    from edgetune.planner import DEFAULT_EFFICIENCY, make_plan
     from edgetune.targets import get_target
 
+    if devices_dir is not None:
+        cals = calibrate(devices_dir)
+        state.emit({"calibrations": [c.to_dict() for c in cals]},
+                   "\n".join(f"{c.target}: gen_bw_efficiency {c.gen_bw_efficiency:g}, pp_efficiency "
+                             f"{c.pp_efficiency:g} from {len(c.runs)} run(s) -> {c.path}" for c in cals))
+        return
+    if target is None:
+        raise click.UsageError("give --target BOARD (or --calibrate RUN/devices)")
     if not (ggufs or run_dir or hf_config):
         raise click.UsageError("give a model: --gguf FILE, --run RUN_DIR or --hf-config PATH")
-    result = make_plan(get_target(target), ggufs=ggufs, run_dir=run_dir, hf_config=hf_config,
-                       quants=[Quant(q) for q in quants])
+    board = get_target(target)
+    result = make_plan(board, ggufs=ggufs, run_dir=run_dir, hf_config=hf_config, quants=[Quant(q) for q in quants],
+                       efficiency=DEFAULT_EFFICIENCY if published else efficiency_for(board.name))
     result.require_pick()
     state.emit(result.to_dict(), result.table())
 
@@ -328,13 +343,20 @@ def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file:
 @click.option("--threads", type=click.IntRange(min=1), help="llama.cpp threads on the device (default: its cores).")
 @click.option("--ctx-size", type=click.IntRange(min=64), help="Context size in tokens (default: the bundle's).")
 @click.option("--timeout-s", type=float, default=3600.0, show_default=True, help="Wait for the job this long.")
+@click.option("--bench-prompt", type=click.IntRange(min=0), default=512, show_default=True,
+              help="Tokens of the llama-bench prompt test run on the device after the suite (0: none).")
+@click.option("--bench-gen", type=click.IntRange(min=0), default=128, show_default=True,
+              help="Tokens of the llama-bench generation test (0: none; both 0: no llama-bench).")
 @pass_state
 def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file: Path | None,
                 accept_new_host_key: bool, suite: Path | None, out_dir: Path, model: str | None,
-                threads: int | None, ctx_size: int | None, timeout_s: float) -> None:
+                threads: int | None, ctx_size: int | None, timeout_s: float, bench_prompt: int,
+                bench_gen: int) -> None:
     """Deploy a bundle, evaluate it on devices with its runner, fetch results and device facts.
 
     Re-running after a lost connection collects the finished job or resumes it; a job never runs twice at once.
+    After the suite the bundle's own llama-bench measures the model (pp512/tg128), recorded beside the planner's
+    prediction; `edgetune plan --calibrate OUT` refits the planner from those runs.
 
     \b
     Examples:
@@ -346,10 +368,22 @@ def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file
     from edgetune.device import run_fleet
 
     fleet = run_sync(run_fleet(bundle, _devices(specs, devices_file), suite, out_dir=out_dir, timeout_s=timeout_s,
-                               model=model, threads=threads, ctx_size=ctx_size,
+                               model=model, threads=threads, ctx_size=ctx_size, bench=(bench_prompt, bench_gen),
                                accept_new_host_key=accept_new_host_key,
                                progress=RichProgress(enabled=not state.as_json)))
-    _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.status}: {r.items} items → {r.results_path}")
+    _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.status}: {r.items} items → {r.results_path}"
+                                             + _bench_line(r.bench, r.predicted))
+
+
+def _bench_line(bench: dict, predicted: dict | None) -> str:
+    """'; llama-bench pp 41.2 tok/s (predicted 39.0), tg 9.1 (8.8)', or why there is none."""
+    if not bench or bench.get("skipped") or bench.get("error"):
+        return f"; llama-bench: {bench.get('skipped') or bench.get('error') or 'not run'}"
+    pred = predicted or {}
+    parts = [f"{kind} {bench[key]:.1f} tok/s" + (f" (predicted {pred[p]:.1f})" if pred.get(p) else "")
+             for kind, key, p in (("pp", "prompt_tokens_per_s", "prompt_tok_s"), ("tg", "gen_tokens_per_s",
+                                                                                    "gen_tok_s")) if bench.get(key)]
+    return "; llama-bench " + ", ".join(parts)
 
 
 # `device-eval`, the command's first name, still works (hidden from --help)

@@ -7,7 +7,8 @@ Deploys it first (idempotent), uploads the suite when one is given, then runs th
 so re-running the same evaluation finds the same folder: a finished job is collected without running again, a
 running one is waited on (never started twice), an interrupted one is resumed by the runner from its progress.
 Writes `OUT/<device>/<job id>/`: results.jsonl, summary.json (device facts: CPU, RAM, OS, temperature,
-throttling) and device_run.json. Raises DeviceLost (connection dropped, or the job outlived timeout_s: re-run to
+throttling; "bench": the bundle's llama-bench run on the device) and device_run.json (with "bench" and "predicted":
+the planner's speeds for the model on the bundle's target, edgetune.calibration). Raises DeviceLost (connection dropped, or the job outlived timeout_s: re-run to
 collect), DeviceError (the runner failed: its own error line and stderr tail), ConfigError (no runner or suite).
 """
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 RESULTS, SUMMARY, RECORD = "results.jsonl", "summary.json", "device_run.json"
 CONTROL_TIMEOUT_S = 60.0
+# llama-bench's own defaults (pp512, tg128): the planner predicts for a 512-token prompt. (0, 0): no bench.
+BENCH_TOKENS = (512, 128)
 
 
 @dataclass
@@ -49,6 +52,8 @@ class DeviceRunResult:
     ran_items: int | None = None
     device_facts: dict[str, Any] = field(default_factory=dict)
     deploy: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)  # llama-bench on the device (the runner's bench.json)
+    predicted: dict[str, Any] | None = None  # the planner's speeds for the same GGUF and target
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -60,7 +65,8 @@ def job_id(manifest_sha256: str, suite_sha256: str, params: dict[str, Any]) -> s
 
 
 def runner_argv(bundle: str, job_dir: str, suite: str, *, model: str | None, threads: int | None,
-                ctx_size: int | None, item_timeout_s: float | None, server_args: Sequence[str] = ()) -> list[str]:
+                ctx_size: int | None, item_timeout_s: float | None, server_args: Sequence[str] = (),
+                bench: tuple[int, int] = BENCH_TOKENS) -> list[str]:
     """The on-device runner's command line (toolchain/edgetune/device_runner/edgetune_runner.py). Paths are
     relative to the device user's home, where both the SSH session and the job start."""
     argv = [remote.PYTHON, f"{bundle}/{RUNNER_FILE}", "--job-dir", job_dir, "--suite", suite]
@@ -73,6 +79,7 @@ def runner_argv(bundle: str, job_dir: str, suite: str, *, model: str | None, thr
     if item_timeout_s:
         argv += ["--item-timeout-s", f"{item_timeout_s:g}"]
     argv += [f"--server-arg={a}" for a in server_args]
+    argv += ["--bench-prompt", str(bench[0]), "--bench-gen", str(bench[1])]
     return argv
 
 
@@ -126,25 +133,32 @@ def check_inputs(bundle_dir: Path, suite_path: Path | None, *, model: str | None
 async def run_eval(bundle_dir: Path, device: Device, suite_path: Path | None = None, *, out_dir: Path,
                    timeout_s: float = 3600.0, model: str | None = None, threads: int | None = None,
                    ctx_size: int | None = None, item_timeout_s: float | None = None,
-                   accept_new_host_key: bool = False, progress: Progress | None = None) -> DeviceRunResult:
-    """Deploy, run the bundle's runner on `device` (or join / collect the same job), fetch its results."""
+                   bench: tuple[int, int] = BENCH_TOKENS, accept_new_host_key: bool = False,
+                   progress: Progress | None = None) -> DeviceRunResult:
+    """Deploy, run the bundle's runner on `device` (or join / collect the same job), fetch its results; the
+    runner then runs the bundle's llama-bench (pp`bench[0]`, tg`bench[1]`) on the same model."""
+    from edgetune.calibration import predict_for_bundle
+
     bundle_dir = Path(bundle_dir)
     manifest = check_inputs(bundle_dir, suite_path, model=model, ctx_size=ctx_size)
+    predicted = predict_for_bundle(bundle_dir, manifest, model) if any(bench) else None
     async with connect(device, accept_new_host_key=accept_new_host_key) as session:
         deployed = await deploy_session(session, bundle_dir, progress=progress)
         bundle = remote_bundle_dir(device, manifest)
         suite, suite_sha = await _suite(session, bundle_dir, manifest, suite_path, bundle)
-        params = {"model": model, "threads": threads, "ctx_size": ctx_size}
+        params = {"model": model, "threads": threads, "ctx_size": ctx_size,
+                  **({"bench": list(bench)} if bench != BENCH_TOKENS else {})}
         jid = job_id(sha256_file(bundle_dir / MANIFEST_FILE), suite_sha, params)
         job_dir = f"{device.remote_root.rstrip('/')}/jobs/{jid}"
         argv = runner_argv(bundle, job_dir, suite, model=model, threads=threads, ctx_size=ctx_size,
-                           item_timeout_s=item_timeout_s)
+                           item_timeout_s=item_timeout_s, bench=bench)
         return await run_job(session, jid, job_dir, argv, out_dir=Path(out_dir), timeout_s=timeout_s,
-                             deployed=deployed)
+                             deployed=deployed, predicted=predicted)
 
 
 async def run_job(session: Session, jid: str, job_dir: str, argv: Sequence[str], *, out_dir: Path,
-                  timeout_s: float, deployed: DeployResult | None = None) -> DeviceRunResult:
+                  timeout_s: float, deployed: DeployResult | None = None,
+                  predicted: dict[str, Any] | None = None) -> DeviceRunResult:
     """Start (or join, or collect) the detached job `argv` in `job_dir`, wait for it, fetch its results."""
     name = session.device.name
     started = await remote.job(session, "start", job_dir, argv, timeout_s=CONTROL_TIMEOUT_S)
@@ -166,11 +180,11 @@ async def run_job(session: Session, jid: str, job_dir: str, argv: Sequence[str],
                               + (f"; stderr: {' | '.join(stderr)}" if stderr else ""),
                               "fix the cause and re-run: finished items are kept and not run again")
         outcome = json.loads(waited["outcome"]) if waited.get("outcome") else {}
-    return await _collect(session, jid, job_dir, out_dir, status, outcome, deployed)
+    return await _collect(session, jid, job_dir, out_dir, status, outcome, deployed, predicted)
 
 
 async def _collect(session: Session, jid: str, job_dir: str, out_dir: Path, status: str, outcome: dict[str, Any],
-                   deployed: DeployResult | None) -> DeviceRunResult:
+                   deployed: DeployResult | None, predicted: dict[str, Any] | None) -> DeviceRunResult:
     dest = out_dir / session.device.name / jid
     dest.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS, SUMMARY):
@@ -185,6 +199,9 @@ async def _collect(session: Session, jid: str, job_dir: str, out_dir: Path, stat
     summary = json.loads((dest / SUMMARY).read_text())
     result = DeviceRunResult(session.device.name, jid, job_dir, status, len(rows), dest / RESULTS, dest / SUMMARY,
                              ran_items=outcome.get("ran"), device_facts=summary.get("device") or {},
-                             deploy=deployed.to_dict() if deployed else {})
+                             deploy=deployed.to_dict() if deployed else {}, bench=summary.get("bench") or {},
+                             predicted=predicted)
+    if result.bench.get("error"):
+        log.warning("%s: llama-bench failed on the device: %s", session.device.name, result.bench["error"])
     write_json(dest / RECORD, result.to_dict())
     return result

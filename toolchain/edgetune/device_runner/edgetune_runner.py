@@ -11,6 +11,8 @@ and writes into --job-dir:
     progress.jsonl  append-only log of finished items (what a resumed run skips)
     job.json        what the job is (model, suite hash, threads, context); a resume must match it
     server.log      llama-server's own output
+    bench.json      the bundled llama-bench's measurement of the model (pp<N> and tg<N> tok/s), when bin/llama-bench
+                    is there and --bench-prompt/--bench-gen are not both 0; copied into summary.json's "bench"
     .lock           held (flock) while a runner works on this job dir
 
 Usage, from the bundle folder:
@@ -67,6 +69,7 @@ import urllib.request
 RUNNER_VERSION = 1
 RESULTS, SUMMARY, PROGRESS, JOB, LOG, LOCK = ("results.jsonl", "summary.json", "progress.jsonl", "job.json",
                                               "server.log", ".lock")
+BENCH, BENCH_LOG = "bench.json", "bench.log"
 EXIT_USAGE, EXIT_SUITE, EXIT_MODEL, EXIT_SERVER, EXIT_REQUEST, EXIT_LOCKED = 2, 3, 4, 5, 6, 75
 LOCK_ATTEMPTS = 10  # 0.1 s apart
 ARM_PARTS = {("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55",
@@ -430,6 +433,55 @@ def check_model(path: str) -> None:
             raise RunnerError(f"model file {path} is not a GGUF file", EXIT_MODEL)
 
 
+def run_bench(args, job_dir: str) -> dict:
+    """The bundle's own llama-bench on the job's model, threads and flash-attention setting: one pp<N> and one
+    tg<N> test (llama-bench's defaults are 512 and 128), --bench-reps repetitions each. Kept in bench.json, so
+    a resumed job does not measure twice. A missing binary or a failed run is recorded, never fatal: the
+    evaluation's results stand without it."""
+    path = os.path.join(job_dir, BENCH)
+    if os.path.exists(path):
+        try:
+            return json.loads(_read(path) or "")
+        except ValueError:
+            pass
+    if not (args.bench_prompt or args.bench_gen):
+        return {"skipped": "--bench-prompt and --bench-gen are 0"}
+    if not os.access(args.bench, os.X_OK):
+        return {"skipped": f"no llama-bench at {args.bench}"}
+    argv = [args.bench, "-m", args.model, "-t", str(args.threads), "-p", str(args.bench_prompt),
+            "-n", str(args.bench_gen), "-r", str(args.bench_reps), "-fa", args.flash_attn, "-o", "json"]
+    log(f"llama-bench: pp{args.bench_prompt} tg{args.bench_gen}, {args.bench_reps} repetitions")
+    t0 = time.monotonic()
+    try:
+        with open(os.path.join(job_dir, BENCH_LOG), "ab") as err:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                  timeout=args.bench_timeout_s, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        rc, stdout = done.returncode, done.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        rc, stdout = None, ""
+    out = {"argv": argv, "exit_code": rc, "wall_s": round(time.monotonic() - t0, 2), "tests": []}
+    try:
+        records = json.loads(stdout) if rc == 0 else []
+    except ValueError:
+        records = []
+    for rec in records if isinstance(records, list) else []:
+        n_prompt, n_gen = int(rec.get("n_prompt") or 0), int(rec.get("n_gen") or 0)
+        test = f"pp{n_prompt}" if n_prompt and not n_gen else f"tg{n_gen}" if n_gen and not n_prompt else "pg"
+        out["tests"].append({"test": test, "n_prompt": n_prompt, "n_gen": n_gen, "n_threads": rec.get("n_threads"),
+                             "avg_ts": rec.get("avg_ts"), "stddev_ts": rec.get("stddev_ts"),
+                             "samples_ts": rec.get("samples_ts")})
+        for key in ("cpu_info", "model_type", "model_size", "model_n_params", "build_commit"):
+            out.setdefault(key, rec.get(key))
+    by_kind = {t["test"][:2]: t["avg_ts"] for t in out["tests"]}
+    out.update(prompt_tokens_per_s=by_kind.get("pp"), gen_tokens_per_s=by_kind.get("tg"))
+    if not out["tests"]:
+        why = "timed out" if rc is None else f"exited {rc}"
+        out["error"] = (f"llama-bench {why} with no results (see {BENCH_LOG}): "
+                        + tail(os.path.join(job_dir, BENCH_LOG), 3).strip().replace("\n", " | "))
+    write_atomic(path, json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def run_job(args) -> dict:
     job_dir = args.job_dir
     results_path = os.path.join(job_dir, RESULTS)
@@ -439,14 +491,15 @@ def run_job(args) -> dict:
     items = load_suite(args.suite, args.ctx_size)
     job = {"model": os.path.abspath(args.model), "model_size_bytes": os.path.getsize(args.model),
            "suite": os.path.abspath(args.suite), "suite_sha256": sha256_file(args.suite), "threads": args.threads,
-           "ctx_size": args.ctx_size, "flash_attn": args.flash_attn, "server_args": args.server_arg}
+           "ctx_size": args.ctx_size, "flash_attn": args.flash_attn, "server_args": args.server_arg,
+           "bench": [args.bench_prompt, args.bench_gen, args.bench_reps]}
     os.makedirs(job_dir, exist_ok=True)
     with JobLock(job_dir):
         if os.path.exists(results_path) and not args.force:  # another runner finished while we waited
             return {"status": "already-done", "results": results_path, "summary": os.path.join(job_dir, SUMMARY)}
         job_path, progress_path = os.path.join(job_dir, JOB), os.path.join(job_dir, PROGRESS)
         if args.force:
-            for name in (RESULTS, SUMMARY, PROGRESS, JOB):
+            for name in (RESULTS, SUMMARY, PROGRESS, JOB, BENCH):
                 if os.path.exists(os.path.join(job_dir, name)):
                     os.unlink(os.path.join(job_dir, name))
         if os.path.exists(job_path):
@@ -485,9 +538,11 @@ def run_job(args) -> dict:
             finally:
                 server.stop()
         temps["end"] = temperature_c()
+        bench = run_bench(args, job_dir)  # after the server stopped: the two never share the cores
         rows = [done[str(it["id"])] for it in items]
         summary = summarize(job, rows, server.argv if server else None, device_facts(), temps,
                             time.monotonic() - started)
+        summary["bench"] = bench
         if server is not None and server.peak_rss_mb is not None:
             summary["peak_rss_mb"] = max(summary["peak_rss_mb"] or 0, server.peak_rss_mb)
         write_atomic(os.path.join(job_dir, SUMMARY), json.dumps(summary, indent=2) + "\n")
@@ -664,7 +719,14 @@ def parse_args(argv):
     _server_options(p, root, target)
     p.add_argument("--item-timeout-s", type=float, default=900.0, help="one /completion request at most this long")
     p.add_argument("--force", action="store_true", help="discard earlier results and progress in --job-dir")
+    p.add_argument("--bench", default=os.path.join(root, "bin", "llama-bench"), help="llama-bench binary")
+    p.add_argument("--bench-prompt", type=int, default=512, help="llama-bench prompt test, tokens (0: none)")
+    p.add_argument("--bench-gen", type=int, default=128, help="llama-bench generation test, tokens (0: none)")
+    p.add_argument("--bench-reps", type=int, default=3, help="llama-bench repetitions of each test")
+    p.add_argument("--bench-timeout-s", type=float, default=1800.0, help="llama-bench at most this long")
     args = p.parse_args(argv)
+    if min(args.bench_prompt, args.bench_gen) < 0 or args.bench_reps < 1:
+        p.error("--bench-prompt/--bench-gen must be >= 0 and --bench-reps >= 1")
     _check(p, args)
     return args
 

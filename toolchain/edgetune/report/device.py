@@ -85,5 +85,25 @@ def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mappi
         plan = row.plan if row is not None else None
         entry.update(predicted_prompt_tps=plan.predicted_prompt_tps if plan else None,
                      predicted_gen_tps=plan.predicted_gen_tps if plan else None)
+        entry["bench"] = bench_entry(record)
         out[f"{quant} @ {record.get('device', job.parent.name)}"] = entry
     return out
+
+
+def bench_entry(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """schema.Bench from device_run.json: llama-bench's pp/tg tok/s on the device, the planner's prediction for
+    that GGUF and target, and measured / predicted; None for a run from before llama-bench was run."""
+    bench, pred = record.get("bench") or {}, record.get("predicted") or {}
+    if not bench and not pred:
+        return None
+    tests = {t.get("test", "")[:2]: t for t in bench.get("tests") or []}
+
+    def ratio(measured: float | None, predicted: float | None) -> float | None:
+        return round(measured / predicted, 3) if measured and predicted else None
+
+    prompt, gen = bench.get("prompt_tokens_per_s"), bench.get("gen_tokens_per_s")
+    return {"n_prompt": (tests.get("pp") or {}).get("n_prompt"), "n_gen": (tests.get("tg") or {}).get("n_gen"),
+            "prompt_tps": prompt, "gen_tps": gen, "predicted_prompt_tps": pred.get("prompt_tok_s"),
+            "predicted_gen_tps": pred.get("gen_tok_s"), "prompt_ratio": ratio(prompt, pred.get("prompt_tok_s")),
+            "gen_ratio": ratio(gen, pred.get("gen_tok_s")), "efficiency_source": pred.get("efficiency_source"),
+            "error": bench.get("error") or bench.get("skipped") or (None if bench else "llama-bench was not run")}

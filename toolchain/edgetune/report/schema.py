@@ -163,6 +163,22 @@ class FlipDetail(_Part):
     output: Any = None
 
 
+class Bench(_Part):
+    """The bundle's llama-bench run on the device (pp<n_prompt>, tg<n_gen>) next to the planner's prediction for
+    the same GGUF on the bundle's target; a ratio is measured / predicted."""
+
+    n_prompt: int | None = None
+    n_gen: int | None = None
+    prompt_tps: Number | None = None
+    gen_tps: Number | None = None
+    predicted_prompt_tps: Number | None = None
+    predicted_gen_tps: Number | None = None
+    prompt_ratio: Number | None = None
+    gen_ratio: Number | None = None
+    efficiency_source: str | None = None  # the published fit, or the board's calibration file
+    error: str | None = None  # why there is no measurement (no llama-bench in the bundle, a failed run)
+
+
 class DeviceRun(_Part):
     """One quant measured on a device (report.device), or a device section another tool put on a row."""
 
@@ -184,6 +200,7 @@ class DeviceRun(_Part):
     peak_rss_mb: Number | None = None
     predicted_prompt_tps: Number | None = None
     predicted_gen_tps: Number | None = None
+    bench: Bench | None = None
 
 
 class BuildRow(_Part):

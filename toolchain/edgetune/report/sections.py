@@ -373,11 +373,22 @@ def device_table(report: ReportLike) -> Table | None:
         flips = f", lost/gained vs GPU {d.flips_lost}/{d.flips_gained}" if d.flips_lost is not None else ""
         return f"{pct(d.accuracy)} (n={d.n}{flips})"
 
+    def bench(d: DeviceRun, kind: str) -> str:
+        b = d.bench
+        if b is None:
+            return "–"
+        if b.error and not (b.prompt_tps or b.gen_tps):
+            return f"none: {b.error}"
+        if kind == "pp":
+            return f"pp{b.n_prompt}: " + measured_vs_pred(b.prompt_tps, b.predicted_prompt_tps)
+        return f"tg{b.n_gen}: " + measured_vs_pred(b.gen_tps, b.predicted_gen_tps)
+
     return Table("device", "On the device",
                  ["build", "accuracy", "prompt tok/s (measured / predicted)",
-                  "generation tok/s (measured / predicted)", "TTFT p50", "TTFT p95", "peak RSS"],
+                  "generation tok/s (measured / predicted)", "llama-bench prompt (measured / predicted)",
+                  "llama-bench generation (measured / predicted)", "TTFT p50", "TTFT p95", "peak RSS"],
                  [[name, accuracy(d), measured_vs_pred(d.prompt_tps, d.predicted_prompt_tps),
-                   measured_vs_pred(d.gen_tps, d.predicted_gen_tps),
+                   measured_vs_pred(d.gen_tps, d.predicted_gen_tps), bench(d, "pp"), bench(d, "tg"),
                    f"{num(d.ttft_p50_s)} s" if d.ttft_p50_s is not None else "–",
                    f"{num(d.ttft_p95_s)} s" if d.ttft_p95_s is not None else "–",
                    f"{num(d.peak_rss_mb, 4)} MB" if d.peak_rss_mb is not None else "–"]
