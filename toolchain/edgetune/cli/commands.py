@@ -169,7 +169,9 @@ def inspect(state: State, gguf: Path) -> None:
     from edgetune.export.inspect import inspect_gguf
 
     info = inspect_gguf(gguf)
-    human = "\n".join(f"{k}: {v}" for k, v in info.items() if k != "chat_template")
+    general = info.get("general") or {}
+    human = "\n".join(f"{k}: {v}" for k, v in info.items() if k not in ("chat_template", "general"))
+    human += "".join(f"\ngeneral.{k}: {v}" for k, v in general.items())
     state.emit(info, human + f"\nchat_template: {'yes' if info.get('chat_template') else 'MISSING'}")
 
 
