@@ -83,7 +83,7 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
         root = b.path / name
         (root / "models").mkdir(parents=True)
         files: dict[str, dict[str, Any]] = {}
-        models = []
+        models: list[dict[str, Any]] = []
         for quant, art in ggufs.items():
             rel = f"models/{stems[quant]}.gguf"
             _place(art.gguf_path, root / rel)

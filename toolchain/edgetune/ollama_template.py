@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edgetune import gotemplate
 
@@ -51,10 +52,10 @@ def jinja_render(template: str, messages: Sequence[tuple[str, str]], *, bos_toke
     from transformers.utils.chat_template_utils import render_jinja_template
 
     conv = [{"role": r, "content": c} for r, c in messages]
-    rendered, _ = render_jinja_template([conv], chat_template=template, add_generation_prompt=generation_prompt,
-                                        continue_final_message=continue_final, bos_token=bos_token,
-                                        eos_token=eos_token)
-    return str(rendered[0])
+    # returns (rendered conversations, generation indices)
+    out: Any = render_jinja_template([conv], chat_template=template, add_generation_prompt=generation_prompt,
+                                     continue_final_message=continue_final, bos_token=bos_token, eos_token=eos_token)
+    return str(out[0][0])
 
 
 def go_render(go_template: str, messages: Sequence[tuple[str, str]]) -> str:
