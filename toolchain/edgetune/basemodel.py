@@ -112,7 +112,8 @@ def run(cfg: ModelConfig, store: Store) -> BaseModel:
         else:
             _materialise(cfg, local, b.path / "model")
             folder = "model"
-        BaseModel.write(b, model_dir=folder, source_sha256=fingerprint, license=_license_of(local))
+        BaseModel.write(b, model_dir=folder, source_sha256=fingerprint,
+                        license=_license_of(local, None if local is not None else cfg.source))
 
     # the key holds the source's content hash, the record its readable name
     return BaseModel.of(store.stage(KIND, cfg.model_dump(), {"source": fingerprint}, build,
@@ -144,11 +145,24 @@ def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def _license_of(local: Path | None) -> str | None:
-    """The base model's licence when it says one: general.license of a GGUF, or `license:` in the front matter
-    of an HF folder's README.md (the model card)."""
+def _license_of(local: Path | None, hub_id: str | None = None) -> str | None:
+    """The base model's licence when it says one: general.license of a GGUF, or `license:` in the model card
+    (README.md front matter, read with huggingface_hub.ModelCard) of an HF folder or, for a hub id, of the hub
+    repository."""
+    from huggingface_hub import ModelCard
+
     if local is None:
-        return None
+        if hub_id is None:
+            return None
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            card = ModelCard.load(hub_id)
+        except (HfHubHTTPError, OSError, ValueError) as exc:  # no card, no network: the licence stays unknown
+            log.warning("base model %s: cannot read its model card for the licence (%s)", hub_id,
+                        (str(exc).splitlines() or [type(exc).__name__])[0])
+            return None
+        return _card_license(card)
     if local.is_file():
         from gguf import Keys
 
@@ -156,11 +170,16 @@ def _license_of(local: Path | None) -> str | None:
 
         value = field_value(read_gguf(local), Keys.General.LICENSE)
         return str(value) if value else None
-    card = local / "README.md"
-    if card.is_file():
-        text = card.read_text(errors="replace")
-        if text.startswith("---"):
-            for line in text.split("---", 2)[1].splitlines():
-                if line.strip().startswith("license:"):
-                    return line.split(":", 1)[1].strip().strip("'\"") or None
-    return None
+    path = local / "README.md"
+    if not path.is_file():
+        return None
+    try:
+        return _card_license(ModelCard.load(path))
+    except ValueError as exc:  # a front matter that is not YAML
+        log.warning("base model %s: its README.md front matter does not parse (%s); licence unknown", local, exc)
+        return None
+
+
+def _card_license(card: object) -> str | None:
+    value = getattr(getattr(card, "data", None), "license", None)
+    return str(value) if value else None

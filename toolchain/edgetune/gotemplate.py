@@ -114,6 +114,8 @@ def _parse_expr(toks: list[tuple[str, str]], action: str) -> Any:
                 args.append(operand())
             return ("call", name, tuple(args))
         value = operand()
+        if pos < len(toks) and toks[pos] == ("op", "|"):
+            raise GoTemplateError(f"pipes are not supported: {{{{ {action} }}}}")
         if pos < len(toks) and toks[pos] != ("op", stop or ""):
             raise GoTemplateError(f"unexpected {toks[pos][1]!r} in {{{{ {action} }}}}")
         return value
