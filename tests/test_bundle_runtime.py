@@ -90,8 +90,7 @@ def test_modelfile_points_at_its_gguf_with_eos_stops(rt_bundle):
     text = (root / "models/tiny-Q4_0.Modelfile").read_text()
     assert "FROM ./tiny-Q4_0.gguf\n" in text and "PARAMETER num_ctx 2048\n" in text
     assert 'PARAMETER stop "<|im_end|>"' in text  # SmolLM2's EOS, read from the GGUF
-    assert "chat template from the GGUF" in text.replace("\n# ", " ")
-    assert "TEMPLATE" not in text.replace("No TEMPLATE", "")
+    assert 'TEMPLATE """' in text  # the GGUF's chat template, translated (tests/test_modelfile.py renders it)
 
 
 def test_readme_shows_the_runner(rt_bundle):
