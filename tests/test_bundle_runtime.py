@@ -118,7 +118,8 @@ def test_cache_keys(inputs, home, rt_bundle, tiny_bundle):
     assert not other.cached and other.key != art.key
     suite_only = make(inputs, home, suite_rows=ROWS)
     assert files_under(suite_only.path / NAME) == {"README.md", "SHA256SUMS", MANIFEST_FILE, "suite/heldout.jsonl",
-                                                   "models/tiny-Q4_0.gguf", "models/tiny-Q8_0.gguf"}
+                                                   "models/tiny-Q4_0.gguf", "models/tiny-Q8_0.gguf",
+                                                   "models/tiny-Q4_0.Modelfile", "models/tiny-Q8_0.Modelfile"}
 
 
 def test_missing_cross_build_names_the_script(inputs, tmp_path):
