@@ -3,13 +3,21 @@ chat template does, stops and context are the GGUF's and the target's, x86 bundl
 variant names the LoRA GGUF, and an untranslatable template is refused with its reason in the file and manifest.
 
 Jinja renders through transformers; the Go side through edgetune.gotemplate (Ollama itself cannot run here). The
-bundled GGUFs are also loaded by llama.cpp (llama-cpp-python, the installed build) to show they carry that
-template."""
+bundled GGUFs are also loaded by llama.cpp twice: by llama-cpp-python (the installed build) and by the native
+llama-server that scripts/build-llama-tools.sh builds separately from the same llama-cpp-python sdist (cached under
+EDGETUNE_HOME), whose own Jinja engine renders the GGUF's template (/apply-template) to the same text as the
+Modelfile's TEMPLATE."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,6 +103,60 @@ def test_bundled_ggufs_load_in_llama_cpp_with_that_template(tiny_bundle):
         jinja, _ = gguf_template(root / model["file"])
         assert llm.metadata["tokenizer.chat_template"] == jinja
         llm.close()
+
+
+@contextmanager
+def native_server(server: Path, gguf: Path, log: Path) -> Iterator[str]:
+    """llama.cpp's own llama-server on `gguf`, on a free loopback port; yields its base URL, stops it after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c", "256",
+                                 "-t", "1", "--jinja"], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"llama-server exited {proc.returncode}:\n{log.read_text()[-2000:]}"
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"llama-server did not become healthy:\n{log.read_text()[-2000:]}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def post_json(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def test_native_llama_cpp_build_renders_the_modelfile_prompts(tiny_bundle, llama_tools, tmp_path):
+    """llama.cpp built apart from llama-cpp-python (same sdist, cmake, cached) loads every bundled GGUF, reports
+    its chat template, and renders each conversation that asks for a reply exactly as the Modelfile's TEMPLATE."""
+    root = tiny_bundle.bundle_dir
+    server = llama_tools.tool("llama-server")
+    asking = [c for c in (*CONVERSATIONS, *EXTRA) if c[-1][0] == "user"]
+    assert len(asking) >= 4
+    for model in json.loads((root / MANIFEST_FILE).read_text())["models"]:
+        gguf = root / model["file"]
+        go = template_of((root / model["modelfile"]).read_text())
+        with native_server(server, gguf, tmp_path / f"{model['quant']}.log") as url:
+            with urllib.request.urlopen(url + "/props", timeout=30) as resp:
+                props = json.loads(resp.read())
+            assert props["chat_template"] == gguf_template(gguf)[0]
+            for conv in asking:
+                messages = [{"role": r, "content": c} for r, c in conv]
+                assert post_json(url + "/apply-template", {"messages": messages})["prompt"] == go_render(go, conv), \
+                    (model["quant"], conv)
 
 
 def test_adapter_variant_names_the_lora_gguf_and_the_base(tiny_gguf, tmp_path):
