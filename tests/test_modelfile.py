@@ -159,6 +159,20 @@ def test_native_llama_cpp_build_renders_the_modelfile_prompts(tiny_bundle, llama
                     (model["quant"], conv)
 
 
+def test_embedded_default_gguf_template_renders_like_native_llama_cpp(smollm2_gguf, llama_tools, tmp_path):
+    """The default build's GGUFs carry the embedded SmolLM2's chat template (ChatML with a default system turn):
+    its Modelfile TEMPLATE renders every conversation as transformers' Jinja does, and those asking for a reply as
+    the native llama-server does."""
+    made = modelfile(smollm2_gguf, num_ctx=2048)
+    assert made.template_refused is None and 'PARAMETER stop "<|im_end|>"' in made.text
+    assert_renders_like_the_gguf(made.text, smollm2_gguf)
+    go = template_of(made.text)
+    with native_server(llama_tools.tool("llama-server"), smollm2_gguf, tmp_path / "server.log") as url:
+        for conv in (c for c in (*CONVERSATIONS, *EXTRA) if c[-1][0] == "user"):
+            messages = [{"role": r, "content": c} for r, c in conv]
+            assert post_json(url + "/apply-template", {"messages": messages})["prompt"] == go_render(go, conv), conv
+
+
 def test_adapter_variant_names_the_lora_gguf_and_the_base(tiny_gguf, tmp_path):
     lora = tmp_path / "adapters" / "Tiny-2M-colours-F16-LoRA.gguf"
     made = modelfile(tiny_gguf, num_ctx=512, adapter=lora, from_ref="./Tiny-2M-Q4_0.gguf")
