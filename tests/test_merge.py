@@ -282,9 +282,22 @@ def test_export_writes_a_hub_ready_folder(run_dir, tmp_path, monkeypatch, bf16_b
 
     from tests.clirun import run_edgetune
 
+    import socket
+
+    attempts: list[object] = []
+
+    def no_network(self, address):  # the export is local: any connection attempt fails the test
+        attempts.append(address)
+        raise OSError(f"network access attempted: {address}")
+
     to = tmp_path / "share"
-    result = run_edgetune(monkeypatch, "--json", "export", run_dir, "--to", to)
+    with monkeypatch.context() as m:
+        m.setattr(socket.socket, "connect", no_network)
+        m.setattr(socket.socket, "connect_ex", no_network)
+        m.setattr(socket, "create_connection", lambda address, *a, **k: no_network(None, address))
+        result = run_edgetune(monkeypatch, "--json", "export", run_dir, "--to", to)
     assert result.exit_code == 0, result.stderr
+    assert attempts == []
     shared = json.loads(result.stdout)
     files = set(shared["files"])
     assert {"README.md", "config.json", "model.safetensors", "chat_template.jinja", "tokenizer.json",
