@@ -49,9 +49,10 @@ def copy(bundle_dir, tmp_path) -> Path:
 
 def test_layout(tiny_bundle, bundle_dir):
     assert bundle_dir.name == NAME
-    assert files_under(bundle_dir) == {"README.md", "SHA256SUMS", MANIFEST_FILE, *MODELS}
+    modelfiles = [m.removesuffix(".gguf") + ".Modelfile" for m in MODELS]  # every bundle, ARM or x86
+    assert files_under(bundle_dir) == {"README.md", "SHA256SUMS", MANIFEST_FILE, *MODELS, *modelfiles}
     assert tiny_bundle.outputs == {"bundle": NAME, "tarball": f"{NAME}.tar.gz"}
-    assert tiny_bundle.metrics["files"] == 3
+    assert tiny_bundle.metrics["files"] == 5
 
 
 def test_manifest_lists_every_file_with_its_sha256(bundle_dir, manifest):

@@ -85,8 +85,20 @@ def test_bundle_folder_and_tarball(first):
     assert (result.bundle_dir / "bin" / "llama-server").is_file()
     assert {p.name for p in (result.bundle_dir / "models").glob("*.Modelfile")} == \
         {Path(m["file"]).stem + ".Modelfile" for m in manifest["models"]}
+    # llama.cpp's naming convention (BaseName-SizeLabel-FineTune-Type), a TEMPLATE in every Modelfile
+    from edgetune.pipeline import gguf_naming
+
+    naming = gguf_naming(cfg, "lora")
+    assert [m["file"] for m in manifest["models"]] == [f"models/{naming.stem(q)}.gguf" for q in ("Q8_0", "Q4_0")]
+    assert {m["modelfile_template"] for m in manifest["models"]} == {"translated"}
     [adapter] = manifest["adapters"]
+    assert adapter["file"] == f"adapters/{naming.stem('F16', lora=True)}.gguf"
     assert (result.bundle_dir / adapter["file"]).is_file()
+    adapter_modelfile = (result.bundle_dir / adapter["modelfile"]).read_text()
+    assert f"ADAPTER ./{Path(adapter['file']).name}\n" in adapter_modelfile and 'TEMPLATE """' in adapter_modelfile
+    # the merged model: the base's dtype (the tiny base is fp32) and a model card
+    merged = result.stages["merge"]
+    assert merged.record["params"]["dtype"] == "float32" and (merged.path / "model" / "README.md").is_file()
     assert set(adapter["applies_to_base_gguf_sha256"]) == {"Q8_0", "Q4_0"}
     suite = [json.loads(line) for line in (result.bundle_dir / "suite" / "heldout.jsonl").read_text().splitlines()]
     report = json.loads(result.report_json.read_text())

@@ -61,7 +61,7 @@ COMMANDS = sorted(all_commands(), key=lambda c: c[0])
 def test_every_command_is_registered():
     assert {" ".join(p) for p, _ in COMMANDS} >= {"build", "init", "inspect", "setup", "targets", "targets list",
                                                    "targets show", "bundle", "bundle verify", "bundle extract",
-                                                   "plan", "report", "deploy", "eval", "train", "sweep"}
+                                                   "plan", "report", "deploy", "eval", "train", "sweep", "export"}
 
 
 @pytest.mark.parametrize("path, command", [((), cli), *COMMANDS], ids=["edgetune", *(" ".join(p) for p, _ in COMMANDS)])

@@ -118,7 +118,8 @@ def run(cfg: ModelConfig, store: Store) -> BaseModel:
         else:
             _materialise(cfg, local, b.path / "model", pinned)
             folder = "model"
-        BaseModel.write(b, model_dir=folder, source_sha256=fingerprint, license=_license_of(local))
+        BaseModel.write(b, model_dir=folder, source_sha256=fingerprint,
+                        license=_license_of(local, None if local is not None else cfg.source))
 
     # the key holds the source's content hash, the record its readable name
     return BaseModel.of(store.stage(KIND, cfg.model_dump(), {"source": fingerprint}, build,
@@ -153,13 +154,26 @@ def _materialise(cfg: ModelConfig, gguf: Path | None, out: Path, pinned: hub.Pin
     tok.save_pretrained(out)
 
 
-def _license_of(local: Path | None) -> str | None:
-    """The base model's licence when it says one: general.license of a GGUF, or the model card's (an HF folder's
-    README.md) `license`, read by huggingface_hub's ModelCard; for `license: other`, the card's `license_name`
-    (the hub's convention for licences without an SPDX-like id). A card whose metadata cannot be read is logged
-    as a WARNING and gives no licence: the licence is a record, not a reason to stop the build."""
+def _license_of(local: Path | None, hub_id: str | None = None) -> str | None:
+    """The base model's licence when it says one: general.license of a GGUF, or the model card's `license`
+    (README.md front matter, read by huggingface_hub's ModelCard) of an HF folder or, for a hub id, of the hub
+    repository; for `license: other`, the card's `license_name` (the hub's convention for licences without an
+    SPDX-like id). A card whose metadata cannot be read is logged as a WARNING and gives no licence: the licence
+    is a record, not a reason to stop the build."""
+    from huggingface_hub import ModelCard
+
     if local is None:
-        return None
+        if hub_id is None:
+            return None
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            card = ModelCard.load(hub_id)
+        except (HfHubHTTPError, OSError, ValueError) as exc:  # no card, no network: the licence stays unknown
+            log.warning("base model %s: cannot read its model card for the licence (%s)", hub_id,
+                        (str(exc).splitlines() or [type(exc).__name__])[0])
+            return None
+        return _card_license(card)
     if local.is_file():
         from gguf import Keys
 
@@ -171,13 +185,19 @@ def _license_of(local: Path | None) -> str | None:
     if not card_path.is_file():
         return None
     import yaml
-    from huggingface_hub import ModelCard
 
     try:
-        data = ModelCard.load(card_path, ignore_metadata_errors=True).data
+        card = ModelCard.load(card_path, ignore_metadata_errors=True)
     except (ValueError, yaml.YAMLError) as exc:
         log.warning("the model card %s has unreadable metadata (%s); the base model's licence is not recorded",
                     card_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    return _card_license(card)
+
+
+def _card_license(card: object) -> str | None:
+    data = getattr(card, "data", None)
+    if data is None:
         return None
     name = data.get("license")
     if name == "other" and data.get("license_name"):

@@ -4,8 +4,10 @@ Reads the gguf artifacts and the provenance of the run; writes `bundle/` (models
 SHA256SUMS, README.md) and `<name>.tar.gz` of it. With `runtime=True` the bundle also carries what the board
 needs to run and evaluate the models with only Python 3's standard library: `bin/llama-server`, `bin/llama-cli`,
 `bin/llama-bench` cross-built for the target's -mcpu (scripts/cross-build-llama.sh; read through
-`runtime_build.find_runtime`), `runner/edgetune_runner.py` and an Ollama `models/<file>.Modelfile` beside each
-GGUF; with `suite_rows`, `suite/heldout.jsonl` for the runner. `verify_bundle` re-hashes every file against the
+`runtime_build.find_runtime`) and `runner/edgetune_runner.py`; with `suite_rows`, `suite/heldout.jsonl` for the
+runner. Every bundle (ARM or x86) has an Ollama `models/<file>.Modelfile` beside each GGUF (TEMPLATE, stops,
+context: `modelfile`) and, with a LoRA GGUF, an `ADAPTER` Modelfile beside it. GGUF file names follow llama.cpp's
+convention when the caller gives them (`file_stems`). `verify_bundle` re-hashes every file against the
 manifest. Raises BundleError, and ToolError when runtime binaries are asked for but not built.
 """
 
@@ -25,7 +27,7 @@ from edgetune.artifacts import Builder, Store, sha256_file, write_json
 from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
 from edgetune.errors import BundleError
 from edgetune.modelfile import SUFFIX as MODELFILE_SUFFIX
-from edgetune.modelfile import modelfile_text
+from edgetune.modelfile import modelfile
 from edgetune.outputs import Bundle, GGUFFile, LoraGGUF
 from edgetune.runtime_build import RuntimeBinaries, find_runtime, runner_source
 from edgetune.targets import Target
@@ -46,13 +48,20 @@ def _place(src: Path, dst: Path) -> None:
 def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str, Any],
         llama_cpp: Mapping[str, str],
         store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
-        home: Path | None = None, lora: LoraGGUF | None = None) -> Bundle:
+        home: Path | None = None, lora: LoraGGUF | None = None, file_stems: Mapping[Quant, str] | None = None,
+        lora_stem: str | None = None, lora_base_stem: str | None = None) -> Bundle:
     """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
     the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
     "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
-    cache key) what it was before they existed."""
+    cache key) what it was before they existed. `file_stems` names each GGUF (llama.cpp's
+    `BaseName-SizeLabel-FineTune-Type`, export.naming), `lora_stem` the LoRA GGUF; by default
+    `<model_name>-<quant>` and `<model_name>-lora-f16`; `lora_base_stem` is the base model's GGUF the ADAPTER
+    Modelfile names in FROM (default `<model_name>-base-<first quant>`)."""
+    stems = {q: (file_stems or {}).get(q) or f"{model_name}-{q.value}" for q in ggufs}
+    lora_stem = lora_stem or f"{model_name}-lora-f16"
     params = {"target": target.model_dump(mode="json"), "model_name": model_name, "schema": MANIFEST_SCHEMA,
-              "provenance": dict(provenance), "llama_cpp": dict(llama_cpp)}
+              "provenance": dict(provenance), "llama_cpp": dict(llama_cpp),
+              "files": {"models": {q.value: s for q, s in stems.items()}, "lora": lora_stem, "modelfiles": 2}}
     rt = None
     if runtime:
         if home is None:
@@ -74,22 +83,22 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
         root = b.path / name
         (root / "models").mkdir(parents=True)
         files: dict[str, dict[str, Any]] = {}
-        models = []
+        models: list[dict[str, Any]] = []
         for quant, art in ggufs.items():
-            rel = f"models/{model_name}-{quant.value}.gguf"
+            rel = f"models/{stems[quant]}.gguf"
             _place(art.gguf_path, root / rel)
             models.append({"quant": quant.value, "file": rel, "size_bytes": (root / rel).stat().st_size})
-            if rt is not None:
-                modelfile = rel[: -len(".gguf")] + MODELFILE_SUFFIX
-                (root / modelfile).write_text(modelfile_text(root / rel, num_ctx=target.context_length))
-                models[-1]["modelfile"] = modelfile
+            models[-1].update(_write_modelfile(root, rel, target.context_length))
         extra: dict[str, Any] = {}
         if lora is not None:  # the adapter alone, for devices that already hold the base model's GGUF
-            rel = f"adapters/{model_name}-lora-f16.gguf"
+            rel = f"adapters/{lora_stem}.gguf"
             (root / "adapters").mkdir()
             _place(lora.gguf_path, root / rel)
+            first = next(iter(ggufs))
             extra["adapters"] = [{"file": rel, "applies_to_base_gguf_sha256": lora.base_sha256,
-                                  "usage": "llama-server -m BASE.gguf --lora " + rel}]
+                                  "usage": "llama-server -m BASE.gguf --lora " + rel,
+                                  **_write_modelfile(root, models[0]["file"], target.context_length, adapter=rel,
+                                                     from_ref=f"./{lora_base_stem or f'{model_name}-base-{first.value}'}.gguf")}]
         if rt is not None:
             extra["runtime"] = _place_runtime(rt, root)
             extra["runner"] = {"file": RUNNER_FILE, "usage": f"python3 {RUNNER_FILE} --job-dir DIR --model FILE.gguf"}
@@ -125,6 +134,19 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
                      size_bytes=sum(v["size_bytes"] for v in files.values()))
 
     return Bundle.of(store.stage(KIND, params, inputs, build))
+
+
+def _write_modelfile(root: Path, gguf_rel: str, num_ctx: int, *, adapter: str | None = None,
+                     from_ref: str | None = None) -> dict[str, str]:
+    """The Modelfile beside `gguf_rel` (or beside `adapter`, an ADAPTER variant whose FROM is the base model's
+    GGUF); returns its manifest entry: the file and what became of the chat template (a refusal's reason)."""
+    beside = adapter or gguf_rel
+    rel = beside[: -len(".gguf")] + MODELFILE_SUFFIX
+    made = modelfile(root / gguf_rel, num_ctx=num_ctx, adapter=None if adapter is None else root / adapter,
+                     from_ref=from_ref)
+    (root / rel).write_text(made.text)
+    return {"modelfile": rel, "modelfile_template": "translated" if made.template_refused is None
+            else f"refused: {made.template_refused}"}
 
 
 def _place_runtime(rt: RuntimeBinaries, root: Path) -> dict[str, Any]:
@@ -216,6 +238,10 @@ Run with llama.cpp (any build at or after the revision above):
     llama-cli -m {first} -cnv -t {target.cpu.cores}
     llama-server -m {first} -t {target.cpu.cores} --host 127.0.0.1 --port 8080
 
+With Ollama (the Modelfile carries the chat template as a TEMPLATE, the stop tokens and the context):
+
+    ollama create NAME -f {first[: -len(".gguf")]}{MODELFILE_SUFFIX}
+
 or from Python with llama-cpp-python:
 
     python3 -c "from llama_cpp import Llama; llm = Llama('{first}', n_ctx={target.context_length}); \\
@@ -243,6 +269,4 @@ This bundle carries its own llama.cpp: `bin/llama-server`, `bin/llama-cli`, `bin
 linked for {target.arch} ({flags}; build flags in manifest.json); nothing to install:
 
     bin/llama-server -m {first} -t {target.cpu.cores} -c {target.context_length} --host 127.0.0.1 --port 8080
-{suite}
-With Ollama: `ollama create NAME -f {first[: -len(".gguf")]}{MODELFILE_SUFFIX}` (the chat template comes from the GGUF).
-"""
+{suite}"""

@@ -211,6 +211,10 @@ class ExportConfig(_Section):
                                            "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
     lora_gguf: bool = Field(True, description="Also export the adapter as a LoRA GGUF, checked to load on each "
                                               "quantized base GGUF (ship the base once, small adapters after).")
+    merged_dtype: Literal["base", "float32"] = Field(
+        "base", description="dtype of the saved merged model: the base's own (bf16 for a bf16 base; fp32 for a "
+                            "dequantized GGUF base), or float32 (2x a bf16 base's disk). The merge is always done "
+                            "in fp32 and GGUFs are converted from the fp32 merge either way.")
     gates: GateConfig = Field(GateConfig(), description="Fidelity of each GGUF to the GPU build, on held-out "
                               "prompts.")
 

@@ -211,21 +211,24 @@ class Adapter(StageOutput):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class MergedModel(ModelFolder):
-    """The merge stage's fp32 HF folder, checked against the adapter model. Read by export, the sweep and the
-    evaluator (the GPU build)."""
+    """The merge stage's HF folder (in the base's dtype, with a model card), checked against the adapter model.
+    Read by export (through merge.full_precision when not fp32), the sweep and the evaluator (the GPU build)."""
 
     KIND: ClassVar[str] = "merge"
     MODEL_DIR: ClassVar[str] = "model"
 
     max_logit_diff: float  # adapter model vs merged model on a probe text
+    dtype: str = "float32"  # the saved weights' torch dtype name
 
     @classmethod
     def _read(cls, art: Artifact) -> dict[str, Any]:
-        return {"model_dir": art.file("model_dir"), "max_logit_diff": art.metrics["max_logit_diff"]}
+        return {"model_dir": art.file("model_dir"), "max_logit_diff": art.metrics["max_logit_diff"],
+                "dtype": art.outputs.get("dtype", "float32")}
 
     @classmethod
-    def write(cls, b: Builder, *, max_logit_diff: float) -> None:
+    def write(cls, b: Builder, *, max_logit_diff: float, dtype: str = "float32") -> None:
         b.outputs["model_dir"] = cls.MODEL_DIR
+        b.outputs["dtype"] = dtype
         b.metrics["max_logit_diff"] = max_logit_diff
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from edgetune.export import stage as export
 from edgetune.export.gates import GateVerdict
 from edgetune.export.imatrix import LOW_BIT, calibration_text
 from edgetune.export.lora import lora_gguf_supported
+from edgetune.export.naming import GGUFNaming, is_hub_id, naming_for
+from edgetune.model_card import CardInfo
 from edgetune.llamacpp import LlamaCppTools, load_tools
 from edgetune.outputs import (
     Adapter,
@@ -146,10 +149,12 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
                                  progress=progress)
     stages["train"] = trained = train_run.trained.artifact
     adapter_entry = train_run.entry
-    stages["merge"] = merged = merge.run(base, trained, store)
+    naming = gguf_naming(cfg, trained.training.method)
+    stages["merge"] = merged = merge.run(base, trained, store, dtype=cfg.export.merged_dtype,
+                                         card=card_info(cfg, base, naming, trained.training.method))
     name = model_name(cfg)
     provenance = _provenance(cfg, base, data_art, trained, adapter_entry.id)
-    ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages)
+    ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages, naming)
     plan = make_plan(target, ggufs=[ggufs[q].gguf_path for q in quants])
     fits = {Quant(r.quant) for r in plan.rows if r.fits}
     dropped = [q for q in quants if q not in fits]
@@ -200,7 +205,10 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
                                             llama_cpp, store, model_name=name, runtime=target.arch == "aarch64",
-                                            suite_rows=suite_rows, home=home, lora=lora)
+                                            suite_rows=suite_rows, home=home, lora=lora,
+                                            file_stems={q: naming.stem(q.value) for q in shipped},
+                                            lora_stem=naming.stem("F16", lora=True),
+                                            lora_base_stem=f"{naming.base_model['name']}-{shipped[0].value}")
     _write_run(cfg, run_dir, stages)
     return BuildResult(run_dir, bundled.bundle_dir, bundled.tarball_path, report_md, report_json, report,
                        stages)
@@ -273,20 +281,41 @@ def _provenance(cfg: BuildConfig, base: BaseModel, data_art: DataSplit, trained:
     }
 
 
+def gguf_naming(cfg: BuildConfig, method: str) -> GGUFNaming:
+    """llama.cpp's names and general.* metadata for this fine-tune (export.naming)."""
+    from edgetune.assets import smollm2_gguf
+
+    source = cfg.model.source
+    gguf = smollm2_gguf() if source == EMBEDDED_MODEL else Path(source).expanduser() \
+        if source.lower().endswith(".gguf") else None
+    return naming_for(source, cfg.data.source, method=method, gguf_source=gguf)
+
+
+def card_info(cfg: BuildConfig, base: BaseModel, naming: GGUFNaming, method: str) -> CardInfo:
+    """What the model cards say: the base's hub id (or name), the data's hub id (or name), licence and tags."""
+    hub_data = cfg.data.source if is_hub_id(cfg.data.source) else None
+    return CardInfo(base_model=cfg.model.source if is_hub_id(cfg.model.source) else naming.base_model["name"],
+                    datasets=(hub_data or naming.dataset["name"],), license=base.license, tags=naming.tags,
+                    title=f"{naming.basename}-{naming.size_label or ''}-{naming.finetune}".replace("--", "-"),
+                    method=method)
+
+
 def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merged: MergedModel,
             data_art: DataSplit, quants: list[Quant], tools: LlamaCppTools, store: Store,
-            stages: dict[str, Artifact]) -> dict[Quant, GGUFFile]:
+            stages: dict[str, Artifact], naming: GGUFNaming) -> dict[Quant, GGUFFile]:
     """The merged model as an F16 GGUF, then each quant (with an importance matrix from the training text for
     the low-bit ones). Records every stage in `stages`."""
     from gguf import Keys
 
     trained = provenance["adapter"]["artifact"]
     description = f"{name}: fine-tuned by edgetune {__version__} (adapter {trained[:12]})"
-    metadata = {Keys.General.DESCRIPTION: description,
-                Keys.General.SOURCE_URL: cfg.model.source if "/" in cfg.model.source else ""}
+    # general.source.url is a URL (the hub page), never a bare hub id
+    metadata = {Keys.General.DESCRIPTION: description, **naming.metadata()}
+    trained_art = Adapter.of(stages["train"])
     stages["gguf-F16"] = f16 = export.convert(merged, tools, store, name=name, provenance=provenance,
                                               license_name=base.license,
-                                              metadata={k: v for k, v in metadata.items() if v})
+                                              metadata={k: v for k, v in metadata.items() if v},
+                                              full_precision=partial(merge.full_precision, merged, base, trained_art))
     imatrix = None
     if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
         from transformers import AutoTokenizer

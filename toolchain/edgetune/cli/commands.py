@@ -172,8 +172,31 @@ def inspect(state: State, gguf: Path) -> None:
     from edgetune.export.inspect import inspect_gguf
 
     info = inspect_gguf(gguf)
-    human = "\n".join(f"{k}: {v}" for k, v in info.items() if k != "chat_template")
+    general = info.get("general") or {}
+    human = "\n".join(f"{k}: {v}" for k, v in info.items() if k not in ("chat_template", "general"))
+    human += "".join(f"\ngeneral.{k}: {v}" for k, v in general.items())
     state.emit(info, human + f"\nchat_template: {'yes' if info.get('chat_template') else 'MISSING'}")
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Folder to write (new or empty).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --to folder.")
+@pass_state
+def export_cmd(state: State, run: Path, to: Path, force: bool) -> None:
+    """Copy a build's shareable set (merged model + card, adapter + card, GGUFs + Modelfiles) into one folder laid
+    out as a Hugging Face model repository.
+
+    \b
+    Examples:
+      edgetune export edgetune-out/runs/rpi5-8gb --to share/smollm2-sst2
+      huggingface-cli upload USER/smollm2-sst2 share/smollm2-sst2
+    """
+    from edgetune.share import export_run
+
+    shared = export_run(run, to, force=force)
+    state.emit(shared.to_dict(), f"{len(shared.files)} files in {shared.folder} (upload: "
+               f"huggingface-cli upload USER/NAME {shared.folder})")
 
 
 @cli.command()

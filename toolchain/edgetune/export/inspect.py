@@ -81,8 +81,9 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
     """Summarise a GGUF file as a JSON-ready dict.
 
     Keys: path, size_bytes, architecture, name, file_type, n_tensors, tensor_types (count per ggml type),
-    context_length, chat_template, bos_token_id, eos_token_id, and every `edgetune.*` key under its own name.
-    Absent metadata is None. Raises ExportError for a missing, truncated or corrupt file.
+    context_length, chat_template, bos_token_id, eos_token_id, `general` (every other `general.*` key: basename,
+    finetune, size_label, base_model.N.*, datasets.N.*, tags, quantized_by, source.url, license... as llama.cpp's
+    naming convention sets them) and every `edgetune.*` key under its own name. Absent metadata is None. Raises ExportError for a missing, truncated or corrupt file.
     """
     from gguf import Keys
 
@@ -103,6 +104,9 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         "bos_token_id": field_value(reader, Keys.Tokenizer.BOS_ID),
         "eos_token_id": field_value(reader, Keys.Tokenizer.EOS_ID),
     }
+    shown = {Keys.General.ARCHITECTURE, Keys.General.NAME, Keys.General.FILE_TYPE}
+    summary["general"] = {key.removeprefix("general."): field_value(reader, key) for key in reader.fields
+                          if key.startswith("general.") and key not in shown}
     for key in reader.fields:
         if key.startswith(_EDGETUNE_PREFIX):
             summary[key] = field_value(reader, key)

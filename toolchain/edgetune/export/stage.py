@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ def _tools_record(tools: LlamaCppTools) -> dict[str, str]:
 
 def convert(merged: ModelFolder, tools: LlamaCppTools, store: Store, *, name: str,
             metadata: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
-            license_name: str | None = None) -> GGUFFile:
+            license_name: str | None = None,
+            full_precision: Callable[[], AbstractContextManager[Path]] | None = None) -> GGUFFile:
     """The F16 GGUF of the merged model (or of the base model, for the LoRA GGUF's base), made by llama.cpp's
     own converter, with `edgetune.provenance` (JSON) added; quantized files inherit every key of their F16
-    source."""
+    source. `full_precision` opens the folder to convert instead of `merged.model_dir` (merge.full_precision:
+    the fp32 merge of a model saved in bf16), called only when the file is not cached."""
     params = {"quant": Quant.F16.value, "name": name, "metadata": dict(metadata or {}),
               "provenance": dict(provenance or {}), "license": license_name}
     inputs = {"merged": merged.key, "llama.cpp": tools.revision}
@@ -49,7 +52,8 @@ def convert(merged: ModelFolder, tools: LlamaCppTools, store: Store, *, name: st
         from gguf import Keys
 
         meta = {Keys.General.NAME: name, **(metadata or {})}
-        convert_to_gguf(merged.model_dir, b.path / FILE, tools, outtype="f16", metadata=meta)
+        with (full_precision() if full_precision is not None else nullcontext(merged.model_dir)) as source:
+            convert_to_gguf(source, b.path / FILE, tools, outtype="f16", metadata=meta)
         extra = {GGUF_KEY_PROVENANCE: json.dumps(provenance, sort_keys=True)} if provenance else {}
         if license_name:
             extra[Keys.General.LICENSE] = license_name
