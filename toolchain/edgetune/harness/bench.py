@@ -1,0 +1,213 @@
+"""`edgetune bench`: the harness's standard tasks on every build of a run, on the same requests.
+
+`bench(run_dir, tasks, ...)` opens each build of the run in turn (base and GPU build in transformers, every GGUF
+in llama.cpp on this host, or with `device` on the board over SSH from the run's bundle), wraps it in the
+harness model class (`harness.lm.EdgetuneLM`) and evaluates the offline tasks (`harness.tasks`) with the
+harness's own `simple_evaluate` (same seeds, same few-shot examples, same `limit`, so every build answers the
+same requests). Per-item correctness comes from the harness's logged samples; the report section pairs each
+build with the GPU build (and the GPU build with the base) by item, with the verdict rule of the task eval
+(report.verdict.paired_verdict, non-inferiority at the report's margin).
+
+Reads RUN/run.json's stage folders (base, merge, gguf-*, bundle). Writes RUN/bench.json (the section alone) and
+adds the section to RUN/report.json (both atomically). Raises ConfigError (no such run, unknown task, lm-eval
+missing), DataError (the eval data package missing), and what the runtimes raise (ModelError, EvalError, the
+device errors).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_JSON
+from edgetune.errors import ConfigError
+from edgetune.progress import NullProgress, Progress
+from edgetune.report.schema import BenchScore, StandardBenchmarks
+from edgetune.report.verdict import DEFAULT_MARGIN, paired_verdict
+
+log = logging.getLogger(__name__)
+
+BENCH_JSON = "bench.json"
+
+
+@dataclass(frozen=True)
+class BenchBuild:
+    name: str  # base, gpu, or a quant
+    kind: str  # what runs it, for the report
+    open: Callable[[], Any]  # -> an open Runtime
+    tokenizer_dir: Path
+    max_length: int = 2048
+
+
+@dataclass
+class TaskRun:
+    """One build on one task: per-item correctness on the task's report metric, and both accuracies."""
+
+    metric: str
+    items: dict[str, float] = field(default_factory=dict)  # "<harness task>/<doc_id>" -> 0/1
+    acc: dict[str, float] = field(default_factory=dict)
+    acc_norm: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(lm: Any, names: list[str], *, num_fewshot: int | None = None, limit: int | None = None,
+             seed: int = 0) -> dict[str, TaskRun]:
+    """Run the offline harness tasks `names` on the harness model `lm`. Returns task name -> TaskRun."""
+    from lm_eval.evaluator import simple_evaluate
+
+    from edgetune.harness.tasks import OFFLINE_TASKS, build_tasks
+
+    built = build_tasks(names, num_fewshot=num_fewshot)
+    flat = [t for tasks in built.values() for t in tasks]
+    out = simple_evaluate(model=lm, tasks=flat, limit=limit, log_samples=True, bootstrap_iters=0,
+                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                          fewshot_random_seed=seed, verbosity="WARNING")
+    runs: dict[str, TaskRun] = {}
+    for name, tasks in built.items():
+        run = runs[name] = TaskRun(metric=OFFLINE_TASKS[name].metric)
+        for task in tasks:
+            for sample in out["samples"][task.config.task]:
+                item = f"{task.config.task}/{sample['doc_id']}"
+                run.acc[item] = float(sample["acc"])
+                if "acc_norm" in sample:
+                    run.acc_norm[item] = float(sample["acc_norm"])
+        run.items = run.acc_norm if run.metric == "acc_norm" and run.acc_norm else run.acc
+    return runs
+
+
+def run_builds(run_dir: Path, device: str | None = None, *, n_threads: int | None = None,
+               accept_new_host_key: bool = False) -> list[BenchBuild]:
+    """The run's builds in report order: base, GPU build, then each GGUF (on `device` when given).
+    Raises ConfigError when RUN is not a build's run folder."""
+    from edgetune.outputs import BaseModel, Bundle, GGUFFile, MergedModel
+    from edgetune.report.publish import run_artifacts
+
+    arts = run_artifacts(run_dir)
+    if "base" not in arts or "merge" not in arts:
+        raise ConfigError(f"{run_dir} is not a build's run folder (no run.json with base and merge stages)",
+                          "pass edgetune-out/runs/<target> after `edgetune build`")
+    base, merged = BaseModel.of(arts["base"]), MergedModel.of(arts["merge"])
+    ggufs = [GGUFFile.of(a) for n, a in arts.items() if n.startswith("gguf-")]
+    builds = [BenchBuild(BASE_BUILD, "base (HF fp32)", _hf(base.model_dir), merged.model_dir),
+              BenchBuild(GPU_BUILD, "GPU build (HF fp32, merged)", _hf(merged.model_dir), merged.model_dir)]
+    if device is None:
+        builds += [BenchBuild(g.quant, "GGUF (llama.cpp, host)", _gguf(g.gguf_path, n_threads), merged.model_dir)
+                   for g in ggufs]
+        return builds
+    if "bundle" not in arts:
+        raise ConfigError(f"{run_dir} has no bundle to run on {device}", "run `edgetune build` to the end first")
+    bundle = Bundle.of(arts["bundle"])
+    shipped = sorted(p.relative_to(bundle.bundle_dir).as_posix() for p in (bundle.bundle_dir / "models").glob("*.gguf"))
+    for g in ggufs:
+        model = next((m for m in shipped if m.endswith(f"-{g.quant}.gguf")), None)
+        if model is not None:
+            builds.append(BenchBuild(g.quant, f"GGUF (llama-server on {device})",
+                                     _device(device, model, bundle.bundle_dir, n_threads, accept_new_host_key),
+                                     merged.model_dir))
+    return builds
+
+
+def _hf(model_dir: Path) -> Callable[[], Any]:
+    def open_() -> Any:
+        from edgetune.runtimes import HFRuntime
+
+        return HFRuntime(model_dir)
+    return open_
+
+
+def _gguf(path: Path, n_threads: int | None) -> Callable[[], Any]:
+    def open_() -> Any:
+        from edgetune.runtimes import LlamaCppRuntime
+
+        return LlamaCppRuntime(path, n_ctx=2048, n_threads=n_threads)
+    return open_
+
+
+def _device(spec: str, model: str, bundle_dir: Path, threads: int | None, accept_new: bool) -> Callable[[], Any]:
+    def open_() -> Any:
+        from edgetune.device import parse_device
+        from edgetune.runtimes import DeviceRuntime
+
+        return DeviceRuntime(parse_device(spec), model, bundle_dir=bundle_dir, threads=threads,
+                             accept_new_host_key=accept_new)
+    return open_
+
+
+def bench(run_dir: Path, names: list[str], *, num_fewshot: int | None = None, limit: int | None = None,
+          device: str | None = None, builds: list[BenchBuild] | None = None, margin: float | None = None,
+          progress: Progress | None = None, n_threads: int | None = None,
+          accept_new_host_key: bool = False) -> StandardBenchmarks:
+    """Every build of `run_dir` (or `builds`) on the harness tasks `names`; the section written to RUN/bench.json
+    and RUN/report.json. See the module docstring for what is raised."""
+    from importlib.metadata import version
+
+    from transformers import AutoTokenizer
+
+    from edgetune.harness.lm import EdgetuneLM
+    from edgetune.harness.tasks import OFFLINE_TASKS, check_names
+
+    check_names(names)
+    progress = progress or NullProgress()
+    run_dir = Path(run_dir)
+    if builds is None:
+        builds = run_builds(run_dir, device, n_threads=n_threads, accept_new_host_key=accept_new_host_key)
+    report = _load_report(run_dir)
+    margin = margin if margin is not None else float(report.get("margin") or DEFAULT_MARGIN)
+    results: dict[str, dict[str, TaskRun]] = {}
+    seconds: dict[str, float] = {}
+    requests: dict[str, int] = {}
+    for b in builds:
+        tok = AutoTokenizer.from_pretrained(b.tokenizer_dir)
+        with progress.task(f"bench {b.name}", None) as bar, b.open() as runtime:
+            lm = EdgetuneLM(runtime, tok, max_length=b.max_length, on_requests=bar.advance)
+            t0 = time.perf_counter()
+            results[b.name] = evaluate(lm, names, num_fewshot=num_fewshot, limit=limit)
+            seconds[b.name] = round(time.perf_counter() - t0, 2)
+            requests[b.name] = lm.requests_scored
+    section = StandardBenchmarks(
+        harness=f"lm-eval {version('lm-eval')}", tasks=names, num_fewshot=num_fewshot, limit=limit,
+        device=device, margin=margin, builds={b.name: b.kind for b in builds}, seconds=seconds, requests=requests,
+        notes={n: OFFLINE_TASKS[n].note for n in names if OFFLINE_TASKS[n].note},
+        scores={n: {b: _score(results[b][n], results, n, b) for b in results} for n in names})
+    _write(run_dir, section, report)
+    return section
+
+
+def _score(run: TaskRun, results: dict[str, dict[str, TaskRun]], task: str, build: str) -> BenchScore:
+    from edgetune.report.stats import wilson_interval
+
+    n = len(run.items)
+    correct = int(sum(run.items.values()))
+    reference = GPU_BUILD if build != GPU_BUILD else BASE_BUILD
+    verdict = None
+    if build != BASE_BUILD and reference in results:
+        verdict = paired_verdict(results[reference][task].items, run.items).to_dict()
+    return BenchScore(metric=run.metric, score=correct / n if n else 0.0, n=n,
+                      ci95=list(wilson_interval(correct, n)) if n else None,
+                      acc=_mean(run.acc), acc_norm=_mean(run.acc_norm) if run.acc_norm else None,
+                      reference=reference if verdict else None, verdict=verdict, items=run.items)
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values) if values else 0.0
+
+
+def _load_report(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    path = run_dir / REPORT_JSON
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} does not exist", "pass edgetune-out/runs/<target>")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write(run_dir: Path, section: StandardBenchmarks, report: dict[str, Any]) -> None:
+    from edgetune.artifacts import write_json
+
+    data = section.model_dump(mode="json", exclude_none=True)
+    write_json(run_dir / BENCH_JSON, data)
+    if report:  # a run with a report gains the section; the margins there rule the verdicts above
+        write_json(run_dir / REPORT_JSON, {**report, "standard_benchmarks": data})
