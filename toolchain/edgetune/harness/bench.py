@@ -21,13 +21,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_JSON
 from edgetune.errors import ConfigError
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.schema import BenchScore, StandardBenchmarks
 from edgetune.report.verdict import DEFAULT_MARGIN, paired_verdict
+
+if TYPE_CHECKING:
+    from edgetune.device.spec import Device
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def evaluate(lm: Any, names: list[str], *, num_fewshot: int | None = None, limit
     return runs
 
 
-def run_builds(run_dir: Path, device: str | None = None, *, n_threads: int | None = None,
+def run_builds(run_dir: Path, device: Device | None = None, *, n_threads: int | None = None,
                accept_new_host_key: bool = False) -> list[BenchBuild]:
     """The run's builds in report order: base, GPU build, then each GGUF (on `device` when given).
     Raises ConfigError when RUN is not a build's run folder."""
@@ -99,14 +102,14 @@ def run_builds(run_dir: Path, device: str | None = None, *, n_threads: int | Non
         return builds
     if "bundle" not in arts:
         raise ConfigError(f"{run_dir} has no bundle to run on {device}", "run `edgetune build` to the end first")
-    bundle = Bundle.of(arts["bundle"])
-    shipped = sorted(p.relative_to(bundle.bundle_dir).as_posix() for p in (bundle.bundle_dir / "models").glob("*.gguf"))
-    for g in ggufs:
-        model = next((m for m in shipped if m.endswith(f"-{g.quant}.gguf")), None)
-        if model is not None:
-            builds.append(BenchBuild(g.quant, f"GGUF (llama-server on {device})",
-                                     _device(device, model, bundle.bundle_dir, n_threads, accept_new_host_key),
-                                     merged.model_dir))
+    from edgetune.bundle_manifest import read_manifest
+
+    bundle_dir = Bundle.of(arts["bundle"]).bundle_dir
+    shipped = {m["quant"]: m["file"] for m in read_manifest(bundle_dir)["models"]}
+    where = device.name or device.host
+    builds += [BenchBuild(g.quant, f"GGUF (llama-server on {where})",
+                          _device(device, shipped[g.quant], bundle_dir, n_threads, accept_new_host_key),
+                          merged.model_dir) for g in ggufs if g.quant in shipped]
     return builds
 
 
@@ -126,18 +129,17 @@ def _gguf(path: Path, n_threads: int | None) -> Callable[[], Any]:
     return open_
 
 
-def _device(spec: str, model: str, bundle_dir: Path, threads: int | None, accept_new: bool) -> Callable[[], Any]:
+def _device(device: Device, model: str, bundle_dir: Path, threads: int | None,
+            accept_new: bool) -> Callable[[], Any]:
     def open_() -> Any:
-        from edgetune.device import parse_device
         from edgetune.runtimes import DeviceRuntime
 
-        return DeviceRuntime(parse_device(spec), model, bundle_dir=bundle_dir, threads=threads,
-                             accept_new_host_key=accept_new)
+        return DeviceRuntime(device, model, bundle_dir=bundle_dir, threads=threads, accept_new_host_key=accept_new)
     return open_
 
 
 def bench(run_dir: Path, names: list[str], *, num_fewshot: int | None = None, limit: int | None = None,
-          device: str | None = None, builds: list[BenchBuild] | None = None, margin: float | None = None,
+          device: Device | None = None, builds: list[BenchBuild] | None = None, margin: float | None = None,
           progress: Progress | None = None, n_threads: int | None = None,
           accept_new_host_key: bool = False) -> StandardBenchmarks:
     """Every build of `run_dir` (or `builds`) on the harness tasks `names`; the section written to RUN/bench.json
@@ -169,7 +171,7 @@ def bench(run_dir: Path, names: list[str], *, num_fewshot: int | None = None, li
             requests[b.name] = lm.requests_scored
     section = StandardBenchmarks(
         harness=f"lm-eval {version('lm-eval')}", tasks=names, num_fewshot=num_fewshot, limit=limit,
-        device=device, margin=margin, builds={b.name: b.kind for b in builds}, seconds=seconds, requests=requests,
+        device=(device.name or f"{device.user}@{device.host}") if device else None, margin=margin, builds={b.name: b.kind for b in builds}, seconds=seconds, requests=requests,
         notes={n: OFFLINE_TASKS[n].note for n in names if OFFLINE_TASKS[n].note},
         scores={n: {b: _score(results[b][n], results, n, b) for b in results} for n in names})
     _write(run_dir, section, report)
