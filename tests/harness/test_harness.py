@@ -23,11 +23,13 @@ TASKS = ["arc_challenge", "winogrande"]
 def _loglikelihoods(lm, names, limit):
     """Every (context, continuation) request of the tasks and the model's answer, in the harness's order."""
     from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
 
     from edgetune.harness.tasks import build_tasks
 
     tasks = [t for ts in build_tasks(names, num_fewshot=0).values() for t in ts]
-    out = simple_evaluate(model=lm, tasks=tasks, limit=limit, log_samples=True, bootstrap_iters=0)
+    out = simple_evaluate(model=lm, tasks=tasks, task_manager=TaskManager(include_defaults=False), limit=limit,
+                          log_samples=True, bootstrap_iters=0)
     return {(s["doc_id"], t.config.task, i): (req[0], s["arguments"][i])
             for t in tasks for s in out["samples"][t.config.task]
             for i, req in enumerate(s["resps"])}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_JSON
 from edgetune.errors import ConfigError
 from edgetune.progress import NullProgress, Progress
-from edgetune.report.schema import BenchScore, StandardBenchmarks
+from edgetune.report.schema import BenchScore, StandardBenchmarks, Verdict
 from edgetune.report.verdict import DEFAULT_MARGIN, paired_verdict
 
 if TYPE_CHECKING:
@@ -60,12 +60,14 @@ def evaluate(lm: Any, names: list[str], *, num_fewshot: int | None = None, limit
              seed: int = 0) -> dict[str, TaskRun]:
     """Run the offline harness tasks `names` on the harness model `lm`. Returns task name -> TaskRun."""
     from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
 
     from edgetune.harness.tasks import OFFLINE_TASKS, build_tasks
 
     built = build_tasks(names, num_fewshot=num_fewshot)
     flat = [t for tasks in built.values() for t in tasks]
-    out = simple_evaluate(model=lm, tasks=flat, limit=limit, log_samples=True, bootstrap_iters=0,
+    # an empty task index: the tasks are built already, and indexing the harness's thousands of YAMLs takes ~20 s
+    out = simple_evaluate(model=lm, tasks=flat, task_manager=TaskManager(include_defaults=False), limit=limit, log_samples=True, bootstrap_iters=0,
                           random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                           fewshot_random_seed=seed, verbosity="WARNING")
     runs: dict[str, TaskRun] = {}
@@ -186,7 +188,7 @@ def _score(run: TaskRun, results: dict[str, dict[str, TaskRun]], task: str, buil
     reference = GPU_BUILD if build != GPU_BUILD else BASE_BUILD
     verdict = None
     if build != BASE_BUILD and reference in results:
-        verdict = paired_verdict(results[reference][task].items, run.items).to_dict()
+        verdict = Verdict.model_validate(paired_verdict(results[reference][task].items, run.items).to_dict())
     return BenchScore(metric=run.metric, score=correct / n if n else 0.0, n=n,
                       ci95=list(wilson_interval(correct, n)) if n else None,
                       acc=_mean(run.acc), acc_norm=_mean(run.acc_norm) if run.acc_norm else None,

