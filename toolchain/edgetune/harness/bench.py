@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_JSON
 from edgetune.errors import ConfigError
+from edgetune.harness.tasks import OFFLINE_TASKS, check_names
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.schema import BenchScore, StandardBenchmarks, Verdict
 from edgetune.report.verdict import DEFAULT_MARGIN, paired_verdict
@@ -62,7 +63,7 @@ def evaluate(lm: Any, names: list[str], *, num_fewshot: int | None = None, limit
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from edgetune.harness.tasks import OFFLINE_TASKS, build_tasks
+    from edgetune.harness.tasks import build_tasks
 
     built = build_tasks(names, num_fewshot=num_fewshot)
     flat = [t for tasks in built.values() for t in tasks]
@@ -141,25 +142,34 @@ def _device(device: Device, model: str, bundle_dir: Path, threads: int | None,
 
 
 def bench(run_dir: Path, names: list[str], *, num_fewshot: int | None = None, limit: int | None = None,
-          device: Device | None = None, builds: list[BenchBuild] | None = None, margin: float | None = None,
-          progress: Progress | None = None, n_threads: int | None = None,
-          accept_new_host_key: bool = False) -> StandardBenchmarks:
-    """Every build of `run_dir` (or `builds`) on the harness tasks `names`; the section written to RUN/bench.json
-    and RUN/report.json. See the module docstring for what is raised."""
+          device: Device | None = None, margin: float | None = None, progress: Progress | None = None,
+          n_threads: int | None = None, accept_new_host_key: bool = False) -> StandardBenchmarks:
+    """Every build of `run_dir` on the harness tasks `names`; the section written to RUN/bench.json and
+    RUN/report.json. See the module docstring for what is raised."""
+    check_names(names)
+    report = _load_report(Path(run_dir))
+    builds = run_builds(Path(run_dir), device, n_threads=n_threads, accept_new_host_key=accept_new_host_key)
+    section = score_builds(builds, names, num_fewshot=num_fewshot, limit=limit,
+                           margin=margin if margin is not None else float(report.get("margin") or DEFAULT_MARGIN),
+                           device=(device.name or f"{device.user}@{device.host}") if device else None,
+                           progress=progress)
+    _write(Path(run_dir), section, report)
+    return section
+
+
+def score_builds(builds: list[BenchBuild], names: list[str], *, num_fewshot: int | None = None,
+                 limit: int | None = None, margin: float = DEFAULT_MARGIN, device: str | None = None,
+                 progress: Progress | None = None) -> StandardBenchmarks:
+    """`builds` (opened one at a time) on the harness tasks `names`: the report section. Writes nothing
+    (`build` adds it to its report; `bench` writes it)."""
     from importlib.metadata import version
 
     from transformers import AutoTokenizer
 
     from edgetune.harness.lm import EdgetuneLM
-    from edgetune.harness.tasks import OFFLINE_TASKS, check_names
 
     check_names(names)
     progress = progress or NullProgress()
-    run_dir = Path(run_dir)
-    if builds is None:
-        builds = run_builds(run_dir, device, n_threads=n_threads, accept_new_host_key=accept_new_host_key)
-    report = _load_report(run_dir)
-    margin = margin if margin is not None else float(report.get("margin") or DEFAULT_MARGIN)
     results: dict[str, dict[str, TaskRun]] = {}
     seconds: dict[str, float] = {}
     requests: dict[str, int] = {}
@@ -171,16 +181,15 @@ def bench(run_dir: Path, names: list[str], *, num_fewshot: int | None = None, li
             results[b.name] = evaluate(lm, names, num_fewshot=num_fewshot, limit=limit)
             seconds[b.name] = round(time.perf_counter() - t0, 2)
             requests[b.name] = lm.requests_scored
-    section = StandardBenchmarks(
+    return StandardBenchmarks(
         harness=f"lm-eval {version('lm-eval')}", tasks=names, num_fewshot=num_fewshot, limit=limit,
-        device=(device.name or f"{device.user}@{device.host}") if device else None, margin=margin, builds={b.name: b.kind for b in builds}, seconds=seconds, requests=requests,
+        device=device, margin=margin, builds={b.name: b.kind for b in builds}, seconds=seconds, requests=requests,
         notes={n: OFFLINE_TASKS[n].note for n in names if OFFLINE_TASKS[n].note},
-        scores={n: {b: _score(results[b][n], results, n, b) for b in results} for n in names})
-    _write(run_dir, section, report)
-    return section
+        scores={n: {b: _score(results[b][n], results, n, b, margin) for b in results} for n in names})
 
 
-def _score(run: TaskRun, results: dict[str, dict[str, TaskRun]], task: str, build: str) -> BenchScore:
+def _score(run: TaskRun, results: dict[str, dict[str, TaskRun]], task: str, build: str,
+           margin: float) -> BenchScore:
     from edgetune.report.stats import wilson_interval
 
     n = len(run.items)
@@ -188,7 +197,8 @@ def _score(run: TaskRun, results: dict[str, dict[str, TaskRun]], task: str, buil
     reference = GPU_BUILD if build != GPU_BUILD else BASE_BUILD
     verdict = None
     if build != BASE_BUILD and reference in results:
-        verdict = Verdict.model_validate(paired_verdict(results[reference][task].items, run.items).to_dict())
+        verdict = Verdict.model_validate(paired_verdict(results[reference][task].items, run.items,
+                                                                margin=margin).to_dict())
     return BenchScore(metric=run.metric, score=correct / n if n else 0.0, n=n,
                       ci95=list(wilson_interval(correct, n)) if n else None,
                       acc=_mean(run.acc), acc_norm=_mean(run.acc_norm) if run.acc_norm else None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgetune.constants import LM_EVAL_TASKS
 from edgetune.errors import ConfigError, DataError
 
 
@@ -47,6 +48,8 @@ OFFLINE_TASKS: dict[str, OfflineTask] = {t.name: t for t in (
     OfflineTask("piqa", "piqa/piqa.yaml", ("piqa", "plain_text"), ("validation",), "acc_norm"),
     OfflineTask("winogrande", "winogrande/default.yaml", ("winogrande", "winogrande_xl"), ("validation",), "acc"),
 )}
+
+assert tuple(OFFLINE_TASKS) == LM_EVAL_TASKS, "constants.LM_EVAL_TASKS names the tasks defined here"
 
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 
