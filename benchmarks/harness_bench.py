@@ -2,7 +2,7 @@
 harness's own `hf` model class, and the cost of the harness path against the hand-built forgetting sets.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/harness_bench.py throughput [--items 40] [--threads 1] [--repeats 3]
-       OMP_NUM_THREADS=1 python benchmarks/harness_bench.py agreement [--limit 10] [--hf DIR]
+       OMP_NUM_THREADS=1 python benchmarks/harness_bench.py agreement [--limit 10] [--mmlu-limit 1] [--hf DIR]
 
 throughput: the harness's `hellaswag` task (offline copy, first N docs) as harness requests: (1) through
   `EdgetuneLM` over `LlamaCppRuntime` (the requests' `loglikelihood`, after load and a warm-up), against
@@ -13,7 +13,7 @@ throughput: the harness's `hellaswag` task (offline copy, first N docs) as harne
   disk, requests, scoring, metrics) against (4) the whole forgetting-set path (`mc_sets.mc_items` +
   `run_multiple_choice`) for the same number of HellaSwag items (the forgetting set's seeded subset, not the
   same docs: its selection is its own), one run each.
-agreement: every offline task (MMLU at --limit per subject) on the embedded SmolLM2 dequantized to fp32 HF,
+agreement: every offline task (--limit docs each; MMLU --mmlu-limit per subject, 57 subjects) on the embedded SmolLM2 dequantized to fp32 HF,
   through `EdgetuneLM` over `HFRuntime` and through the harness's `hf` class (`HFLM`), on the same requests.
   Prints each task's accuracies from both and the largest per-request log-likelihood difference.
 Prints a table on stderr, then one JSON line on stdout.
@@ -159,13 +159,16 @@ def agreement(args) -> dict:
 
     hf_dir = dequantized_smollm2(args.hf or Path(tempfile.gettempdir()) / "edgetune-smollm2-fp32")
     names = list(OFFLINE_TASKS)
+    def run(lm) -> dict:  # MMLU at its own (per-subject) limit, the rest at --limit
+        return {**evaluate(lm, [n for n in names if n != "mmlu"], limit=args.limit),
+                **evaluate(lm, ["mmlu"], limit=args.mmlu_limit)}
+
     t0 = time.perf_counter()
     with HFRuntime(hf_dir) as rt:
-        ours = evaluate(EdgetuneLM(rt, AutoTokenizer.from_pretrained(hf_dir)), names, limit=args.limit)
+        ours = run(EdgetuneLM(rt, AutoTokenizer.from_pretrained(hf_dir)))
     ours_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    theirs = evaluate(HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32"), names,
-                      limit=args.limit)
+    theirs = run(HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32"))
     theirs_s = time.perf_counter() - t0
     rows = []
     for n in names:
@@ -184,7 +187,7 @@ def agreement(args) -> dict:
     print(f"largest accuracy difference {worst:.4f} (must be <= 0.001); edgetune {ours_s:.0f} s, hf {theirs_s:.0f} s",
           file=sys.stderr)
     return {"benchmark": "harness_agreement", "model": "SmolLM2-135M-Instruct (embedded GGUF, dequantized fp32)",
-            "lm_eval": lm_eval.__version__, "limit": args.limit, "rows": rows,
+            "lm_eval": lm_eval.__version__, "limit": args.limit, "mmlu_limit": args.mmlu_limit, "rows": rows,
             "max_acc_diff": worst, "seconds": {"edgetune": round(ours_s, 1), "hf": round(theirs_s, 1)}}
 
 
@@ -201,6 +204,7 @@ def main() -> int:
     t.add_argument("--repeats", type=int, default=3)
     a = sub.add_parser("agreement")
     a.add_argument("--limit", type=int, default=10)
+    a.add_argument("--mmlu-limit", type=int, default=1, help="items per MMLU subject (57 subjects)")
     a.add_argument("--hf", type=Path, default=None, help="SmolLM2 fp32 HF folder (default: made in /tmp)")
     args = ap.parse_args()
     print(json.dumps(throughput(args) if args.mode == "throughput" else agreement(args)))

@@ -135,6 +135,10 @@ def test_bench_cli_on_a_run(tmp_path, monkeypatch, tiny_model_dir, tiny_gguf):
     assert mmlu["F16"].reference == "gpu" and mmlu["F16"].verdict.n == 57
     assert mmlu["F16"].items.keys() == mmlu["gpu"].items.keys()
     assert json.loads((run_dir / "bench.json").read_text())["scores"]["piqa"]["base"]["metric"] == "acc_norm"
+    from edgetune.report.markdown import to_markdown
+
+    md = to_markdown(json.loads((run_dir / "report.json").read_text()))
+    assert "## Standard benchmarks (lm-evaluation-harness)" in md and "mmlu acc (n=57)" in md
 
 
 def test_bench_bad_input(tmp_path, monkeypatch, tiny_model_dir):
@@ -143,6 +147,11 @@ def test_bench_bad_input(tmp_path, monkeypatch, tiny_model_dir):
     assert res.exit_code == 2 and "no offline copy of harness task 'gsm8k'" in res.stderr
     res = run_edgetune(monkeypatch, *["bench", str(tmp_path), "--tasks", "piqa"])
     assert res.exit_code == 2 and "is not a build's run folder" in res.stderr
+    from edgetune.config import BuildConfig
+
+    with pytest.raises(ValueError, match="no offline copy of harness task 'gsm8k'"):
+        BuildConfig.model_validate({"eval": {"lm_eval_tasks": ["gsm8k"]}})
+    assert BuildConfig().eval.lm_eval_tasks == []  # off by default: the default build is unchanged
     with pytest.raises(ConfigError, match="exactly one"):
         from edgetune.harness.lm import open_lm
 
