@@ -18,16 +18,19 @@ from edgetune.errors import ConfigError  # noqa: E402
 from tests.clirun import run_edgetune  # noqa: E402
 
 TASKS = ["arc_challenge", "winogrande"]
+# the issue's list: MMLU 0-shot and 5-shot, ARC-Challenge, HellaSwag, PIQA, WinoGrande
+STANDARD = ["mmlu", "mmlu:5", "arc_challenge", "hellaswag", "piqa", "winogrande"]
 
 
-def _loglikelihoods(lm, names, limit):
-    """Every (context, continuation) request of the tasks and the model's answer, in the harness's order."""
+def _loglikelihoods(lm, entry, limit):
+    """Every (context, continuation) request of one task entry and the model's answer, in the harness's order
+    (one evaluation per entry: `mmlu` and `mmlu:5` share the harness's task names)."""
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from edgetune.harness.tasks import build_tasks
 
-    tasks = [t for ts in build_tasks(names, num_fewshot=0).values() for t in ts]
+    tasks = build_tasks([entry])[entry]
     out = simple_evaluate(model=lm, tasks=tasks, task_manager=TaskManager(include_defaults=False), limit=limit,
                           log_samples=True, bootstrap_iters=0)
     return {(s["doc_id"], t.config.task, i): (req[0], s["arguments"][i])
@@ -35,8 +38,15 @@ def _loglikelihoods(lm, names, limit):
             for i, req in enumerate(s["resps"])}
 
 
+def _limit(entry: str) -> int:
+    return 1 if entry.startswith("mmlu") else 3  # MMLU's limit is per subject: 57 items
+
+
 def test_edgetune_lm_matches_the_harness_hf_class(tiny_model_dir):
-    """Same requests, same tokens: log-likelihoods equal the `hf` class's to float rounding, accuracies exactly."""
+    """The same local model folder through edgetune's HF runtime and through the harness's own `hf` class, on
+    every standard task (MMLU 0- and 5-shot included; 5-shot prompts pass max_length, so both cut them from
+    the left): the same requests, log-likelihoods equal to float rounding, accuracies equal (to 1e-3, in fact
+    item by item)."""
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
@@ -44,21 +54,28 @@ def test_edgetune_lm_matches_the_harness_hf_class(tiny_model_dir):
     from edgetune.harness.lm import EdgetuneLM
     from edgetune.runtimes import HFRuntime
 
+    hf = HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=4, dtype="float32", max_length=512)
     with HFRuntime(tiny_model_dir) as rt:
         ours = EdgetuneLM(rt, AutoTokenizer.from_pretrained(tiny_model_dir), max_length=512)
-        mine = _loglikelihoods(ours, TASKS, 3)
-        acc_mine = evaluate(ours, TASKS, limit=3)
-    hf = HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=4, dtype="float32", max_length=512)
-    theirs = _loglikelihoods(hf, TASKS, 3)
-    acc_theirs = evaluate(hf, TASKS, limit=3)
-    assert mine.keys() == theirs.keys() and len(mine) >= 12
-    for key, ((lp, greedy), args) in mine.items():
-        (lp_hf, greedy_hf), args_hf = theirs[key]
-        assert args == args_hf
-        assert math.isclose(lp, lp_hf, abs_tol=1e-4), (key, lp, lp_hf)
-        assert greedy == greedy_hf
-    for name in TASKS:
-        assert acc_mine[name].acc == acc_theirs[name].acc and acc_mine[name].acc_norm == acc_theirs[name].acc_norm
+        for entry in STANDARD:
+            mine, theirs = _loglikelihoods(ours, entry, _limit(entry)), _loglikelihoods(hf, entry, _limit(entry))
+            assert mine.keys() == theirs.keys() and len(mine) >= 6, entry
+            for key, ((lp, greedy), args) in mine.items():
+                (lp_hf, greedy_hf), args_hf = theirs[key]
+                assert args == args_hf
+                assert math.isclose(lp, lp_hf, abs_tol=1e-4), (entry, key, lp, lp_hf)
+                assert greedy == greedy_hf
+            acc_mine = evaluate(ours, [entry], limit=_limit(entry))[entry]
+            acc_theirs = evaluate(hf, [entry], limit=_limit(entry))[entry]
+            assert acc_mine.acc == acc_theirs.acc and acc_mine.acc_norm == acc_theirs.acc_norm, entry
+            for metric in ("acc", "acc_norm"):
+                a, b = getattr(acc_mine, metric), getattr(acc_theirs, metric)
+                assert abs(sum(a.values()) / max(len(a), 1) - sum(b.values()) / max(len(b), 1)) <= 1e-3
+    # 5-shot is really 5-shot: its prompts hold four more questions with their answers than 0-shot's
+    five = _loglikelihoods(hf, "mmlu:5", 1)
+    zero = _loglikelihoods(hf, "mmlu", 1)
+    key = next(iter(zero))
+    assert five[key][1][0].count("Answer:") == zero[key][1][0].count("Answer:") + 5
 
 
 def test_rolling_and_generate_on_the_embedded_gguf(smollm2_gguf):
@@ -115,42 +132,60 @@ def make_run(root: Path, base: Path, merged: Path, ggufs: dict[str, Path], bundl
     return run_dir
 
 
-def test_bench_cli_on_a_run(tmp_path, monkeypatch, tiny_model_dir, tiny_gguf):
-    """`edgetune --json bench`: every build on the same items, verdicts against the GPU build (base for the GPU
-    build), the section typed in report.json and bench.json."""
+def test_bench_cli_on_a_run(tmp_path, monkeypatch, tiny_model_dir, tiny_gguf, tiny_bundle):
+    """`edgetune --json bench` on the standard list (MMLU 0- and 5-shot side by side): every build (the HF base
+    and GPU build, the F16 GGUF and the bundle's Q4_0/Q8_0, as a default build makes them) on the same items,
+    verdicts against the GPU build (base for the GPU build), the section typed in report.json and bench.json."""
+    from edgetune.bundle_manifest import read_manifest
     from edgetune.report.schema import Report
 
-    run_dir = make_run(tmp_path, tiny_model_dir, tiny_model_dir, {"F16": tiny_gguf})
-    res = run_edgetune(monkeypatch, *["--json", "bench", str(run_dir), "--tasks", "piqa,mmlu", "--limit", "1", "--threads", "1"])
+    bundle_dir = tiny_bundle.file("bundle")
+    ggufs = {"F16": tiny_gguf, **{m["quant"]: bundle_dir / m["file"] for m in read_manifest(bundle_dir)["models"]}}
+    run_dir = make_run(tmp_path, tiny_model_dir, tiny_model_dir, ggufs)
+    res = run_edgetune(monkeypatch, *["--json", "bench", str(run_dir), "--tasks", ",".join(STANDARD), "--limit",
+                                      "1", "--threads", "1"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["builds"] == {"base": "base (HF fp32)", "gpu": "GPU build (HF fp32, merged)",
-                             "F16": "GGUF (llama.cpp, host)"}
-    assert out["scores"]["mmlu"]["gpu"]["n"] == 57 and out["scores"]["piqa"]["F16"]["n"] == 1
+                             "F16": "GGUF (llama.cpp, host)", "Q4_0": "GGUF (llama.cpp, host)",
+                             "Q8_0": "GGUF (llama.cpp, host)"}
+    assert out["tasks"] == STANDARD and list(out["scores"]) == STANDARD
+    for build in out["builds"]:
+        assert out["scores"]["mmlu"][build]["n"] == out["scores"]["mmlu:5"][build]["n"] == 57
+        assert all(out["scores"][t][build]["n"] == 1 for t in STANDARD[2:])
+    # one request per MMLU choice (4 x 57, twice) plus each other task's choices, the same for every build
+    assert len(set(out["requests"].values())) == 1 and out["requests"]["gpu"] >= 2 * 4 * 57 + 4 + 4 + 2 + 2
     section = Report.load(json.loads((run_dir / "report.json").read_text())).standard_benchmarks
-    assert section is not None and section.tasks == ["piqa", "mmlu"]
+    assert section is not None and section.tasks == STANDARD
     mmlu = section.scores["mmlu"]
     # the base and GPU build are the same weights here: same answers, a zero paired difference
     assert mmlu["gpu"].items == mmlu["base"].items and mmlu["gpu"].verdict.diff == 0
     assert mmlu["F16"].reference == "gpu" and mmlu["F16"].verdict.n == 57
-    assert mmlu["F16"].items.keys() == mmlu["gpu"].items.keys()
+    assert mmlu["Q4_0"].items.keys() == mmlu["gpu"].items.keys() == section.scores["mmlu:5"]["Q8_0"].items.keys()
     assert json.loads((run_dir / "bench.json").read_text())["scores"]["piqa"]["base"]["metric"] == "acc_norm"
     from edgetune.report.markdown import to_markdown
 
     md = to_markdown(json.loads((run_dir / "report.json").read_text()))
-    assert "## Standard benchmarks (lm-evaluation-harness)" in md and "mmlu acc (n=57)" in md
+    assert "## Standard benchmarks (lm-evaluation-harness)" in md and "mmlu:5 acc (n=57)" in md
 
 
 def test_bench_bad_input(tmp_path, monkeypatch, tiny_model_dir):
     run_dir = make_run(tmp_path, tiny_model_dir, tiny_model_dir, {})
     res = run_edgetune(monkeypatch, *["bench", str(run_dir), "--tasks", "piqa,gsm8k"])
     assert res.exit_code == 2 and "no offline copy of harness task 'gsm8k'" in res.stderr
+    for bad, says in (("mmlu:five", "bad few-shot count in 'mmlu:five'"), ("piqa,piqa", "listed twice")):
+        res = run_edgetune(monkeypatch, *["bench", str(run_dir), "--tasks", bad])
+        assert res.exit_code == 2 and says in res.stderr, res.stderr
     res = run_edgetune(monkeypatch, *["bench", str(tmp_path), "--tasks", "piqa"])
     assert res.exit_code == 2 and "is not a build's run folder" in res.stderr
     from edgetune.config import BuildConfig
 
     with pytest.raises(ValueError, match="no offline copy of harness task 'gsm8k'"):
         BuildConfig.model_validate({"eval": {"lm_eval_tasks": ["gsm8k"]}})
+    with pytest.raises(ValueError, match="bad few-shot count"):
+        BuildConfig.model_validate({"eval": {"lm_eval_tasks": ["mmlu:-1"]}})
+    assert BuildConfig.model_validate({"eval": {"lm_eval_tasks": ["mmlu", "mmlu:5"]}}).eval.lm_eval_tasks == [
+        "mmlu", "mmlu:5"]
     assert BuildConfig().eval.lm_eval_tasks == []  # off by default: the default build is unchanged
     with pytest.raises(ConfigError, match="exactly one"):
         from edgetune.harness.lm import open_lm

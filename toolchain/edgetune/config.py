@@ -217,7 +217,8 @@ class EvalConfig(_Section):
     lm_eval_tasks: list[str] = Field(
         default_factory=list, description="lm-evaluation-harness tasks run on every build after the evals, as "
                                           "`edgetune bench` runs them (needs edgetune[lmeval]; empty: off). Tasks: "
-                                          "mmlu, arc_challenge, arc_easy, hellaswag, piqa, winogrande.")
+                                          "mmlu, arc_challenge, arc_easy, hellaswag, piqa, winogrande; "
+                                          "TASK:N gives one its own few-shot count (mmlu,mmlu:5).")
     lm_eval_limit: int | None = Field(None, ge=1, description="Items per lm_eval task (per MMLU subject); None: all.")
     lm_eval_num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples for the lm_eval tasks; "
                                                                      "None: each task's own default.")
@@ -248,8 +249,14 @@ class EvalConfig(_Section):
     @classmethod
     def _known_tasks(cls, v: list[str]) -> list[str]:
         for name in v:
-            if name not in LM_EVAL_TASKS:
-                raise ValueError(f"no offline copy of harness task {name!r}; choose from {', '.join(LM_EVAL_TASKS)}")
+            task, colon, shots = name.partition(":")
+            if task not in LM_EVAL_TASKS:
+                raise ValueError(f"no offline copy of harness task {task!r}; "
+                                 f"choose from {', '.join(LM_EVAL_TASKS)}")
+            if colon and not shots.isdigit():
+                raise ValueError(f"bad few-shot count in {name!r}: write TASK:N with N >= 0, e.g. mmlu:5")
+        if len(set(v)) != len(v):
+            raise ValueError("a harness task is listed twice in eval.lm_eval_tasks")
         return v
 
     @field_validator("forgetting")

@@ -15,7 +15,8 @@ from edgetune.cli.group import State, cli, pass_state
 @cli.command("bench")
 @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--tasks", required=True, help="Comma-separated harness tasks: mmlu, arc_challenge, arc_easy, "
-              "hellaswag, piqa, winogrande (all offline).")
+              "hellaswag, piqa, winogrande (all offline); TASK:N gives one its own few-shot "
+              "count, e.g. mmlu,mmlu:5.")
 @click.option("--num-fewshot", type=click.IntRange(min=0), help="Few-shot examples (default: each task's own).")
 @click.option("--limit", type=click.IntRange(min=1), help="Items per task (per MMLU subject); default all.")
 @click.option("--device", metavar="USER@HOST[:PORT]", help="Run the GGUFs on this device over SSH (the run's "
@@ -29,7 +30,8 @@ def bench_cmd(state: State, run: Path, tasks: str, num_fewshot: int | None, limi
 
     \b
     Examples:
-      edgetune bench edgetune-out/runs/rpi5 --tasks mmlu,arc_challenge,hellaswag,piqa,winogrande --limit 50
+      edgetune bench edgetune-out/runs/rpi5 --tasks mmlu,mmlu:5,arc_challenge,hellaswag,piqa,winogrande \
+          --limit 50
       edgetune bench edgetune-out/runs/rpi5 --tasks mmlu --num-fewshot 5 --device pi@raspberrypi.local
       edgetune --json bench edgetune-out/runs/rpi5 --tasks piqa --limit 20
     """

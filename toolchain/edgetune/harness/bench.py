@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetune.constants import BASE_BUILD, GPU_BUILD, REPORT_JSON
 from edgetune.errors import ConfigError
-from edgetune.harness.tasks import OFFLINE_TASKS, check_names
+from edgetune.harness.tasks import OFFLINE_TASKS, check_names, parse_entry
 from edgetune.progress import NullProgress, Progress
 from edgetune.report.schema import BenchScore, StandardBenchmarks, Verdict
 from edgetune.report.verdict import DEFAULT_MARGIN, paired_verdict
@@ -58,8 +58,21 @@ class TaskRun:
 
 
 def evaluate(lm: Any, names: list[str], *, num_fewshot: int | None = None, limit: int | None = None,
-             seed: int = 0) -> dict[str, TaskRun]:
-    """Run the offline harness tasks `names` on the harness model `lm`. Returns task name -> TaskRun."""
+             seed: int = 0, samples: dict[str, list[int]] | None = None) -> dict[str, TaskRun]:
+    """Run the offline harness tasks `names` (`task` or `task:N`) on the harness model `lm`. Returns entry ->
+    TaskRun. Entries of one task with different few-shot counts (`mmlu,mmlu:5`) share the harness's task
+    names, so each few-shot count is its own `simple_evaluate` (same seeds)."""
+    groups: dict[int | None, list[str]] = {}
+    for name in check_names(names):
+        groups.setdefault(parse_entry(name, num_fewshot)[1], []).append(name)
+    runs: dict[str, TaskRun] = {}
+    for group in groups.values():
+        runs.update(_evaluate_group(lm, group, num_fewshot, limit, seed, samples))
+    return {n: runs[n] for n in names}
+
+
+def _evaluate_group(lm: Any, names: list[str], num_fewshot: int | None, limit: int | None, seed: int,
+                    samples: dict[str, list[int]] | None = None) -> dict[str, TaskRun]:
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -68,12 +81,12 @@ def evaluate(lm: Any, names: list[str], *, num_fewshot: int | None = None, limit
     built = build_tasks(names, num_fewshot=num_fewshot)
     flat = [t for tasks in built.values() for t in tasks]
     # an empty task index: the tasks are built already, and indexing the harness's thousands of YAMLs takes ~20 s
-    out = simple_evaluate(model=lm, tasks=flat, task_manager=TaskManager(include_defaults=False), limit=limit, log_samples=True, bootstrap_iters=0,
-                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                          fewshot_random_seed=seed, verbosity="WARNING")
+    out = simple_evaluate(model=lm, tasks=flat, task_manager=TaskManager(include_defaults=False), limit=limit,
+                          samples=samples, log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed,
+                          torch_random_seed=seed, fewshot_random_seed=seed, verbosity="WARNING")
     runs: dict[str, TaskRun] = {}
     for name, tasks in built.items():
-        run = runs[name] = TaskRun(metric=OFFLINE_TASKS[name].metric)
+        run = runs[name] = TaskRun(metric=OFFLINE_TASKS[parse_entry(name)[0]].metric)
         for task in tasks:
             for sample in out["samples"][task.config.task]:
                 item = f"{task.config.task}/{sample['doc_id']}"
@@ -184,7 +197,7 @@ def score_builds(builds: list[BenchBuild], names: list[str], *, num_fewshot: int
     return StandardBenchmarks(
         harness=f"lm-eval {version('lm-eval')}", tasks=names, num_fewshot=num_fewshot, limit=limit,
         device=device, margin=margin, builds={b.name: b.kind for b in builds}, seconds=seconds, requests=requests,
-        notes={n: OFFLINE_TASKS[n].note for n in names if OFFLINE_TASKS[n].note},
+        notes={n: note for n in names if (note := OFFLINE_TASKS[parse_entry(n)[0]].note)},
         scores={n: {b: _score(results[b][n], results, n, b, margin) for b in results} for n in names})
 
 

