@@ -191,3 +191,23 @@ def test_bench_bad_input(tmp_path, monkeypatch, tiny_model_dir):
         from edgetune.harness.lm import open_lm
 
         open_lm()
+
+
+def test_build_runs_the_harness_tasks(tmp_path, tiny_model_dir, colour_jsonl):
+    """`build` with eval.lm_eval_tasks: the same path as `edgetune bench`, on every build the pipeline made (base,
+    GPU build, F16 and each quant), MMLU 5-shot beside a 0-shot task, in the build's report.json."""
+    from edgetune.home import edgetune_home
+    from edgetune.pipeline import build
+
+    from tests.test_pipeline import config
+
+    cfg = config(tiny_model_dir, colour_jsonl, tmp_path / "out").with_overrides(
+        {"eval.lm_eval_tasks": ["winogrande", "mmlu:5"], "eval.lm_eval_limit": 1, "eval.forgetting": {"mmlu": 4}})
+    result = build(cfg, edgetune_home())
+    section = json.loads(result.report_json.read_text())["standard_benchmarks"]
+    assert section["tasks"] == ["winogrande", "mmlu:5"] and section["limit"] == 1
+    assert list(section["builds"]) == ["base", "gpu", "F16", "Q8_0", "Q4_0"]
+    for build_name in section["builds"]:
+        assert section["scores"]["mmlu:5"][build_name]["n"] == 57
+        assert section["scores"]["winogrande"][build_name]["n"] == 1
+    assert section["scores"]["mmlu:5"]["Q4_0"]["reference"] == "gpu"
