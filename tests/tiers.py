@@ -17,6 +17,7 @@ TIERS: tuple[tuple[str, str], ...] = (
     ("tests/device/test_deploy.py::test_full_disk", "tmpfs (root, mount)"),
     ("tests/export/test_disk_full.py", "tmpfs (root, mount)"),
     ("tests/device/", "sshd (openssh-server: scripts/setup-test-deps.sh)"),
+    ("tests/harness/test_bench_device.py", "sshd (openssh-server: scripts/setup-test-deps.sh)"),
     ("tests/runtimes/test_device_runtime.py", "sshd (openssh-server: scripts/setup-test-deps.sh)"),
     ("tests/report/test_browser.py", "chromium (playwright + Debian's chromium: scripts/setup-test-deps.sh)"),
     ("tests/test_targets.py::test_features_match", "cross compiler (gcc-aarch64-linux-gnu)"),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.chat_templates import BUILTIN as BUILTIN_TEMPLATES
-from edgetune.constants import FORGETTING_SETS, Quant
+from edgetune.constants import FORGETTING_SETS, LM_EVAL_TASKS, Quant
 from edgetune.errors import ConfigError
 from edgetune.judge_config import JudgeConfig
 from edgetune.metric_spec import MetricSpec
@@ -250,6 +250,14 @@ class EvalConfig(_Section):
                     "arc_easy, arc_challenge, hellaswag, piqa, winogrande; log-likelihood multiple choice on the "
                     "base, the GPU build and every GGUF.")
     seed: int = Field(0, description="Seed of every forgetting subset.")
+    lm_eval_tasks: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks run on every build after the evals, as "
+                                          "`edgetune bench` runs them (needs edgetune[lmeval]; empty: off). Tasks: "
+                                          "mmlu, arc_challenge, arc_easy, hellaswag, piqa, winogrande; "
+                                          "TASK:N gives one its own few-shot count (mmlu,mmlu:5).")
+    lm_eval_limit: int | None = Field(None, ge=1, description="Items per lm_eval task (per MMLU subject); None: all.")
+    lm_eval_num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples for the lm_eval tasks; "
+                                                                     "None: each task's own default.")
     context_length: int | None = Field(
         None, ge=128, description="Context the edge builds run with, tokens: the bundle's runner, Modelfile and "
                                   "llama-server line, and every GGUF eval. None: the target profile's "
@@ -272,6 +280,20 @@ class EvalConfig(_Section):
                 "eval.mmlu_items is deprecated: read as eval.forgetting.mmlu = %s; write `forgetting: {mmlu: %s}` "
                 "under eval: instead", n, n)
         return data
+
+    @field_validator("lm_eval_tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        for name in v:
+            task, colon, shots = name.partition(":")
+            if task not in LM_EVAL_TASKS:
+                raise ValueError(f"no offline copy of harness task {task!r}; "
+                                 f"choose from {', '.join(LM_EVAL_TASKS)}")
+            if colon and not shots.isdigit():
+                raise ValueError(f"bad few-shot count in {name!r}: write TASK:N with N >= 0, e.g. mmlu:5")
+        if len(set(v)) != len(v):
+            raise ValueError("a harness task is listed twice in eval.lm_eval_tasks")
+        return v
 
     @field_validator("forgetting")
     @classmethod

@@ -33,6 +33,8 @@ class Quant(str, Enum):
 # The forgetting sets, in report order: MMLU (evals/forgetting.py), then evals/mc_sets.py's. Named here so the
 # config can check `eval.forgetting` without importing the evals.
 FORGETTING_SETS: tuple[str, ...] = ("mmlu", "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande")
+# lm-evaluation-harness tasks with an offline copy (harness/tasks.py maps them onto the eval data package)
+LM_EVAL_TASKS: tuple[str, ...] = ("mmlu", "arc_challenge", "arc_easy", "hellaswag", "piqa", "winogrande")
 
 ARTIFACT_FILE = "artifact.json"
 MANIFEST_FILE = "manifest.json"

@@ -461,12 +461,29 @@ class _Evaluator:
             own = {"judge": art.judge, "reliability": reliability.model_dump(exclude_unset=True)}
             pairwise = row.judge.model_dump(exclude_unset=True) if row.judge is not None else {}
             row.judge = Judge.model_validate({**own, **pairwise, **ratings})
-        return build_report(title=f"edgetune build: {context.model} for {context.target}",
+        out = build_report(title=f"edgetune build: {context.model} for {context.target}",
                             builds=[r.model_dump(mode="json", by_alias=True, exclude_unset=True) for r in builds],
                             task=task_arts, forgetting=mc_arts,
                             context=context.model_dump(mode="json", by_alias=True, exclude_unset=True),
                             item_text=self.texts, margin=cfg.eval.margin, training=training,
                             max_new_tokens=self.plan.max_new_tokens)
+        if cfg.eval.lm_eval_tasks:  # the harness's tasks through `edgetune bench`'s path, on the same openers
+            out["standard_benchmarks"] = self._standard_benchmarks(runs).model_dump(mode="json", exclude_none=True)
+        return out
+
+    def _standard_benchmarks(self, runs: list) -> Any:
+        from edgetune.harness import require_lm_eval
+
+        require_lm_eval()
+        from edgetune.harness.bench import BenchBuild, score_builds
+
+        # one length cut for every build (the GGUFs' context), so all of them score the very same tokens
+        n_ctx = max(self.board.context, 1024)
+        builds = [BenchBuild(name, kind, opener, self.merged_dir, max_length=n_ctx)
+                  for name, kind, _, opener, _ in runs]
+        ev = self.cfg.eval
+        return score_builds(builds, ev.lm_eval_tasks, num_fewshot=ev.lm_eval_num_fewshot, limit=ev.lm_eval_limit,
+                            margin=ev.margin, progress=self.progress)
 
 
     def _judge_items(self) -> list[Any]:

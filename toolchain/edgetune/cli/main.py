@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from edgetune.cli import commands, doctor, train_commands  # noqa: F401  (they register commands on `cli`)
+from edgetune.cli import bench_command, commands, doctor, train_commands  # noqa: F401  (they register commands on `cli`)
 from edgetune.cli.group import cli
 from edgetune.errors import EdgetuneError
 

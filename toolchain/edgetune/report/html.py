@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from html import escape
 
 from edgetune.report import finetune, plots, sections
+from edgetune.report.bench_section import standard_benchmarks_table
 from edgetune.report.markdown import context_items
 from edgetune.report.recommend import COMPUTED, recommendation
 from edgetune.report.schema import Context, Recommendation, Report
@@ -126,7 +127,7 @@ def to_html(report: ReportLike) -> str:
                                           "Wilson intervals, the band is the GPU build's.")]
     if (t := sections.fidelity_table(report)) is not None:
         parts += [table_html(t), img_html(plots.kld_per_build(report), "KL divergence per build")]
-    for make in (sections.task_metric_table, sections.judge_table):
+    for make in (sections.task_metric_table, sections.judge_table, standard_benchmarks_table):
         if (t := make(report)) is not None:
             parts.append(table_html(t))
     if (t := sections.device_table(report)) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgetune.report import finetune, sections
+from edgetune.report.bench_section import standard_benchmarks_table
 from edgetune.report.recommend import COMPUTED, recommendation
 from edgetune.report.schema import Context, Recommendation, Report
 from edgetune.report.sections import ReportLike, Table
@@ -77,7 +78,7 @@ def to_markdown(report: ReportLike) -> str:
         lines += table(t, heading="###")
     if (t := sections.subject_table(report, limit=SUBJECT_ROWS, changed_only=True)) is not None:
         lines += table(t, heading="###")
-    for make in (sections.fidelity_table, sections.judge_table, sections.device_table):
+    for make in (standard_benchmarks_table, sections.fidelity_table, sections.judge_table, sections.device_table):
         if (t := make(report)) is not None:
             lines += table(t)
     prefix, flips = sections.flip_tables(report)

@@ -365,6 +365,37 @@ class Recommendation(_Part):
     excluded: dict[str, str] | None = None
 
 
+class BenchScore(_Part):
+    """One build on one harness task (harness.bench): the task's report metric and, against its reference
+    (the GPU build; the base for the GPU build), the paired verdict on the same items."""
+
+    metric: str  # "acc" or "acc_norm": the one the score and verdict use
+    score: Number
+    n: int
+    ci95: list[Number] | None = None
+    acc: Number | None = None
+    acc_norm: Number | None = None
+    reference: str | None = None
+    verdict: Verdict | None = None
+    items: dict[str, Number] | None = None  # "<harness task>/<doc id>" -> 0/1 on `metric`
+
+
+class StandardBenchmarks(_Part):
+    """lm-evaluation-harness tasks on every build (`edgetune bench`, or `build` with eval.lm_eval_tasks)."""
+
+    harness: str  # "lm-eval 0.4.13"
+    tasks: list[str]
+    num_fewshot: int | None = None  # None: each task's own default
+    limit: int | None = None  # items per harness task (per MMLU subject)
+    device: str | None = None  # the GGUFs ran there over SSH; None: on the host
+    margin: Number | None = None
+    builds: dict[str, str] = Field(default_factory=dict)  # build -> what ran it
+    seconds: dict[str, Number] = Field(default_factory=dict)
+    requests: dict[str, int] = Field(default_factory=dict)  # log-likelihood requests scored per build
+    notes: dict[str, str] = Field(default_factory=dict)  # task -> how its offline copy differs
+    scores: dict[str, dict[str, BenchScore]] = Field(default_factory=dict)  # task -> build -> score
+
+
 class Report(_Part):
     """The whole report.json (report.render.load_report insists on a title; a section passed around alone,
     as recommend() takes, may lack it)."""
@@ -382,6 +413,7 @@ class Report(_Part):
     fidelity: dict[str, Fidelity] | None = None
     judge: dict[str, Judge] | None = None
     device: dict[str, DeviceRun] | None = None  # "<quant> @ <device>" (report.device)
+    standard_benchmarks: StandardBenchmarks | None = None  # harness.bench
 
     @classmethod
     def load(cls, report: Mapping[str, Any] | Report) -> Report:
