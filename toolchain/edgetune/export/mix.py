@@ -148,16 +148,16 @@ def quantize_mix(src: Path, dst: Path, groups: Sequence[TensorGroup], mix: Mix, 
     return dst
 
 
-def measure_sensitivity(groups: Sequence[TensorGroup], low_types: Sequence[str], high: str,
+def measure_sensitivity(groups: Sequence[TensorGroup], low_types: Callable[[TensorGroup], Sequence[str]], high: str,
                         make: Callable[[Mix], Path], score: Callable[[Path], float],
                         on_step: Callable[[str, float], None] | None = None) -> Sensitivity:
-    """KLD increase of each group quantized alone to each of `low_types`, the rest at `high`. `make` builds a
-    mix's file, `score` returns its mean KLD to the reference (lower is better)."""
+    """KLD increase of each group quantized alone to each of its `low_types(group)`, the rest at `high`. `make`
+    builds a mix's file, `score` returns its mean KLD to the reference (lower is better)."""
     all_high = {g.name: high for g in groups}
     base = score(make(Mix(high, all_high)))
     sens = Sensitivity(high, base)
     for g in groups:
-        for t in low_types:
+        for t in low_types(g):
             kld = score(make(Mix(high, {**all_high, g.name: t})))
             sens.increase[(g.name, t)] = kld - base
             if on_step is not None:
