@@ -26,13 +26,6 @@ BANDS = 3
 HIGH = "Q8_0"
 
 
-def low_types(group) -> tuple[str, ...]:
-    """Q4_0 for the layer groups; the token embedding (also the output head) may also drop to Q5_0, which is how
-    a mix at Q4_0's size makes room (plain Q4_0 keeps it at Q8_0). Measuring Q5_0 for every group too doubled
-    the search's time on the shared 2-core machine."""
-    return ("Q4_0", "Q5_0") if group.kind == "token_embd" else ("Q4_0",)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("edgetune-out/runs/rpi5-8gb"))
@@ -94,7 +87,7 @@ def search(ctx: _Context) -> None:
     from edgetune.constants import Quant
     from edgetune.evals.fidelity import kld_and_top1
     from edgetune.export.imatrix import quantize_with_imatrix
-    from edgetune.export.mix import Mix, choose_mix, measure_sensitivity, quantize_mix, tensor_groups
+    from edgetune.export.mix import Mix, choose_mix, default_low_types, measure_sensitivity, quantize_mix, tensor_groups
     from edgetune.runtimes import HFRuntime, LlamaCppRuntime
 
     out = ctx.work / "search.json"
@@ -115,7 +108,7 @@ def search(ctx: _Context) -> None:
         return float(np.concatenate(kl).mean())
 
     started = time.perf_counter()
-    sens = measure_sensitivity(groups, low_types, HIGH, make, score, on_step=lambda n, d: _log(f"{n}: {d:+.5f}"))
+    sens = measure_sensitivity(groups, default_low_types, HIGH, make, score, on_step=lambda n, d: _log(f"{n}: {d:+.5f}"))
     tmp.unlink(missing_ok=True)
     # the size of everything outside the groups (norms, metadata): measured on plain Q4_0 + imatrix
     q4 = ctx.work / "Q4_0-im.gguf"

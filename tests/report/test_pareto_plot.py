@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from edgetune.report.plots import pareto
 
 ROWS = [
@@ -27,3 +29,23 @@ def test_pareto_plot_is_a_png_with_both_panels():
 def test_no_points_no_plot():
     assert pareto(ROWS[:1]) is None
     assert pareto([]) is None
+
+
+def test_a_report_with_a_searched_mix_shows_the_pareto_plot(tmp_path):
+    """A build with a searched mix (auto:Q4_0-size beside the plain quants, on the same items): the HTML report
+    gains the Pareto figure, with the mix as a 'searched mix' point; the default report's figures stay as they were."""
+    from edgetune.report.html import to_html
+    from edgetune.report.plots import pareto_rows
+    from edgetune.report.render import complete
+    from tests.report.conftest import BUILDS, add_optional, make_run
+
+    plain = complete(add_optional(make_run(tmp_path / "plain").report))
+    assert "accuracy and KLD vs file size" not in to_html(plain)
+    builds = [*BUILDS, ("auto:Q4_0-size", "GGUF", 91_000_000, None, 0.1)]
+    report = complete(add_optional(make_run(tmp_path / "mix", builds=builds).report))
+    rows = {r["build"]: r for r in pareto_rows(report)}
+    assert rows["auto:Q4_0-size"]["kind"] == "searched mix" and rows["Q4_0"]["kind"] == "plain"
+    assert rows["auto:Q4_0-size"]["size_mb"] == pytest.approx(91.0)
+    assert rows["gpu"]["size_mb"] is None and "base" not in rows
+    page = to_html(report)
+    assert 'alt="accuracy and KLD vs file size"' in page

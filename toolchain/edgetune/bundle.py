@@ -22,11 +22,11 @@ from typing import Any
 
 from edgetune import __version__
 from edgetune.artifacts import Builder, Store, sha256_file, write_json
-from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
+from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, AutoQuant, Quant
 from edgetune.errors import BundleError
 from edgetune.modelfile import SUFFIX as MODELFILE_SUFFIX
 from edgetune.modelfile import modelfile_text
-from edgetune.outputs import Bundle, GGUFFile, LoraGGUF
+from edgetune.outputs import Bundle, GGUFFile, LoraGGUF, RecoveryGGUF
 from edgetune.runtime_build import RuntimeBinaries, find_runtime, runner_source
 from edgetune.targets import Target
 
@@ -43,10 +43,10 @@ def _place(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str, Any],
+def run(target: Target, ggufs: Mapping[Quant | AutoQuant, GGUFFile], provenance: Mapping[str, Any],
         llama_cpp: Mapping[str, str],
         store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
-        home: Path | None = None, lora: LoraGGUF | None = None) -> Bundle:
+        home: Path | None = None, lora: LoraGGUF | None = None, recovery: RecoveryGGUF | None = None) -> Bundle:
     """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
     the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
     "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
@@ -68,6 +68,8 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
     inputs = {q.value: a.key for q, a in ggufs.items()}
     if lora is not None:
         inputs["lora"] = lora.key
+    if recovery is not None:
+        inputs["recovery"] = recovery.key
     name = f"{model_name}-{target.name}"
 
     def build(b: Builder) -> None:
@@ -76,7 +78,7 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
         files: dict[str, dict[str, Any]] = {}
         models = []
         for quant, art in ggufs.items():
-            rel = f"models/{model_name}-{quant.value}.gguf"
+            rel = f"models/{model_name}-{quant.value.replace(':', '-')}.gguf"  # auto:Q4_0-size: no colon in names
             _place(art.gguf_path, root / rel)
             models.append({"quant": quant.value, "file": rel, "size_bytes": (root / rel).stat().st_size})
             if rt is not None:
@@ -90,6 +92,13 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
             _place(lora.gguf_path, root / rel)
             extra["adapters"] = [{"file": rel, "applies_to_base_gguf_sha256": lora.base_sha256,
                                   "usage": "llama-server -m BASE.gguf --lora " + rel}]
+        if recovery is not None:  # the recovery LoRA of one shipped quant, beside it (export/recovery.py)
+            base = next(m for m in models if m["quant"] == recovery.quant)
+            rel = f"adapters/{model_name}-{recovery.quant}-recovery-f16.gguf"
+            (root / "adapters").mkdir(exist_ok=True)
+            _place(recovery.gguf_path, root / rel)
+            extra["recovery_adapters"] = [{"file": rel, "applies_to": base["file"], "base_sha256": recovery.base_sha256,
+                                           "usage": f"llama-server -m {base['file']} --lora {rel}"}]
         if rt is not None:
             extra["runtime"] = _place_runtime(rt, root)
             extra["runner"] = {"file": RUNNER_FILE, "usage": f"python3 {RUNNER_FILE} --job-dir DIR --model FILE.gguf"}

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import textwrap
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.chat_templates import BUILTIN as BUILTIN_TEMPLATES
-from edgetune.constants import FORGETTING_SETS, Quant
+from edgetune.constants import FORGETTING_SETS, AutoQuant, Quant
 from edgetune.errors import ConfigError
 from edgetune.judge_config import JudgeConfig
 from edgetune.metric_spec import MetricSpec
@@ -173,14 +173,36 @@ class GateConfig(_Section):
     greedy_min: float = Field(0.0, ge=0, le=1, description="Floor on the mean share of matching greedy tokens.")
 
 
+# a plain quant type first (Q4_0 stays the enum), else auto:<QUANT>-size
+QuantOrAuto = Annotated[Quant | AutoQuant, Field(union_mode="left_to_right")]
+
+
 class ExportConfig(_Section):
-    quants: list[Quant] | None = Field(None, description="Quant types to build; None: the target's own list.")
+    quants: list[QuantOrAuto] | None = Field(
+        None, description="Quant types to build; None: the target's own list. auto:<QUANT>-size (e.g. "
+                          "auto:Q4_0-size) adds a per-tensor precision mix searched to be no larger than the plain "
+                          "<QUANT> file, with the least KLD to the GPU build on training prompts (export/mix.py).")
     imatrix: bool = Field(True, description="Use an importance matrix from the training text for 4-bit and "
                                            "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
     lora_gguf: bool = Field(True, description="Also export the adapter as a LoRA GGUF, checked to load on each "
                                               "quantized base GGUF (ship the base once, small adapters after).")
+    recovery: Quant | None = Field(
+        None, description="Also train a recovery LoRA for this quant (one of export.quants): distilled from the GPU "
+                          "build on the training prompts with the quantized file's own weights frozen, shipped as a "
+                          "LoRA GGUF beside that file and evaluated as <QUANT>+recovery. None: off.")
+    recovery_steps: int = Field(120, ge=1, description="Optimizer steps of the recovery LoRA (batch 8, rank 8).")
     gates: GateConfig = Field(GateConfig(), description="Fidelity of each GGUF to the GPU build, on held-out "
                               "prompts.")
+
+    @field_validator("quants")
+    @classmethod
+    def _auto_budget_is_built(cls, quants: list[Quant | AutoQuant] | None) -> list[Quant | AutoQuant] | None:
+        # the plain file is the budget's measure, and the report compares the mix with it on the same items
+        for q in quants or []:
+            if isinstance(q, AutoQuant) and q.budget not in quants:  # type: ignore[operator]
+                raise ValueError(f"{q} needs {q.budget.value} in export.quants too: its file size is the budget, "
+                                 "and the report compares the two")
+        return quants
 
 
 # Forgetting sets of the default build and their sizes: MMLU carries the check; the small subsets of the

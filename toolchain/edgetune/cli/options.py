@@ -9,7 +9,7 @@ import enum
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel
@@ -63,6 +63,10 @@ def _not_none(annotation: Any) -> Any:
 
 
 def _click_type(path: str, kind: Any) -> click.ParamType[Any]:
+    if get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    if get_origin(kind) in (Union, types.UnionType):  # e.g. a quant type or auto:<QUANT>-size: the config checks it
+        return click.STRING
     if get_origin(kind) is Literal:
         return click.Choice([str(a) for a in get_args(kind)])
     if isinstance(kind, type) and issubclass(kind, enum.Enum):

@@ -148,6 +148,56 @@ def quantize_mix(src: Path, dst: Path, groups: Sequence[TensorGroup], mix: Mix, 
     return dst
 
 
+def default_low_types(group: TensorGroup) -> tuple[str, ...]:
+    """Q4_0 for the layer groups; the token embedding (also the output head) may also drop to Q5_0, which is how a
+    mix at Q4_0's size makes room (llama.cpp's plain Q4_0 keeps it at Q8_0). Measuring Q5_0 for every group too
+    doubled the search's time on a 2-core machine (benchmarks/quant_recovery.py)."""
+    return ("Q4_0", "Q5_0") if group.kind == TOKEN_EMBD else ("Q4_0",)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The chosen mix, the sensitivities it came from, and the sizes it was chosen against."""
+
+    mix: Mix
+    sensitivity: Sensitivity
+    budget_bytes: float
+    other_bytes: float
+
+    def to_dict(self) -> dict:
+        return {"types": dict(self.mix.types), "describe": self.mix.describe(),
+                "predicted_kld_increase": self.mix.predicted_kld_increase,
+                "predicted_size_bytes": self.mix.predicted_size_bytes, "budget_bytes": self.budget_bytes,
+                "other_bytes": self.other_bytes, "high": self.sensitivity.high,
+                "base_kld": self.sensitivity.base_kld,
+                "increase": {f"{g}={t}": v for (g, t), v in self.sensitivity.increase.items()}}
+
+
+def search_mix(src: Path, work: Path, budget_bytes: float, tools: LlamaCppTools, score: Callable[[Path], float], *,
+               base: str, high: str = "Q8_0", bands: int = 3, imatrix: Path | None = None,
+               threads: int | None = None, low_types: Callable[[TensorGroup], Sequence[str]] = default_low_types,
+               on_step: Callable[[str, float], None] | None = None) -> tuple[list[TensorGroup], SearchResult]:
+    """Sensitivity of every group of `src` (F16), then the knapsack under `budget_bytes`. Probe files go to
+    `work` (removed after). The bytes outside the groups (norms, metadata) are measured on the all-`high` probe,
+    so llama.cpp's own per-file overheads count against the budget."""
+    groups = tensor_groups(src, bands=bands)
+    probe = work / "probe.gguf"
+    sizes: list[int] = []
+
+    def make(mix: Mix) -> Path:
+        quantize_mix(src, probe, groups, mix, tools, imatrix=imatrix, threads=threads)
+        sizes.append(probe.stat().st_size)
+        return probe
+
+    try:
+        sens = measure_sensitivity(groups, low_types, high, make, score, on_step=on_step)
+    finally:
+        probe.unlink(missing_ok=True)
+    other = sizes[0] - sum(g.size_bytes(high) for g in groups)
+    mix = choose_mix(groups, sens, budget_bytes, base=base, other_bytes=other)
+    return groups, SearchResult(mix, sens, budget_bytes, other)
+
+
 def measure_sensitivity(groups: Sequence[TensorGroup], low_types: Callable[[TensorGroup], Sequence[str]], high: str,
                         make: Callable[[Mix], Path], score: Callable[[Path], float],
                         on_step: Callable[[str, float], None] | None = None) -> Sensitivity:

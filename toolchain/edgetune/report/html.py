@@ -126,6 +126,14 @@ def to_html(report: ReportLike) -> str:
                                           "Wilson intervals, the band is the GPU build's.")]
     if (t := sections.fidelity_table(report)) is not None:
         parts += [table_html(t), img_html(plots.kld_per_build(report), "KL divergence per build")]
+        pareto = plots.pareto_rows(report)
+        # only where a build tries to win back quantization's cost (a searched mix, a recovery adapter): the
+        # default report keeps its figures
+        if any(r["kind"] in ("searched mix", "recovery adapter") for r in pareto):
+            parts.append(img_html(plots.pareto(pareto), "accuracy and KLD vs file size",
+                                  "Each GGUF's held-out accuracy (left) and mean KLD to the GPU build (right) "
+                                  "against its file size; the step line is the Pareto front (no smaller file "
+                                  "does better)."))
     for make in (sections.task_metric_table, sections.judge_table):
         if (t := make(report)) is not None:
             parts.append(table_html(t))

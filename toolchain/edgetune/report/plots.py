@@ -209,3 +209,19 @@ def pareto(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
         unique = dict(zip(labels, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), fontsize=7)
     return _png(fig)
+
+
+def pareto_rows(report: ReportLike) -> list[dict[str, Any]]:
+    """A report's builds as `pareto`'s rows: every GGUF with a size, an accuracy and a fidelity KLD, kinds told
+    from their names (auto:<QUANT>-size: a searched mix; +recovery: a quant with its recovery adapter), and the
+    GPU build's accuracy for the reference line."""
+    rows: list[dict[str, Any]] = []
+    for r in Report.load(report).builds:
+        if r.name == GPU_BUILD and r.accuracy is not None:
+            rows.append({"build": GPU_BUILD, "kind": "GPU build", "size_mb": None, "accuracy": r.accuracy})
+        elif r.fidelity is not None and r.size_bytes and r.accuracy is not None:
+            kind = ("searched mix" if r.name.startswith("auto:") else
+                    "recovery adapter" if r.name.endswith("+recovery") else "plain")
+            rows.append({"build": r.name, "kind": kind, "size_mb": r.size_bytes / 1e6, "accuracy": r.accuracy,
+                         "kld_mean": r.fidelity.kld_mean})
+    return rows
