@@ -49,3 +49,26 @@ def test_a_report_with_a_searched_mix_shows_the_pareto_plot(tmp_path):
     assert rows["gpu"]["size_mb"] is None and "base" not in rows
     page = to_html(report)
     assert 'alt="accuracy and KLD vs file size"' in page
+
+
+def test_winback_table_states_the_share_of_the_quant_loss_won_back(tmp_path):
+    from edgetune.report.markdown import to_markdown
+    from edgetune.report.render import complete
+    from edgetune.report.schema import Report
+    from edgetune.report.winback import winback_table, won_back
+    from tests.report.conftest import BUILDS, add_optional, make_run
+
+    assert winback_table(complete(make_run(tmp_path / "plain").report)) is None  # the default report: no table
+    builds = [*BUILDS, ("auto:Q4_0-size", "GGUF", 91_000_000, None, 0.1),
+              ("Q4_0+recovery", "GGUF", 96_000_000, None, 0.05)]
+    report = complete(add_optional(make_run(tmp_path / "mix", builds=builds).report))
+    t = winback_table(report)
+    assert t is not None
+    assert [r[0] for r in t.rows] == ["gpu", "Q4_0", "auto:Q4_0-size", "Q4_0+recovery"]
+    rows = {r.name: r for r in Report.load(report).builds}
+    share = won_back(rows["gpu"], rows["Q4_0"], rows["Q4_0+recovery"])
+    gpu, q4, rec = rows["gpu"].accuracy, rows["Q4_0"].accuracy, rows["Q4_0+recovery"].accuracy
+    assert share == pytest.approx((rec - q4) / (gpu - q4)) if gpu > q4 else share is None
+    recovery_row = t.rows[3]
+    assert recovery_row[1] == "96.0 MB" and recovery_row[4] == ("–" if share is None else f"{100 * share:.0f}%")
+    assert "## Winning back quantization's cost" in to_markdown(report)

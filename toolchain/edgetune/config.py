@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.chat_templates import BUILTIN as BUILTIN_TEMPLATES
@@ -173,8 +182,21 @@ class GateConfig(_Section):
     greedy_min: float = Field(0.0, ge=0, le=1, description="Floor on the mean share of matching greedy tokens.")
 
 
-# a plain quant type first (Q4_0 stays the enum), else auto:<QUANT>-size
-QuantOrAuto = Annotated[Quant | AutoQuant, Field(union_mode="left_to_right")]
+def _quant_or_auto(value: Any) -> Quant | AutoQuant:
+    """A plain quant type (the enum), or auto:<QUANT>-size; one error naming both forms otherwise."""
+    if isinstance(value, (Quant, AutoQuant)):
+        return value
+    if isinstance(value, str) and value.startswith(AutoQuant.PREFIX):
+        return AutoQuant(value)
+    try:
+        return Quant(value)
+    except ValueError:
+        known = ", ".join(repr(q.value) for q in Quant)
+        raise ValueError(f"Input should be {known} or auto:<QUANT>-size (e.g. auto:Q4_0-size)") from None
+
+
+QuantOrAuto = Annotated[Quant | AutoQuant, PlainValidator(_quant_or_auto, json_schema_input_type=str),
+                        PlainSerializer(lambda q: q.value, return_type=str)]
 
 
 class ExportConfig(_Section):

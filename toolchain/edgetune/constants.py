@@ -37,6 +37,7 @@ class AutoQuant(str):
 
     PREFIX = "auto:"
     SUFFIX = "-size"
+    METAVAR = "auto:<QUANT>-size"  # its form in --help
 
     def __new__(cls, text: str) -> AutoQuant:
         text = str(text)

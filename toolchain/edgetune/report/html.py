@@ -14,6 +14,7 @@ from edgetune.report.markdown import context_items
 from edgetune.report.recommend import COMPUTED, recommendation
 from edgetune.report.schema import Context, Recommendation, Report
 from edgetune.report.sections import ReportLike, Table
+from edgetune.report.winback import winback_table
 
 # Only inline styles and data: images; no scripts, fonts, frames, connections or form targets.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -134,7 +135,7 @@ def to_html(report: ReportLike) -> str:
                                   "Each GGUF's held-out accuracy (left) and mean KLD to the GPU build (right) "
                                   "against its file size; the step line is the Pareto front (no smaller file "
                                   "does better)."))
-    for make in (sections.task_metric_table, sections.judge_table):
+    for make in (sections.task_metric_table, winback_table, sections.judge_table):
         if (t := make(report)) is not None:
             parts.append(table_html(t))
     if (t := sections.device_table(report)) is not None:
