@@ -26,7 +26,9 @@ QUANTS = [Quant.Q8_0, Quant.Q4_0, AUTO]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_model_dir, colour_jsonl):
     cfg = config(tiny_model_dir, colour_jsonl, tmp_path_factory.mktemp("quant-recovery") / "out")
-    cfg = cfg.with_overrides({"export.quants": QUANTS, "export.recovery": "Q4_0", "export.recovery_steps": 20})
+    # the x86-64 host as the target: its bundle needs no cross-built runtime (the rpi5 bundle is test_pipeline's)
+    cfg = cfg.with_overrides({"target": "x86_64-host", "export.quants": QUANTS, "export.recovery": "Q4_0",
+                              "export.recovery_steps": 20})
     return cfg, build(cfg, edgetune_home())
 
 

@@ -7,6 +7,7 @@ where a file is read or written: it pulls numpy, which the config and the CLI's 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 
 class Quant(str, Enum):
@@ -65,7 +66,7 @@ class AutoQuant(str):
         return str(self).replace(":", "-")
 
     @classmethod
-    def __get_pydantic_core_schema__(cls, source, handler):  # noqa: ANN001, ARG003
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:  # noqa: ARG003
         from pydantic_core import core_schema
 
         return core_schema.no_info_after_validator_function(

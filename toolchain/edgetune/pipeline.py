@@ -308,9 +308,10 @@ def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merg
         text = calibration_text(data.read_examples(data_art.train_path),
                                 AutoTokenizer.from_pretrained(merged.model_dir))
         stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
-    ggufs: dict[Quant | AutoQuant, GGUFFile] = {
-        Quant.F16: f16, **export.quantize(f16, [q for q in plain if q != Quant.F16], tools, store,
-                                          threads=cfg.threads, imatrix=imatrix)}
+    ggufs: dict[Quant | AutoQuant, GGUFFile] = {Quant.F16: f16}
+    for q, art in export.quantize(f16, [q for q in plain if q != Quant.F16], tools, store, threads=cfg.threads,
+                                  imatrix=imatrix).items():
+        ggufs[q] = art
     if autos:
         seqs = _calibration_sequences(data_art, merged)
         sha = hashlib.sha256(json.dumps(seqs).encode()).hexdigest()

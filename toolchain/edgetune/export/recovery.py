@@ -148,7 +148,7 @@ def train_recovery(teacher_dir: Path, quantized_gguf: Path, sequences: Sequence[
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, losses[-1])
-    student.save_pretrained(out_dir)
+    student.save_pretrained(str(out_dir))
     n = min(10, len(losses))
     return RecoveryResult(out_dir, float(np.mean(losses[:n])), float(np.mean(losses[-n:])), cfg.steps,
                           time.perf_counter() - started)
