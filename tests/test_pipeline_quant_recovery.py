@@ -64,6 +64,7 @@ def test_the_searched_mix_is_written_beside_the_plain_quants_within_its_budget(b
     assert size == search["size_bytes"] == mix.metrics["size_bytes"] <= q4.metrics["size_bytes"]
     # every group has the searched type in the file llama-quantize wrote (its own mixture rules never apply)
     groups = tensor_groups(result.stages["gguf-F16"].file("gguf"), bands=3)
+    assert sorted({i for g in groups for i in g.layers}) == [0, 1]  # every layer is searched
     assert set(search["types"]) == {g.name for g in groups}
     got = {t.name: t.tensor_type.name for t in GGUFReader(mix.file("gguf")).tensors}
     for g in groups:

@@ -12,6 +12,7 @@ import pytest
 from edgetune.errors import ExportError
 from edgetune.export.mix import (
     BITS_PER_WEIGHT,
+    UNIT_BYTES,
     Mix,
     Sensitivity,
     TensorGroup,
@@ -43,9 +44,9 @@ def test_knapsack_finds_the_best_mix_a_brute_force_finds(seed):
     def loss(types):
         return sum(0.0 if t == "Q8_0" else sens.increase[(g.name, t)] for g, t in zip(groups, types, strict=True))
 
-    # brute force over every assignment that fits (with the knapsack's 64 KiB rounding of each group's size)
+    # brute force over every assignment that fits (with the knapsack's rounding of each group's size to units)
     fits = [ts for ts in itertools.product(("Q4_0", "Q5_0", "Q8_0"), repeat=len(groups))
-            if sum(-(-int(g.size_bytes(t)) // 65536) for g, t in zip(groups, ts, strict=True)) * 65536 <= budget]
+            if sum(-(-int(g.size_bytes(t)) // UNIT_BYTES) for g, t in zip(groups, ts, strict=True)) * UNIT_BYTES <= budget]
     best = min(fits, key=loss)
     assert loss([mix.types[g.name] for g in groups]) == pytest.approx(loss(best))
     assert mix.predicted_kld_increase == pytest.approx(loss(best))
@@ -54,7 +55,7 @@ def test_knapsack_finds_the_best_mix_a_brute_force_finds(seed):
 def test_knapsack_spends_a_budget_on_the_most_sensitive_group():
     groups = _groups([1_000_000, 1_000_000])
     sens = Sensitivity("Q8_0", 0.0, {("g0", "Q4_0"): 0.001, ("g1", "Q4_0"): 0.1})
-    budget = groups[0].size_bytes("Q4_0") + groups[1].size_bytes("Q8_0") + 65536 * 2
+    budget = groups[0].size_bytes("Q4_0") + groups[1].size_bytes("Q8_0") + UNIT_BYTES * 2
     mix = choose_mix(groups, sens, budget, base="Q4_0")
     assert mix.types == {"g0": "Q4_0", "g1": "Q8_0"}
 
@@ -84,6 +85,14 @@ def test_quantize_mix_gives_each_group_its_type(tmp_path, tiny_gguf, llama_tools
     # the predicted size (bits per weight) is what llama.cpp writes, give or take the norms and metadata
     predicted = sum(g.size_bytes(types[g.name]) for g in groups)
     assert 0 < out.stat().st_size - predicted < 0.1 * out.stat().st_size + 2e6
+
+
+def test_more_bands_than_layers_still_group_every_layer(tiny_gguf):
+    """3 bands over the tiny Llama's 2 layers: one band per layer, none empty (an empty band once left layer 1
+    out of every group, so llama-quantize gave it the file's base type unsearched)."""
+    groups = tensor_groups(tiny_gguf, bands=3)
+    assert sorted({i for g in groups for i in g.layers}) == [0, 1]
+    assert len(groups) == 1 + 7 * 2
 
 
 def test_quantize_mix_needs_every_group_and_known_types(tmp_path, tiny_gguf, llama_tools):
