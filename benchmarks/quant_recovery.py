@@ -108,7 +108,8 @@ def search(ctx: _Context) -> None:
         return float(np.concatenate(kl).mean())
 
     started = time.perf_counter()
-    sens = measure_sensitivity(groups, default_low_types, HIGH, make, score, on_step=lambda n, d: _log(f"{n}: {d:+.5f}"))
+    sens = measure_sensitivity(groups, default_low_types, HIGH, make, score,
+                               on_step=lambda n, d: _log(f"{n}: {d:+.5f}"))
     tmp.unlink(missing_ok=True)
     # the size of everything outside the groups (norms, metadata): measured on plain Q4_0 + imatrix
     q4 = ctx.work / "Q4_0-im.gguf"

@@ -453,9 +453,10 @@ class _Evaluator:
                 name, key, ref, self._hf(self.merged_dir), opener, self.tokenizer, self.store,
                 progress=self.progress)
             # a searched mix (a recovered quant) is held to its budget type's (its quant's) thresholds
-            verdicts[name] = gates.check(quant, fid.summary(), name=name, kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
-                                          top1_min={**gates.DEFAULT_TOP1_MIN, **g.top1_min},
-                                          stop_min=g.stop_min, greedy_min=g.greedy_min)
+            verdicts[name] = gates.check(quant, fid.summary(), name=name,
+                                         kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
+                                         top1_min={**gates.DEFAULT_TOP1_MIN, **g.top1_min},
+                                         stop_min=g.stop_min, greedy_min=g.greedy_min)
         return verdicts
 
     def report(self, ggufs: dict[Quant | AutoQuant, GGUFFile], verdicts: dict[str, GateVerdict], plan,

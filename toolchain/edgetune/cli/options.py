@@ -67,7 +67,8 @@ def _click_type(path: str, kind: Any) -> click.ParamType[Any]:
         kind = get_args(kind)[0]
     if get_origin(kind) in (Union, types.UnionType):  # an enum's value or a str form (a quant, auto:<QUANT>-size)
         enums = [a for a in get_args(kind) if isinstance(a, type) and issubclass(a, enum.Enum)]
-        texts = [a for a in get_args(kind) if isinstance(a, type) and issubclass(a, str) and not issubclass(a, enum.Enum)]
+        texts = [a for a in get_args(kind)
+                 if isinstance(a, type) and issubclass(a, str) and not issubclass(a, enum.Enum)]
         if len(enums) == 1 and len(texts) == 1:
             return _EnumOrText(enums[0], texts[0])
         raise TypeError(f"{path}: no command-line flag for a field of type {kind!r}")
