@@ -72,6 +72,12 @@ def test_the_searched_mix_is_written_beside_the_plain_quants_within_its_budget(b
         assert {got[n] for n in names} == {search["types"][g.name]}, g.name
     # the sensitivities were measured: one per group at Q4_0, and the embedding at Q5_0 too
     assert len(search["increase"]) == len(groups) + 1
+    # `edgetune plan --run` plans the plain files only (the mix has Q4_0's file type: it would be a second Q4_0 row)
+    from edgetune.planner import make_plan
+    from edgetune.targets import get_target
+
+    rows = [r.quant for r in make_plan(get_target("x86_64-host"), run_dir=result.run_dir).rows if r.source == "file"]
+    assert sorted(rows) == ["F16", "Q4_0", "Q8_0"]
 
 
 def test_the_report_compares_mix_and_recovery_with_the_plain_quants_on_the_same_items(built):
