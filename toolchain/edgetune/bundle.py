@@ -24,11 +24,11 @@ from typing import Any
 
 from edgetune import __version__
 from edgetune.artifacts import Builder, Store, sha256_file, write_json
-from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, Quant
+from edgetune.constants import MANIFEST_FILE, MANIFEST_SCHEMA, AutoQuant, Quant
 from edgetune.errors import BundleError
 from edgetune.modelfile import SUFFIX as MODELFILE_SUFFIX
 from edgetune.modelfile import modelfile
-from edgetune.outputs import Bundle, GGUFFile, LoraGGUF
+from edgetune.outputs import Bundle, GGUFFile, LoraGGUF, RecoveryGGUF
 from edgetune.runtime_build import RuntimeBinaries, find_runtime, runner_source
 from edgetune.targets import Target
 
@@ -45,11 +45,11 @@ def _place(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str, Any],
+def run(target: Target, ggufs: Mapping[Quant | AutoQuant, GGUFFile], provenance: Mapping[str, Any],
         llama_cpp: Mapping[str, str],
         store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
         home: Path | None = None, lora: LoraGGUF | None = None, file_stems: Mapping[Quant, str] | None = None,
-        lora_stem: str | None = None, lora_base_stem: str | None = None) -> Bundle:
+        lora_stem: str | None = None, lora_base_stem: str | None = None, recovery: RecoveryGGUF | None = None) -> Bundle:
     """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
     the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
     "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
@@ -57,7 +57,7 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
     `BaseName-SizeLabel-FineTune-Type`, export.naming), `lora_stem` the LoRA GGUF; by default
     `<model_name>-<quant>` and `<model_name>-lora-f16`; `lora_base_stem` is the base model's GGUF the ADAPTER
     Modelfile names in FROM (default `<model_name>-base-<first quant>`)."""
-    stems = {q: (file_stems or {}).get(q) or f"{model_name}-{q.value}" for q in ggufs}
+    stems = {q: (file_stems or {}).get(q) or f"{model_name}-{q.value.replace(':', '-')}" for q in ggufs}
     lora_stem = lora_stem or f"{model_name}-lora-f16"
     params = {"target": target.model_dump(mode="json"), "model_name": model_name, "schema": MANIFEST_SCHEMA,
               "provenance": dict(provenance), "llama_cpp": dict(llama_cpp),
@@ -77,6 +77,8 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
     inputs = {q.value: a.key for q, a in ggufs.items()}
     if lora is not None:
         inputs["lora"] = lora.key
+    if recovery is not None:
+        inputs["recovery"] = recovery.key
     name = f"{model_name}-{target.name}"
 
     def build(b: Builder) -> None:
@@ -99,6 +101,13 @@ def run(target: Target, ggufs: Mapping[Quant, GGUFFile], provenance: Mapping[str
                                   "usage": "llama-server -m BASE.gguf --lora " + rel,
                                   **_write_modelfile(root, models[0]["file"], target.context_length, adapter=rel,
                                                      from_ref=f"./{lora_base_stem or f'{model_name}-base-{first.value}'}.gguf")}]
+        if recovery is not None:  # the recovery LoRA of one shipped quant, beside it (export/recovery.py)
+            base = next(m for m in models if m["quant"] == recovery.quant)
+            rel = f"adapters/{model_name}-{recovery.quant}-recovery-f16.gguf"
+            (root / "adapters").mkdir(exist_ok=True)
+            _place(recovery.gguf_path, root / rel)
+            extra["recovery_adapters"] = [{"file": rel, "applies_to": base["file"], "base_sha256": recovery.base_sha256,
+                                           "usage": f"llama-server -m {base['file']} --lora {rel}"}]
         if rt is not None:
             extra["runtime"] = _place_runtime(rt, root)
             extra["runner"] = {"file": RUNNER_FILE, "usage": f"python3 {RUNNER_FILE} --job-dir DIR --model FILE.gguf"}

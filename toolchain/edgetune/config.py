@@ -9,14 +9,23 @@ from __future__ import annotations
 import logging
 import textwrap
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgetune.assets import EMBEDDED_DATA, EMBEDDED_MODEL
 from edgetune.chat_templates import BUILTIN as BUILTIN_TEMPLATES
-from edgetune.constants import FORGETTING_SETS, LM_EVAL_TASKS, Quant
+from edgetune.constants import FORGETTING_SETS, LM_EVAL_TASKS, AutoQuant, Quant
 from edgetune.errors import ConfigError
 from edgetune.judge_config import JudgeConfig
 from edgetune.metric_spec import MetricSpec
@@ -205,8 +214,28 @@ class GateConfig(_Section):
     greedy_min: float = Field(0.0, ge=0, le=1, description="Floor on the mean share of matching greedy tokens.")
 
 
+def _quant_or_auto(value: Any) -> Quant | AutoQuant:
+    """A plain quant type (the enum), or auto:<QUANT>-size; one error naming both forms otherwise."""
+    if isinstance(value, (Quant, AutoQuant)):
+        return value
+    if isinstance(value, str) and value.startswith(AutoQuant.PREFIX):
+        return AutoQuant(value)
+    try:
+        return Quant(value)
+    except ValueError:
+        known = ", ".join(repr(q.value) for q in Quant)
+        raise ValueError(f"Input should be {known} or auto:<QUANT>-size (e.g. auto:Q4_0-size)") from None
+
+
+QuantOrAuto = Annotated[Quant | AutoQuant, PlainValidator(_quant_or_auto, json_schema_input_type=str),
+                        PlainSerializer(lambda q: q.value, return_type=str)]
+
+
 class ExportConfig(_Section):
-    quants: list[Quant] | None = Field(None, description="Quant types to build; None: the target's own list.")
+    quants: list[QuantOrAuto] | None = Field(
+        None, description="Quant types to build; None: the target's own list. auto:<QUANT>-size (e.g. "
+                          "auto:Q4_0-size) adds a per-tensor precision mix searched to be no larger than the plain "
+                          "<QUANT> file, with the least KLD to the GPU build on training prompts (export/mix.py).")
     imatrix: bool = Field(True, description="Use an importance matrix from the training text for 4-bit and "
                                            "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
     lora_gguf: bool = Field(True, description="Also export the adapter as a LoRA GGUF, checked to load on each "
@@ -215,8 +244,23 @@ class ExportConfig(_Section):
         "base", description="dtype of the saved merged model: the base's own (bf16 for a bf16 base; fp32 for a "
                             "dequantized GGUF base), or float32 (2x a bf16 base's disk). The merge is always done "
                             "in fp32 and GGUFs are converted from the fp32 merge either way.")
+    recovery: Quant | None = Field(
+        None, description="Also train a recovery LoRA for this quant (one of export.quants): distilled from the GPU "
+                          "build on the training prompts with the quantized file's own weights frozen, shipped as a "
+                          "LoRA GGUF beside that file and evaluated as <QUANT>+recovery. None: off.")
+    recovery_steps: int = Field(120, ge=1, description="Optimizer steps of the recovery LoRA (batch 8, rank 8).")
     gates: GateConfig = Field(GateConfig(), description="Fidelity of each GGUF to the GPU build, on held-out "
                               "prompts.")
+
+    @field_validator("quants")
+    @classmethod
+    def _auto_budget_is_built(cls, quants: list[Quant | AutoQuant] | None) -> list[Quant | AutoQuant] | None:
+        # the plain file is the budget's measure, and the report compares the mix with it on the same items
+        for q in quants or []:
+            if isinstance(q, AutoQuant) and q.budget not in quants:  # type: ignore[operator]
+                raise ValueError(f"{q} needs {q.budget.value} in export.quants too: its file size is the budget, "
+                                 "and the report compares the two")
+        return quants
 
 
 # Forgetting sets of the default build and their sizes: MMLU carries the check; the small subsets of the

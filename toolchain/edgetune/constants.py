@@ -7,6 +7,7 @@ where a file is read or written: it pulls numpy, which the config and the CLI's 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 
 class Quant(str, Enum):
@@ -29,6 +30,48 @@ class Quant(str, Enum):
         from gguf import LlamaFileType
 
         return int(LlamaFileType[f"MOSTLY_{self.value}"])
+
+class AutoQuant(str):
+    """`auto:<QUANT>-size` in export.quants: a per-tensor precision mix (export/mix.py) searched to be no larger
+    than the plain <QUANT> file of the same model (its budget), with the least fidelity loss the search finds.
+    A str, so it reads and writes as itself in YAML, JSON and on the command line."""
+
+    PREFIX = "auto:"
+    SUFFIX = "-size"
+    METAVAR = "auto:<QUANT>-size"  # its form in --help
+
+    def __new__(cls, text: str) -> AutoQuant:
+        text = str(text)
+        body = text[len(cls.PREFIX):] if text.startswith(cls.PREFIX) else None
+        if body is None or not body.endswith(cls.SUFFIX):
+            raise ValueError(f"{text!r} is neither a quant type nor auto:<QUANT>-size (e.g. auto:Q4_0-size)")
+        name = body[: -len(cls.SUFFIX)]
+        if name not in Quant.__members__ or name == Quant.F16.value:
+            known = ", ".join(q.value for q in Quant if q != Quant.F16)
+            raise ValueError(f"{text!r}: the budget must be a quantized type ({known}), got {name!r}")
+        return super().__new__(cls, text)
+
+    @property
+    def budget(self) -> Quant:
+        """The plain quant whose file size is this mix's budget."""
+        return Quant(self[len(self.PREFIX): -len(self.SUFFIX)])
+
+    @property
+    def value(self) -> str:  # as Quant.value: the build's name in reports, manifests and artifact keys
+        return str(self)
+
+    @property
+    def file_tag(self) -> str:
+        """The name as a file name part (no colon): auto-Q4_0-size."""
+        return str(self).replace(":", "-")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:  # noqa: ARG003
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(), serialization=core_schema.plain_serializer_function_ser_schema(str))
+
 
 # The forgetting sets, in report order: MMLU (evals/forgetting.py), then evals/mc_sets.py's. Named here so the
 # config can check `eval.forgetting` without importing the evals.

@@ -173,7 +173,9 @@ def ggufs_in_run(run_dir: Path) -> list[Path]:
                           "written by `edgetune build`") from exc
     found = []
     for name, folder in sorted(stages.items()):
-        if not name.startswith("gguf-"):
+        # a searched mix (gguf-auto:<QUANT>-size) carries its budget's file type and fits where that file fits:
+        # planned, it would be a second row of the same name
+        if not name.startswith("gguf-") or name.startswith("gguf-auto:"):
             continue
         folder = Path(folder)
         if folder.parts[-3:-2] == ("store",) and not folder.is_dir():  # a relative out_dir: resolve from the run

@@ -312,6 +312,39 @@ class LoraGGUF(StageOutput):
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
+class RecoveryGGUF(StageOutput):
+    """A recovery LoRA (export/recovery.py) for one quantized GGUF of the fine-tune, as a LoRA GGUF checked to
+    load on that file in llama.cpp. Read by the evaluator (the `<QUANT>+recovery` build) and bundle."""
+
+    KIND: ClassVar[str] = "recovery-gguf"
+    FILE: ClassVar[str] = "recovery.gguf"
+
+    gguf_path: Path
+    quant: str  # the quantized GGUF it applies to
+    base_sha256: str  # that file's sha256
+    size_bytes: int
+    sha256: str
+    first_kld: float  # training KL(GPU build || quantized + adapter), first and last 10 steps
+    last_kld: float
+    steps: int
+
+    @property
+    def build_name(self) -> str:
+        return f"{self.quant}+recovery"
+
+    @classmethod
+    def _read(cls, art: Artifact) -> dict[str, Any]:
+        m = art.metrics
+        return {"gguf_path": art.file("gguf"), **{k: m[k] for k in ("quant", "base_sha256", "size_bytes", "sha256",
+                                                                   "first_kld", "last_kld", "steps")}}
+
+    @classmethod
+    def write(cls, b: Builder, **metrics: Any) -> None:
+        b.outputs["gguf"] = cls.FILE
+        b.metrics.update(metrics)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Bundle(StageOutput):
     """The bundle stage's folder for the device (models, manifest, checksums, runtime) and its tarball. Read
     by `edgetune build`'s result, `deploy` and the device runtime."""

@@ -7,10 +7,14 @@ input fails before any heavy work. Writes `<out_dir>/runs/<target>/` (report.md,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+from collections.abc import Callable
 from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,8 @@ from edgetune import __version__, bundle, data, merge
 from edgetune.artifacts import Artifact, Store, write_json
 from edgetune.assets import EMBEDDED_MODEL
 from edgetune.config import BuildConfig
-from edgetune.constants import Quant
-from edgetune.errors import GateError, NothingToShip
+from edgetune.constants import AutoQuant, Quant
+from edgetune.errors import ConfigError, GateError, NothingToShip
 from edgetune.evals.judge_reliability import is_embedded_judge
 from edgetune.evals.suites import load_rubric
 from edgetune.evals import context as board_context
@@ -43,6 +47,7 @@ from edgetune.outputs import (
     LoraGGUF,
     MergedModel,
     PointwiseJudge,
+    RecoveryGGUF,
     TaskEval,
 )
 from edgetune.planner import make_plan
@@ -129,7 +134,11 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     target = get_target(cfg.target)
     if cfg.eval.context_length is not None:  # the board runs the edge builds with this context instead
         target = target.model_copy(update={"context_length": cfg.eval.context_length})
-    quants = list(dict.fromkeys(cfg.export.quants or target.quants))
+    quants: list[Quant | AutoQuant] = list(dict.fromkeys(cfg.export.quants or target.quants))
+    plain = [q for q in quants if isinstance(q, Quant)]
+    if cfg.export.recovery is not None and cfg.export.recovery not in plain:
+        raise ConfigError(f"export.recovery is {cfg.export.recovery.value}, which is not among the quants built "
+                          f"({', '.join(q.value for q in quants)})", "add it to export.quants, or pick one of them")
     tools = load_tools(home)
     if cfg.eval.judge_items:  # a bad rubric file (eval.judge_rubric) fails here, not after training and export
         load_rubric(cfg.eval.judge_rubric)
@@ -143,7 +152,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     if board.context != target.context_length:  # the model's own context is less: the bundle runs with that
         target = target.model_copy(update={"context_length": board.context})
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
-    make_plan(target, hf_config=base.model_dir / "config.json", quants=quants).require_pick()
+    make_plan(target, hf_config=base.model_dir / "config.json", quants=plain).require_pick()
     # trained and registered exactly as `edgetune train` does it, through the same launcher
     train_run = train_registered(cfg, store, data_art, base, gpus=gpus, fsdp=fsdp, cpu=cpu_processes,
                                  progress=progress)
@@ -155,8 +164,10 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     name = model_name(cfg)
     provenance = _provenance(cfg, base, data_art, trained, adapter_entry.id)
     ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages, naming)
-    plan = make_plan(target, ggufs=[ggufs[q].gguf_path for q in quants])
-    fits = {Quant(r.quant) for r in plan.rows if r.fits}
+    plan = make_plan(target, ggufs=[ggufs[q].gguf_path for q in plain])  # a mix's file type is its budget's
+    fitting = {Quant(r.quant) for r in plan.rows if r.fits}
+    # a searched mix is no larger than its budget's plain file, so it fits where that fits
+    fits = {q for q in quants if (q.budget if isinstance(q, AutoQuant) else q) in fitting}
     dropped = [q for q in quants if q not in fits]
     if dropped:
         log.warning("dropping %s from the bundle: over %s's usable RAM (see `edgetune plan`)",
@@ -166,13 +177,20 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
 
     gate_mode = resolve_gate_mode(cfg)
     ev = _Evaluator(cfg, base, merged, data_art, store, stages, progress, board)
-    verdicts = ev.fidelity(ggufs)
+    recovered = None
+    if cfg.export.recovery is not None and cfg.export.recovery in shipped:
+        rq = cfg.export.recovery
+        stages[f"recovery-{rq.value}"] = recovered = export.recovery_adapter(
+            merged, ggufs[rq], _train_sequences(data_art, merged), tools, store, steps=cfg.export.recovery_steps,
+            probe_ids=ev.items[0].prompt_ids)
+    verdicts = ev.fidelity(ggufs, recovered)
     context = Context(
         target=target.name, model=name, base=cfg.model.source, data=cfg.data.source,
         method=trained.training.method, llama_cpp=tools.revision[:12], edgetune=__version__,
         train_loss=f"{trained.training.loss_first:.3f} → {trained.training.loss_last:.3f}",
         gate_mode=gate_mode, split=split.summary, task_metric=TaskMetric.model_validate(ev.plan.to_dict()))
-    report = ev.report(ggufs, verdicts, plan, context=context, training=_training(trained, cfg))
+    report = ev.report(ggufs, verdicts, plan, context=context, training=_training(trained, cfg),
+                       recovered=recovered)
     report["split"] = split.model_dump(mode="json", exclude_unset=True)
     report["lengths"] = Lengths(train=_train_lengths(trained),
                                 context=BoardContext.model_validate(board.to_dict())).model_dump(mode="json")
@@ -185,18 +203,21 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         why = rec.reason if rec is not None and rec.reason is not None else "no recommendation"
         raise NothingToShip(f"nothing to ship: {why} (report: {report_md})",
                             "see the report's first section; build without --strict to bundle anyway")
-    failed = {q: v for q, v in verdicts.items() if not v.passed and q in shipped}
+    shipped_names = [q.value for q in shipped] + ([recovered.build_name] if recovered is not None else [])
+    failed = {n: verdicts[n] for n in shipped_names if not verdicts[n].passed}
     if failed and gate_mode == "block":
         _write_run(cfg, run_dir, stages)
-        why = "; ".join(f"{q.value}: {', '.join(v.reasons)}" for q, v in failed.items())
+        why = "; ".join(f"{n}: {', '.join(v.reasons)}" for n, v in failed.items())
         raise GateError(f"fidelity gate failed, no bundle written: {why} (report: {report_md})",
                         "fix the export (another quant, an imatrix) or set export.gates.mode: warn to ship anyway")
-    gates = {"mode": gate_mode, "verdicts": {q.value: verdicts[q].to_dict() for q in shipped}}
+    gates = {"mode": gate_mode, "verdicts": {n: verdicts[n].to_dict() for n in shipped_names}}
     llama_cpp = {"llama-cpp-python": tools.version, "llama.cpp": tools.revision}
     plan_summary = {"pick": plan.pick.quant, "reason": plan.reason,
                     "rows": {r.quant: {"need_bytes": r.need_bytes, "status": r.status, "prompt_tok_s": r.prompt_tok_s,
                                        "gen_tok_s": r.gen_tok_s} for r in plan.rows}}
-    lora = _lora_gguf(cfg, name, base, trained, shipped, tools, store, probe_ids=ev.items[0].prompt_ids)
+    # the LoRA GGUF applies to plain quants of the base model (a searched mix is of the fine-tune's own weights)
+    lora = _lora_gguf(cfg, name, base, trained, [q for q in shipped if isinstance(q, Quant)], tools, store,
+                      probe_ids=ev.items[0].prompt_ids)
     if lora is not None:
         stages["lora-gguf"] = lora
     # the device side: cross-built llama.cpp + the stdlib runner + the held-out suite on the same token ids
@@ -205,8 +226,8 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
     stages["bundle"] = bundled = bundle.run(target, {q: ggufs[q] for q in shipped},
                                             {**provenance, "gates": gates, "plan": plan_summary},
                                             llama_cpp, store, model_name=name, runtime=target.arch == "aarch64",
-                                            suite_rows=suite_rows, home=home, lora=lora,
-                                            file_stems={q: naming.stem(q.value) for q in shipped},
+                                            suite_rows=suite_rows, home=home, lora=lora, recovery=recovered,
+                                            file_stems={q: naming.stem(q.value.replace(":", "-")) for q in shipped},
                                             lora_stem=naming.stem("F16", lora=True),
                                             lora_base_stem=f"{naming.base_model['name']}-{shipped[0].value}")
     _write_run(cfg, run_dir, stages)
@@ -301,8 +322,8 @@ def card_info(cfg: BuildConfig, base: BaseModel, naming: GGUFNaming, method: str
 
 
 def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merged: MergedModel,
-            data_art: DataSplit, quants: list[Quant], tools: LlamaCppTools, store: Store,
-            stages: dict[str, Artifact], naming: GGUFNaming) -> dict[Quant, GGUFFile]:
+            data_art: DataSplit, quants: list[Quant | AutoQuant], tools: LlamaCppTools, store: Store,
+            stages: dict[str, Artifact], naming: GGUFNaming) -> dict[Quant | AutoQuant, GGUFFile]:
     """The merged model as an F16 GGUF, then each quant (with an importance matrix from the training text for
     the low-bit ones). Records every stage in `stages`."""
     from gguf import Keys
@@ -317,17 +338,67 @@ def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merg
                                               metadata={k: v for k, v in metadata.items() if v},
                                               full_precision=partial(merge.full_precision, merged, base, trained_art))
     imatrix = None
-    if cfg.export.imatrix and any(q in LOW_BIT for q in quants):
+    plain = [q for q in quants if isinstance(q, Quant)]
+    autos = [q for q in quants if isinstance(q, AutoQuant)]
+    if cfg.export.imatrix and any(q in LOW_BIT for q in plain):
         from transformers import AutoTokenizer
 
         # the merged model's tokenizer: it carries a fallback chat template where the base has none
         text = calibration_text(data.read_examples(data_art.train_path),
                                 AutoTokenizer.from_pretrained(merged.model_dir))
         stages["imatrix"] = imatrix = export.importance_matrix(f16, text, tools, store, threads=cfg.threads)
-    ggufs = {Quant.F16: f16, **export.quantize(f16, [q for q in quants if q != Quant.F16], tools, store,
-                                               threads=cfg.threads, imatrix=imatrix)}
+    ggufs: dict[Quant | AutoQuant, GGUFFile] = {Quant.F16: f16}
+    for q, art in export.quantize(f16, [q for q in plain if q != Quant.F16], tools, store, threads=cfg.threads,
+                                  imatrix=imatrix).items():
+        ggufs[q] = art
+    if autos:
+        seqs = _calibration_sequences(data_art, merged)
+        sha = hashlib.sha256(json.dumps(seqs).encode()).hexdigest()
+        for auto in autos:  # the config checked that each budget quant is in the list, so it is built above
+            ggufs[auto] = export.searched_mix(
+                f16, auto, ggufs[auto.budget], sha, partial(_mix_scorer, merged.model_dir, seqs, cfg.threads), tools,
+                store, threads=cfg.threads, imatrix=imatrix if auto.budget in LOW_BIT else None)
     stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
     return ggufs
+
+
+MIX_CALIBRATION = 12  # training sequences scoring the precision search (never held-out ones)
+
+
+def _calibration_sequences(data_art: DataSplit, merged: MergedModel) -> list[list[int]]:
+    """The sequences a searched mix is scored on against the GPU build: the first training items."""
+    return _train_sequences(data_art, merged)[:MIX_CALIBRATION]
+
+
+def _train_sequences(data_art: DataSplit, merged: MergedModel) -> list[list[int]]:
+    """The training items as the model sees them (chat-template prompt, answer, end of turn): what the
+    precision search is scored on and the recovery adapter is distilled on (never held-out ones)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(merged.model_dir)
+    items = evals.task_items(data.read_examples(data_art.train_path), tok)
+    end = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    return [list(i.prompt_ids) + tok(i.reference, add_special_tokens=False)["input_ids"] + end for i in items]
+
+
+def _mix_scorer(merged_dir: Path, seqs: list[list[int]], threads: int | None) -> Callable[[Path], float]:
+    """Mean KL(GPU build || GGUF) over `seqs`' positions (evals.fidelity.kld_and_top1): the GPU build's logits
+    are computed once here, each probe file is loaded in llama.cpp as the board runs it."""
+    import numpy as np
+
+    from edgetune.evals.fidelity import kld_and_top1
+    from edgetune.runtimes import HFRuntime, LlamaCppRuntime
+
+    with HFRuntime(merged_dir) as ref:
+        ref_logits = [ref.logits(s) for s in seqs]
+    n_ctx = max(512, max(len(s) for s in seqs))
+
+    def score(path: Path) -> float:
+        with LlamaCppRuntime(path, n_ctx=n_ctx, n_threads=threads) as edge:
+            kl = [kld_and_top1(r, edge.logits(s))[0] for r, s in zip(ref_logits, seqs, strict=True)]
+        return float(np.concatenate(kl).mean())
+
+    return score
 
 
 def _lora_gguf(cfg: BuildConfig, name: str, base: BaseModel, trained: Adapter, shipped: list[Quant],
@@ -387,32 +458,49 @@ class _Evaluator:
 
         return lambda: HFRuntime(path)
 
-    def _gguf(self, art: GGUFFile):
+    def _gguf(self, art: GGUFFile, lora: Path | None = None):
         from edgetune.runtimes import LlamaCppRuntime
 
         # the board's context, or 1024 where that is less: the forgetting sets are a host-side check, and
         # held-out items over the board's context are excluded or failed before they reach the runtime
         return lambda: LlamaCppRuntime(art.gguf_path, n_ctx=max(self.board.context, 1024),
-                                       n_threads=self.cfg.threads)
+                                       n_threads=self.cfg.threads, lora_path=lora)
 
-    def fidelity(self, ggufs: dict[Quant, GGUFFile]) -> dict[Quant, GateVerdict]:
+    def _edges(self, ggufs: dict[Quant | AutoQuant, GGUFFile],
+               recovered: RecoveryGGUF | None) -> list[tuple[str, Quant, str, Any, int]]:
+        """(name, the quant whose gate applies, cache key, runtime opener, size in bytes) of every GGUF build: each
+        file, and the recovered quant as its file with the recovery LoRA applied (size: both files)."""
+        edges = [(q.value, q.budget if isinstance(q, AutoQuant) else q, a.key, self._gguf(a), a.size_bytes)
+                 for q, a in ggufs.items()]
+        if recovered is not None:
+            q = Quant(recovered.quant)
+            art = ggufs[q]
+            edges.append((recovered.build_name, q, f"{art.key}+{recovered.key}",
+                          self._gguf(art, lora=recovered.gguf_path), art.size_bytes + recovered.size_bytes))
+        return edges
+
+    def fidelity(self, ggufs: dict[Quant | AutoQuant, GGUFFile],
+                 recovered: RecoveryGGUF | None = None) -> dict[str, GateVerdict]:
         g = self.cfg.export.gates
         self.stages["fidelity-ref"] = ref = evals.run_fidelity_reference(
             self.merged.key, self._hf(self.merged_dir), [i for i in self.items if self.board.fits(i)][: g.prompts],
             self.tokenizer, self.store,
             n_tokens=g.n_tokens, progress=self.progress)
-        verdicts = {}
-        for quant, art in ggufs.items():
-            fid = self.stages[f"fidelity-{quant.value}"] = self.fidelities[quant.value] = evals.run_fidelity(
-                quant.value, art.key, ref, self._hf(self.merged_dir), self._gguf(art), self.tokenizer, self.store,
+        verdicts: dict[str, GateVerdict] = {}
+        for name, quant, key, opener, _ in self._edges(ggufs, recovered):
+            fid = self.stages[f"fidelity-{name}"] = self.fidelities[name] = evals.run_fidelity(
+                name, key, ref, self._hf(self.merged_dir), opener, self.tokenizer, self.store,
                 progress=self.progress)
-            verdicts[quant] = gates.check(quant, fid.summary(), kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
-                                          top1_min={**gates.DEFAULT_TOP1_MIN, **g.top1_min},
-                                          stop_min=g.stop_min, greedy_min=g.greedy_min)
+            # a searched mix (a recovered quant) is held to its budget type's (its quant's) thresholds
+            verdicts[name] = gates.check(quant, fid.summary(), name=name,
+                                         kld_max={**gates.DEFAULT_KLD_MAX, **g.kld_max},
+                                         top1_min={**gates.DEFAULT_TOP1_MIN, **g.top1_min},
+                                         stop_min=g.stop_min, greedy_min=g.greedy_min)
         return verdicts
 
-    def report(self, ggufs: dict[Quant, GGUFFile], verdicts: dict[Quant, GateVerdict], plan,
-               context: Context, training: dict[str, Any] | None = None) -> dict[str, Any]:
+    def report(self, ggufs: dict[Quant | AutoQuant, GGUFFile], verdicts: dict[str, GateVerdict], plan,
+               context: Context, training: dict[str, Any] | None = None,
+               recovered: RecoveryGGUF | None = None) -> dict[str, Any]:
         """Every build's evals as report rows (report.schema's BuildRow, from the typed eval outputs), then
         the report (render.build_report) in its JSON form."""
         from edgetune.evals.mc_sets import forgetting_items
@@ -420,23 +508,23 @@ class _Evaluator:
         cfg = self.cfg
         mc_sets = {name: forgetting_items(name, self.tokenizer, n_items=n, seed=cfg.eval.seed)
                    for name, n in cfg.eval.forgetting.items() if n}
-        runs = [(BASE_BUILD, "base (HF fp32)", self.base, self._hf(self.base_dir), _weights_bytes(self.base_dir)),
-                (GPU_BUILD, "GPU build (HF fp32, merged)", self.merged, self._hf(self.merged_dir),
+        runs = [(BASE_BUILD, "base (HF fp32)", self.base.key, self._hf(self.base_dir), _weights_bytes(self.base_dir)),
+                (GPU_BUILD, "GPU build (HF fp32, merged)", self.merged.key, self._hf(self.merged_dir),
                  _weights_bytes(self.merged_dir))]
-        runs += [(q.value, "GGUF", a, self._gguf(a), a.size_bytes) for q, a in ggufs.items()]
+        runs += [(name, "GGUF", key, opener, size) for name, _, key, opener, size in self._edges(ggufs, recovered)]
         task_arts: dict[str, TaskEval] = {}
         builds: list[BuildRow] = []
         graded: dict[str, PointwiseJudge] = {}
         mc_arts: dict[str, dict[str, ForgettingEval]] = {name: {} for name in mc_sets}
-        for build_name, kind, art, opener, size in runs:
+        for build_name, kind, key, opener, size in runs:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
                 task_arts[build_name] = self.stages[f"eval-{build_name}"] = evals.run_task(
-                    build_name, art.key, lease, self.items, self.tokenizer, self.store,
+                    build_name, key, lease, self.items, self.tokenizer, self.store,
                     max_new_tokens=self.plan.max_new_tokens, metric=self.plan.metric, progress=self.progress,
                     context=self.board.context if kind == "GGUF" and self.board.policy == "fail" else None)
                 for set_name, mc in mc_sets.items():
                     mc_arts[set_name][build_name] = self.stages[evals.forgetting_stage(set_name, build_name)] = \
-                        evals.run_forgetting(build_name, art.key, lease, mc, self.store, set_name=set_name,
+                        evals.run_forgetting(build_name, key, lease, mc, self.store, set_name=set_name,
                                              progress=self.progress)
             row = BuildRow(name=build_name, kind=kind, size_bytes=size)
             if self.pointwise:
@@ -450,7 +538,7 @@ class _Evaluator:
             fid = self.fidelities.get(build_name)
             if fid is not None:
                 row.fidelity = FidelitySection(**fid.summary(),
-                                               gate=Gate.model_validate(verdicts[Quant(build_name)].to_dict()))
+                                               gate=Gate.model_validate(verdicts[build_name].to_dict()))
             builds.append(row)
         for row in builds if self.pointwise else []:  # after the loop: the base is judged before the GPU build
             art = graded[row.name]

@@ -9,7 +9,7 @@ import enum
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel
@@ -63,6 +63,15 @@ def _not_none(annotation: Any) -> Any:
 
 
 def _click_type(path: str, kind: Any) -> click.ParamType[Any]:
+    if get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    if get_origin(kind) in (Union, types.UnionType):  # an enum's value or a str form (a quant, auto:<QUANT>-size)
+        enums = [a for a in get_args(kind) if isinstance(a, type) and issubclass(a, enum.Enum)]
+        texts = [a for a in get_args(kind)
+                 if isinstance(a, type) and issubclass(a, str) and not issubclass(a, enum.Enum)]
+        if len(enums) == 1 and len(texts) == 1:
+            return _EnumOrText(enums[0], texts[0])
+        raise TypeError(f"{path}: no command-line flag for a field of type {kind!r}")
     if get_origin(kind) is Literal:
         return click.Choice([str(a) for a in get_args(kind)])
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
@@ -75,6 +84,27 @@ def _click_type(path: str, kind: Any) -> click.ParamType[Any]:
     if kind in simple:
         return simple[kind]
     raise TypeError(f"{path}: no command-line flag for a field of type {kind!r}")
+
+
+class _EnumOrText(click.ParamType[Any]):
+    """An enum's value, or a string another str type parses (its ValueError is the usage error)."""
+
+    name = "choice"
+
+    def __init__(self, choices: type[enum.Enum], text: type[str]):
+        self.values = [str(m.value) for m in choices]
+        self.text = text
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:  # noqa: ARG002
+        return "[" + "|".join([*self.values, getattr(self.text, "METAVAR", "TEXT")]) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.values:
+            return value
+        try:
+            return str(self.text(value))
+        except ValueError as exc:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.values))}: {exc}", param, ctx)
 
 
 def config_option(path: str) -> Callable[[F], F]:

@@ -33,8 +33,9 @@ class GateVerdict:
 
 
 def check(quant: Quant, summary: Mapping[str, float], *, kld_max: Mapping[Quant, float],
-          top1_min: Mapping[Quant, float], stop_min: float, greedy_min: float) -> GateVerdict:
-    """Compare a fidelity summary (see edgetune.outputs.FidelitySummary.summary) with the thresholds."""
+          top1_min: Mapping[Quant, float], stop_min: float, greedy_min: float, name: str | None = None) -> GateVerdict:
+    """Compare a fidelity summary (see edgetune.outputs.FidelitySummary.summary) with `quant`'s thresholds; `name`:
+    the build's own name where it is not `quant` (a searched mix, held to its budget type's thresholds)."""
     reasons = []
     kmax, tmin = kld_max[quant], top1_min[quant]
     if summary["kld_mean"] > kmax:
@@ -46,4 +47,4 @@ def check(quant: Quant, summary: Mapping[str, float], *, kld_max: Mapping[Quant,
                        " (chat template or EOS damaged?)")
     if summary["greedy_agreement"] < greedy_min:
         reasons.append(f"greedy agreement {summary['greedy_agreement']:.1%} < {greedy_min:.1%}")
-    return GateVerdict(quant.value, not reasons, reasons)
+    return GateVerdict(name or quant.value, not reasons, reasons)

@@ -16,20 +16,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edgetune.artifacts import Builder, Store, sha256_file
-from edgetune.constants import GGUF_KEY_PROVENANCE, Quant
+from edgetune.artifacts import Builder, Store, sha256_file, write_json
+from edgetune.constants import GGUF_KEY_PROVENANCE, AutoQuant, Quant
 from edgetune.export.convert import convert_to_gguf
 from edgetune.export.imatrix import LOW_BIT, compute_imatrix, quantize_with_imatrix
 from edgetune.export.metadata import add_string_keys
 from edgetune.export.quantize import quantize_gguf
 from edgetune.llamacpp import LlamaCppTools
-from edgetune.outputs import Adapter, GGUFFile, ImportanceMatrix, LoraGGUF, ModelFolder
+from edgetune.outputs import Adapter, GGUFFile, ImportanceMatrix, LoraGGUF, ModelFolder, RecoveryGGUF
 
 log = logging.getLogger(__name__)
 
 KIND = GGUFFile.KIND
 KIND_IMATRIX = ImportanceMatrix.KIND
 FILE = GGUFFile.FILE
+SEARCH_FILE = "search.json"  # a searched mix's types and measured sensitivities, beside its model.gguf
 
 
 def _tools_record(tools: LlamaCppTools) -> dict[str, str]:
@@ -139,3 +140,65 @@ def lora_adapter(trained: Adapter, base_dir: Path, base_ggufs: Mapping[Quant, GG
                        base_sha256={q.value: a.sha256 for q, a in base_ggufs.items()})
 
     return LoraGGUF.of(store.stage(KIND_LORA, params, inputs, build, tools=_tools_record(tools)))
+
+
+def searched_mix(f16: GGUFFile, auto: AutoQuant, budget: GGUFFile, calibration_sha256: str,
+                 scorer: Callable[[], Callable[[Path], float]], tools: LlamaCppTools, store: Store, *,
+                 threads: int | None = None, imatrix: ImportanceMatrix | None = None) -> GGUFFile:
+    """`auto:<QUANT>-size`: the per-tensor precision mix (export.mix.search_mix) no larger than `budget` (the plain
+    <QUANT> file of the same F16), scored by `scorer()` (called only when the mix is not cached: it loads the
+    reference) on the calibration sequences whose hash is `calibration_sha256`. The artifact holds model.gguf and
+    search.json (every group's type, the measured sensitivities, predicted and real size)."""
+    from edgetune.export.mix import quantize_mix, search_mix
+
+    params = {"quant": auto.value, "search": {"bands": 3, "high": "Q8_0", "low": "Q4_0 (token_embd: +Q5_0)"},
+              "imatrix": imatrix is not None}
+    inputs = {"f16": f16.key, "budget": budget.key, "calibration_sha256": calibration_sha256,
+              "llama.cpp": tools.revision}
+    if imatrix is not None:
+        inputs["imatrix"] = imatrix.key
+
+    def build(b: Builder) -> None:
+        im = imatrix.imatrix_path if imatrix is not None else None
+        groups, found = search_mix(f16.gguf_path, b.path, budget.size_bytes, tools, scorer(),
+                                   base=auto.budget.value, imatrix=im, threads=threads,
+                                   on_step=lambda name, d: log.info("%s: sensitivity %s %+.5f", auto, name, d))
+        path = quantize_mix(f16.gguf_path, b.path / FILE, groups, found.mix, tools, imatrix=im, threads=threads)
+        size = path.stat().st_size
+        if size > budget.size_bytes:  # the knapsack's sizes are bits-per-weight estimates: say so if they miss
+            log.warning("%s: the searched file is %.2f MB, over its budget %.2f MB (%s)", auto, size / 1e6,
+                        budget.size_bytes / 1e6, budget.quant)
+        b.outputs["search"] = SEARCH_FILE
+        write_json(b.path / SEARCH_FILE, {**found.to_dict(), "size_bytes": size, "budget_quant": budget.quant})
+        log.info("%s: %s, %.1f MB (budget %.1f MB)", auto, found.mix.describe(), size / 1e6, budget.size_bytes / 1e6)
+        GGUFFile.write(b, quant=auto.value, size_bytes=size, sha256=sha256_file(path),
+                       imatrix_calibration_sha256=imatrix.calibration_sha256 if imatrix is not None else None)
+
+    return GGUFFile.of(store.stage(KIND, params, inputs, build, tools=_tools_record(tools)))
+
+
+def recovery_adapter(merged: ModelFolder, quantized: GGUFFile, sequences: Sequence[Sequence[int]],
+                     tools: LlamaCppTools, store: Store, *, steps: int, probe_ids: Sequence[int]) -> RecoveryGGUF:
+    """The recovery LoRA of `quantized` (export.recovery): trained on `sequences` against the merged model,
+    converted by llama.cpp's convert_lora_to_gguf.py, and loaded on `quantized` by llama.cpp before it counts."""
+    from edgetune.export.lora import check_loads, convert_lora
+    from edgetune.export.recovery import RecoveryConfig, train_recovery
+
+    cfg = RecoveryConfig(steps=steps, learning_rate=2e-3)  # 2e-3: benchmarks/quant_recovery.py's setting
+    params = {"rank": cfg.rank, "alpha": cfg.alpha, "steps": cfg.steps, "batch_size": cfg.batch_size,
+              "learning_rate": cfg.learning_rate, "seed": cfg.seed, "outtype": "f16"}
+    inputs = {"merged": merged.key, "gguf": quantized.key, "llama.cpp": tools.revision,
+              "sequences_sha256": hashlib.sha256(json.dumps([list(s) for s in sequences]).encode()).hexdigest()}
+
+    def build(b: Builder) -> None:
+        res = train_recovery(merged.model_dir, quantized.gguf_path, sequences, b.path / "peft", cfg,
+                             on_step=lambda s, v: log.info("recovery %s: step %d KL %.4f", quantized.quant, s, v)
+                             if s % 10 == 0 else None)
+        out = convert_lora(res.adapter_dir, merged.model_dir, b.path / RecoveryGGUF.FILE, tools)
+        check_loads(out, [quantized.gguf_path], list(probe_ids))
+        log.info("recovery %s: KL %.4f -> %.4f in %d steps, adapter %.1f MB", quantized.quant, res.first_kld,
+                 res.last_kld, res.steps, out.stat().st_size / 1e6)
+        RecoveryGGUF.write(b, quant=quantized.quant, base_sha256=quantized.sha256, size_bytes=out.stat().st_size,
+                           sha256=sha256_file(out), first_kld=res.first_kld, last_kld=res.last_kld, steps=res.steps)
+
+    return RecoveryGGUF.of(store.stage(RecoveryGGUF.KIND, params, inputs, build, tools=_tools_record(tools)))

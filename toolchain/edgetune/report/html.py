@@ -15,6 +15,7 @@ from edgetune.report.markdown import context_items
 from edgetune.report.recommend import COMPUTED, recommendation
 from edgetune.report.schema import Context, Recommendation, Report
 from edgetune.report.sections import ReportLike, Table
+from edgetune.report.winback import winback_table
 
 # Only inline styles and data: images; no scripts, fonts, frames, connections or form targets.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -127,7 +128,15 @@ def to_html(report: ReportLike) -> str:
                                           "Wilson intervals, the band is the GPU build's.")]
     if (t := sections.fidelity_table(report)) is not None:
         parts += [table_html(t), img_html(plots.kld_per_build(report), "KL divergence per build")]
-    for make in (sections.task_metric_table, sections.judge_table, standard_benchmarks_table):
+        pareto = plots.pareto_rows(report)
+        # only where a build tries to win back quantization's cost (a searched mix, a recovery adapter): the
+        # default report keeps its figures
+        if any(r["kind"] in ("searched mix", "recovery adapter") for r in pareto):
+            parts.append(img_html(plots.pareto(pareto), "accuracy and KLD vs file size",
+                                  "Each GGUF's held-out accuracy (left) and mean KLD to the GPU build (right) "
+                                  "against its file size; the step line is the Pareto front (no smaller file "
+                                  "does better)."))
+    for make in (sections.task_metric_table, winback_table, sections.judge_table, standard_benchmarks_table):
         if (t := make(report)) is not None:
             parts.append(table_html(t))
     if (t := sections.device_table(report)) is not None:

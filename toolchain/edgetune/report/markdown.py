@@ -9,6 +9,7 @@ from edgetune.report.bench_section import standard_benchmarks_table
 from edgetune.report.recommend import COMPUTED, recommendation
 from edgetune.report.schema import Context, Recommendation, Report
 from edgetune.report.sections import ReportLike, Table
+from edgetune.report.winback import winback_table
 
 SUBJECT_ROWS = 20  # the Markdown report lists the subjects with the largest drops; the HTML page lists all
 TEXT_CHARS = 160
@@ -78,7 +79,8 @@ def to_markdown(report: ReportLike) -> str:
         lines += table(t, heading="###")
     if (t := sections.subject_table(report, limit=SUBJECT_ROWS, changed_only=True)) is not None:
         lines += table(t, heading="###")
-    for make in (standard_benchmarks_table, sections.fidelity_table, sections.judge_table, sections.device_table):
+    for make in (standard_benchmarks_table, sections.fidelity_table, winback_table, sections.judge_table,
+                 sections.device_table):
         if (t := make(report)) is not None:
             lines += table(t)
     prefix, flips = sections.flip_tables(report)

@@ -172,3 +172,56 @@ def training_curve(ft: Finetune) -> bytes | None:
         right.set_ylabel("held-out exact match (%)")
         right.set_ylim(0, 100)
     return _png(fig)
+
+
+_KIND_MARKERS = {"plain": "o", "imatrix": "s", "searched mix": "D", "recovery adapter": "^"}
+
+
+def pareto(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Accuracy and fidelity KLD against file size for the quantization variants (rows with `build`, `kind`,
+    `size_mb`, `accuracy`, `kld_mean`; a `gpu` row without a size draws the GPU build's accuracy as a line),
+    each panel with its Pareto front (no smaller file is better) drawn through the points."""
+    pts = [r for r in rows if r.get("size_mb") and r.get("accuracy") is not None and r.get("kld_mean") is not None]
+    if not pts:
+        return None
+    fig = _figure(9.6, 3.8)
+    for ax, key, better_high, label in ((fig.add_subplot(1, 2, 1), "accuracy", True, "held-out accuracy"),
+                                        (fig.add_subplot(1, 2, 2), "kld_mean", False, "mean KLD to GPU build")):
+        for r in pts:
+            ax.scatter(r["size_mb"], r[key], marker=_KIND_MARKERS.get(r["kind"], "o"), color=GGUF_COLOR, zorder=3,
+                       label=r["kind"])
+            ax.annotate(r["build"], (r["size_mb"], r[key]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front, best = [], None
+        for r in sorted(pts, key=lambda r: (r["size_mb"], -r[key] if better_high else r[key])):
+            v = r[key]
+            if best is None or (v > best if better_high else v < best):
+                front.append(r)
+                best = v
+        ax.step([r["size_mb"] for r in front], [r[key] for r in front], where="post", color=GGUF_COLOR, alpha=0.5)
+        gpu = next((r for r in rows if r.get("build") == GPU_BUILD), None)
+        if key == "accuracy" and gpu is not None:
+            ax.axhline(gpu["accuracy"], color=GPU_COLOR, linestyle="--", linewidth=1, label="GPU build")
+        if key == "kld_mean":
+            ax.set_yscale("log")
+        ax.set_xlabel("file size (MB, base + adapter)")
+        ax.set_ylabel(label)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
+    return _png(fig)
+
+
+def pareto_rows(report: ReportLike) -> list[dict[str, Any]]:
+    """A report's builds as `pareto`'s rows: every GGUF with a size, an accuracy and a fidelity KLD, kinds told
+    from their names (auto:<QUANT>-size: a searched mix; +recovery: a quant with its recovery adapter), and the
+    GPU build's accuracy for the reference line."""
+    rows: list[dict[str, Any]] = []
+    for r in Report.load(report).builds:
+        if r.name == GPU_BUILD and r.accuracy is not None:
+            rows.append({"build": GPU_BUILD, "kind": "GPU build", "size_mb": None, "accuracy": r.accuracy})
+        elif r.fidelity is not None and r.size_bytes and r.accuracy is not None:
+            kind = ("searched mix" if r.name.startswith("auto:") else
+                    "recovery adapter" if r.name.endswith("+recovery") else "plain")
+            rows.append({"build": r.name, "kind": kind, "size_mb": r.size_bytes / 1e6, "accuracy": r.accuracy,
+                         "kld_mean": r.fidelity.kld_mean})
+    return rows
