@@ -15,13 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
+with warnings.catch_warnings():
+    # cryptography 51 deprecates DSA (a UserWarning subclass) and asyncssh 2.24 names its DSA types at import:
+    # ten warning lines on stderr before every device command's own output (seen 2026-12-07 with a fresh venv)
+    warnings.filterwarnings("ignore", message="DSA is deprecated", category=UserWarning)
+    import asyncssh
 
 from edgetune.device.spec import Device
 from edgetune.errors import DeviceAuthError, DeviceError, DeviceLost, DeviceUnreachable, HostKeyError
