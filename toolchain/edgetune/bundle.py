@@ -48,8 +48,9 @@ def _place(src: Path, dst: Path) -> None:
 def run(target: Target, ggufs: Mapping[Quant | AutoQuant, GGUFFile], provenance: Mapping[str, Any],
         llama_cpp: Mapping[str, str],
         store: Store, *, model_name: str, runtime: bool = False, suite_rows: Sequence[Mapping[str, Any]] | None = None,
-        home: Path | None = None, lora: LoraGGUF | None = None, file_stems: Mapping[Quant, str] | None = None,
-        lora_stem: str | None = None, lora_base_stem: str | None = None, recovery: RecoveryGGUF | None = None) -> Bundle:
+        home: Path | None = None, lora: LoraGGUF | None = None,
+        file_stems: Mapping[Quant | AutoQuant, str] | None = None, lora_stem: str | None = None,
+        lora_base_stem: str | None = None, recovery: RecoveryGGUF | None = None) -> Bundle:
     """Bundle `ggufs` for `target`. `runtime=True` adds the cross-built llama.cpp binaries (found under `home`,
     the edgetune cache folder), the runner and Ollama Modelfiles; `suite_rows` (each {"id", "prompt_ids" or "prompt",
     "max_tokens", "reference"?}) become suite/heldout.jsonl. Both default off, which keeps the bundle (and its
