@@ -58,5 +58,7 @@ def test_bench_on_the_emulated_pi(pi_sshd, pi_bundle, tiny_model_dir, home, tmp_
         for quant in ggufs:
             b, h = board["scores"][task][quant], host["scores"][task][quant]
             # the varied tiny Llama's choices are decisive: aarch64 kernels pick the same answers as x86's
-            assert b["n"] == h["n"] and b["items"] == h["items"], (task, quant)
+            assert b["n"] == h["n"], (task, quant)
+            if task != "mmlu:5":  # 5-shot prompts pass the board's 512-token context and are cut there only
+                assert b["items"] == h["items"], (task, quant)
             assert b["reference"] == "gpu" and b["verdict"]["n"] == b["n"]

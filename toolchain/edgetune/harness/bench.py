@@ -189,7 +189,11 @@ def score_builds(builds: list[BenchBuild], names: list[str], *, num_fewshot: int
     for b in builds:
         tok = AutoTokenizer.from_pretrained(b.tokenizer_dir)
         with progress.task(f"bench {b.name}", None) as bar, b.open() as runtime:
-            lm = EdgetuneLM(runtime, tok, max_length=b.max_length, on_requests=bar.advance)
+            # never past the runtime's own context (a device's llama-server may hold less than asked for): a
+            # longer request is cut from the left as `hf` cuts it instead of failing the whole run (EdgetuneLM
+            # keeps max_length + 1 tokens, and the runtimes count every one of them as a position)
+            max_length = min(b.max_length, int(getattr(runtime, "n_ctx", b.max_length + 1)) - 1)
+            lm = EdgetuneLM(runtime, tok, max_length=max_length, on_requests=bar.advance)
             t0 = time.perf_counter()
             results[b.name] = evaluate(lm, names, num_fewshot=num_fewshot, limit=limit)
             seconds[b.name] = round(time.perf_counter() - t0, 2)
