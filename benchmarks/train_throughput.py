@@ -21,8 +21,8 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
                   (edgetune.train.args.sft_config), Liger layer kernels when installed
   edgetune-trl-mbN  the same with N examples per forward pass (train.micro_batch_tokens = N x seq),
                   accumulation making up the batch: less activation memory, fewer tok/s
-  edgetune-trl-offload  edgetune-trl with the checkpointed layers' saved inputs held in pinned host memory
-                  (transformers' activation_checkpointing_enable(offload=True), 5.2x and later)
+  edgetune-trl-offload  edgetune-trl with train.offload_activations: the checkpointed layers' saved inputs held
+                  in pinned host memory (transformers' activation offloading)
   edgetune-trl-half     edgetune-trl checkpointing every other layer (every_n_layers=2)
   unsloth-trl     Unsloth's FastLanguageModel (its NF4 loader, LoRA kernels and offloaded "unsloth" gradient
                   checkpointing) through the same SFTTrainer settings, lora_dropout 0 (its fast path)
@@ -157,11 +157,11 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
         model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)
         micro = variant.rpartition("-mb")[2] if "-mb" in variant else None
         cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total,
-                          micro_batch_tokens=int(micro) * seq if micro else None)
+                          micro_batch_tokens=int(micro) * seq if micro else None,
+                          offload_activations=variant.endswith("-offload"))  # train.offload_activations
         args = sft_config(cfg, out, cuda=cuda, liger=liger)
-        if variant.endswith(("-offload", "-half")) and args.gradient_checkpointing:
-            extra = {"offload": True} if variant.endswith("-offload") else {"every_n_layers": 2}
-            args.gradient_checkpointing_kwargs = {**(args.gradient_checkpointing_kwargs or {}), **extra}
+        if variant.endswith("-half") and args.gradient_checkpointing:
+            args.gradient_checkpointing_kwargs = {**(args.gradient_checkpointing_kwargs or {}), "every_n_layers": 2}
     times: list[float] = []
     losses: list[float] = []
 

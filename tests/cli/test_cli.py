@@ -293,6 +293,7 @@ def config_for(argv: list[str]) -> BuildConfig:
     """Parse `edgetune build ARGV` with the real click command and map it as the command does."""
     params = dict(commands.build.make_context("build", list(argv)).params)
     params.pop("strict")  # --strict is how build ends (exit 14), not a setting: tests/cli/test_build_strict.py
+    params.pop("gpus"), params.pop("fsdp")  # how training is launched, not settings: tests/test_pipeline_gpus.py
     return commands.build_config(params.pop("config_path"), **params)
 
 
@@ -362,7 +363,7 @@ def test_build_prints_each_builds_accuracy_from_the_typed_report(edgetune, isola
 
     report = {"title": "t", "builds": [{"name": "base", "accuracy": 0.5}, {"name": "gpu", "accuracy": 0.875},
                                        {"name": "Q4_0", "kind": "GGUF"}]}  # a row without a task score
-    monkeypatch.setattr("edgetune.pipeline.build", lambda cfg, home, progress=None, *, strict=False: BuildResult(
+    monkeypatch.setattr("edgetune.pipeline.build", lambda cfg, home, progress=None, *, strict=False, **launch: BuildResult(
         isolated, isolated / "b", isolated / "b.tar.gz", isolated / "r.md", isolated / "r.json", report))
     result = edgetune("build")
     assert result.exit_code == 0, result.stderr

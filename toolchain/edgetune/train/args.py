@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.config import TrainConfig
+from edgetune.errors import ConfigError
 
 log = logging.getLogger("edgetune.train")
 
@@ -46,6 +47,11 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
     if cfg.max_length is None:  # TRL would then neither truncate nor pack, so nothing may reach it unsized
         raise ValueError("sft_config needs a sized train.max_length (the train stage sizes it: train/lengths.py)")
     recompute = gradient_checkpointing(cfg, cuda)
+    if cfg.offload_activations and not recompute:  # nothing is checkpointed, so nothing could be offloaded
+        raise ConfigError("train.offload_activations needs gradient checkpointing, which is off here "
+                          f"({'train.gradient_checkpointing: false' if cuda else 'a CPU run'})",
+                          "set train.gradient_checkpointing: true on a CUDA host, or drop offload_activations")
+    checkpoint_kwargs = {"use_reentrant": False, **({"offload": True} if cfg.offload_activations else {})}
     micro, accum = micro_batches(cfg)
     if micro != cfg.batch_size:
         log.info("batch %d x %d tokens runs as %d micro-batches of %d (train.micro_batch_tokens=%s); accumulation "
@@ -66,7 +72,7 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
         "data_seed": cfg.seed,
         "bf16": cuda,
         "gradient_checkpointing": recompute,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if recompute else None,
+        "gradient_checkpointing_kwargs": checkpoint_kwargs if recompute else None,
         # Liger's fused RMSNorm/SwiGLU/RoPE/linear-cross-entropy: 1.6x tok/s at 0.63x memory on a
         # Mistral-7B-shape QLoRA step on an H200 (benchmarks/train_throughput.py)
         "use_liger_kernel": liger,
