@@ -14,7 +14,7 @@ from .test_cli import one_error_line
 def fake_build(monkeypatch):
     seen = {}
 
-    def build(cfg, home, progress=None, *, strict=False):
+    def build(cfg, home, progress=None, *, strict=False, **launch):
         seen["strict"] = strict
         raise NothingToShip("nothing to ship: the GPU build does not beat the base (report: r.md)", "see the report")
 

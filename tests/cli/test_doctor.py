@@ -30,6 +30,8 @@ def test_doctor_probe_exits_9_when_llama_cpp_crashes(edgetune, monkeypatch, tmp_
     (root / "edgetune-tools.json").write_text(json.dumps({"version": llama_tools.version,
                                                           "revision": llama_tools.revision}))
     crashing_tool(root / "bin")
+    # the probe's files are made by the real llama-quantize; only the tool that computes with them crashes
+    (root / "bin" / "llama-quantize").symlink_to(llama_tools.tool("llama-quantize"))
     monkeypatch.setenv("EDGETUNE_HOME", str(home))
     result = edgetune("doctor", "--probe", "--quant", "Q4_0")
     assert result.exit_code == 9, result.stderr

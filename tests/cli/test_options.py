@@ -40,7 +40,7 @@ def test_flag_names_are_the_ones_the_cli_always_had():
     common = {"-c", "--config", "--model", "--data", "--lr", "--epochs", "--max-steps", "--max-length", "--out",
               "--threads"}
     assert flags(commands.build) == common | {"--target", "--quant", "--rank", "--metric", "--strict",
-                                              "--context-length", "--over-context"}
+                                              "--context-length", "--over-context", "--gpus", "--fsdp", "--no-fsdp"}
     assert flags(train_commands.train_cmd) == common | {"--rank", "--adapter", "--gpus", "--fsdp", "--no-fsdp",
                                                         "--packing", "--no-packing", "--chat-template-fallback",
                                                         "--micro-batch-tokens"}
@@ -72,7 +72,8 @@ def test_a_train_flag_sets_its_field(argv, changes):
 def test_the_length_flags_set_their_fields():
     params = dict(commands.build.make_context("build", ["--max-length", "512", "--context-length", "1024",
                                                         "--over-context", "fail"]).params)
-    params.pop("strict")
+    for own in ("strict", "gpus", "fsdp"):  # how build runs and ends, not settings
+        params.pop(own)
     cfg = commands.build_config(params.pop("config_path"), **params)
     assert (cfg.train.max_length, cfg.eval.context_length, cfg.eval.over_context) == (512, 1024, "fail")
     with pytest.raises(click.BadParameter):
@@ -87,7 +88,8 @@ def test_flags_not_given_leave_the_files_values(isolated):
     from_file = load_config(isolated / CONFIG_FILE).model_dump(exclude={"out_dir"})
     assert train_config([]).model_dump(exclude={"out_dir"}) == from_file
     params = dict(commands.build.make_context("build", []).params)
-    params.pop("strict")
+    for own in ("strict", "gpus", "fsdp"):  # how build runs and ends, not settings
+        params.pop(own)
     assert commands.build_config(params.pop("config_path"), **params).model_dump(exclude={"out_dir"}) == from_file
     # a given flag wins over the file, the others keep it
     cfg = train_config(["--no-packing", "--rank", "8"])
