@@ -168,7 +168,7 @@ def _variants(ctx: _Context) -> list[tuple[str, str, Path, Path | None]]:
     for q in ("Q8_0", "Q4_0"):
         plain = ctx.work / f"{q}.gguf"
         if not plain.is_file():
-            quantize_gguf(ctx.f16, plain, Quant(q), nthread=t)
+            quantize_gguf(ctx.f16, plain, Quant(q), ctx.tools, nthread=t)
         rows.append((q, "plain", plain, None))
     # the build's own Q4_0 (made with its imatrix): the base the recovery adapter is trained on
     rows.append(("Q4_0+imatrix", "imatrix", ctx.stage["gguf-Q4_0"] / "model.gguf", None))

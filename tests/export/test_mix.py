@@ -106,7 +106,7 @@ def test_quantize_mix_needs_every_group_and_known_types(tmp_path, tiny_gguf, lla
     assert set(BITS_PER_WEIGHT) >= {"Q4_0", "Q5_0", "Q8_0"}
 
 
-def test_dequantized_student_holds_the_gguf_weights(tmp_path, tiny_model_dir, tiny_gguf):
+def test_dequantized_student_holds_the_gguf_weights(tmp_path, tiny_model_dir, tiny_gguf, llama_tools):
     """Q8_0 round trip: every weight (q/k un-permuted) within Q8_0's rounding of the original; a wrong
     permutation or name would be off by the weights' own size."""
     import torch
@@ -116,7 +116,7 @@ def test_dequantized_student_holds_the_gguf_weights(tmp_path, tiny_model_dir, ti
     from edgetune.export.quantize import quantize_gguf
     from edgetune.export.recovery import load_dequantized
 
-    q8 = quantize_gguf(tiny_gguf, tmp_path / "q8.gguf", Quant.Q8_0)
+    q8 = quantize_gguf(tiny_gguf, tmp_path / "q8.gguf", Quant.Q8_0, llama_tools)
     student = dict(load_dequantized(tiny_model_dir, q8).named_parameters())
     ref = dict(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).named_parameters())
     for name, w in ref.items():
@@ -135,7 +135,7 @@ def test_recovery_adapter_lowers_the_quantized_kld_in_llama_cpp(tmp_path, tiny_m
     from edgetune.export.recovery import RecoveryConfig, train_recovery
     from edgetune.runtimes import HFRuntime, LlamaCppRuntime
 
-    q4 = quantize_gguf(tiny_gguf, tmp_path / "q4.gguf", Quant.Q4_0)
+    q4 = quantize_gguf(tiny_gguf, tmp_path / "q4.gguf", Quant.Q4_0, llama_tools)
     texts = ["the cat sat on the mat", "a movie review: positive", "one two three four five six",
              "hello world, how are you", "Is the sentiment negative?", "edge boards run small models"]
     seqs = [tokenizer(t)["input_ids"] for t in texts]
