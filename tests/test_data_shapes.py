@@ -172,6 +172,11 @@ def local_hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: an earlier test may have imported it under
+    # conftest's HF_HUB_OFFLINE=1, and its client would then refuse every request
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     yield server
     server.shutdown()
