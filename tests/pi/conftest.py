@@ -200,3 +200,13 @@ def pi_sshd(pi_root, pi_probes, tmp_path_factory):
         yield server
     finally:
         sshd.shutdown(server)
+
+
+@pytest.fixture
+def home(pi_sshd, tmp_path, monkeypatch) -> Path:
+    """HOME with ~/.ssh/id_ed25519 (authorized on the board) and known_hosts pinning the board's host key."""
+    home = pi_sshd.user_home(tmp_path / "user")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "edgetune-home"))
+    monkeypatch.chdir(tmp_path)
+    return home

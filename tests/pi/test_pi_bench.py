@@ -21,16 +21,6 @@ pytestmark = pytest.mark.pi
 TASKS = "mmlu,mmlu:5,arc_challenge,hellaswag,piqa,winogrande"
 
 
-@pytest.fixture
-def home(pi_sshd, tmp_path, monkeypatch) -> Path:
-    """HOME with ~/.ssh/id_ed25519 (authorized on the board) and known_hosts pinning the board's host key."""
-    home = pi_sshd.user_home(tmp_path / "user")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "edgetune-home"))
-    monkeypatch.chdir(tmp_path)
-    return home
-
-
 def test_bench_on_the_emulated_pi(pi_sshd, pi_bundle, tiny_model_dir, home, tmp_path, monkeypatch):
     manifest = json.loads((pi_bundle / "manifest.json").read_text())
     ggufs = {m["quant"]: pi_bundle / m["file"] for m in manifest["models"]}

@@ -25,16 +25,6 @@ def edgetune(monkeypatch, *argv) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture
-def home(pi_sshd, tmp_path, monkeypatch) -> Path:
-    """HOME with ~/.ssh/id_ed25519 (authorized on the board) and known_hosts pinning the board's host key."""
-    home = pi_sshd.user_home(tmp_path / "user")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("EDGETUNE_HOME", str(tmp_path / "edgetune-home"))
-    monkeypatch.chdir(tmp_path)
-    return home
-
-
 def only(out: str) -> tuple[str, dict]:
     results = json.loads(out)["results"]
     assert len(results) == 1, results
