@@ -7,7 +7,6 @@ requests, same answers. Functional only (one item a task, one per MMLU subject):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
