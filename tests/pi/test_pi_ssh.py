@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,8 @@ def test_deploy_then_eval_on_the_emulated_pi(pi_sshd, pi_bundle, pi_jobs, pi_sui
     from edgetune.artifacts import sha256_file
 
     manifest = json.loads((pi_bundle / "manifest.json").read_text())
+    # a first deployment: the session's board may already hold this bundle (test_pi_bench's `bench --device`)
+    shutil.rmtree(pi_sshd.root / "root" / "edgetune" / "bundles" / manifest["name"], ignore_errors=True)
     code, out, err = edgetune(monkeypatch, "--json", "deploy", pi_bundle, "--device", pi_sshd.spec)
     assert code == 0, err
     name, first = only(out)
