@@ -202,23 +202,8 @@ def test_untranslatable_template_is_refused_with_the_reason(tiny_gguf, tmp_path,
 
 
 def _rewrite_template(path: Path, template: str) -> None:
-    from gguf import GGUFValueType, GGUFWriter, Keys
+    from gguf import Keys
 
-    reader = read_gguf(path)
-    out = path.with_suffix(".tmp")
-    writer = GGUFWriter(out, arch=reader.fields[Keys.General.ARCHITECTURE].contents())
-    for name, fld in reader.fields.items():
-        if name.startswith("GGUF.") or name == Keys.General.ARCHITECTURE:
-            continue
-        value = template if name == Keys.Tokenizer.CHAT_TEMPLATE else fld.contents()
-        vtype = fld.types[0]
-        writer.add_key_value(name, value, vtype, sub_type=fld.types[-1] if vtype == GGUFValueType.ARRAY else None)
-    for t in reader.tensors:
-        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for t in reader.tensors:
-        writer.write_tensor_data(t.data)
-    writer.close()
-    out.replace(path)
+    from edgetune.export.metadata import rewrite_string_keys
+
+    rewrite_string_keys(path, {Keys.Tokenizer.CHAT_TEMPLATE: template})

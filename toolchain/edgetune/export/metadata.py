@@ -24,7 +24,7 @@ PREFIX = "edgetune."
 
 def add_string_keys(path: Path, keys: Mapping[str, str]) -> None:
     """Rewrite `path` in place with the extra `edgetune.*` string keys (replacing ones already there)."""
-    from gguf import GGUFValueType, GGUFWriter, Keys
+    from gguf import Keys
 
     # general.* keys llama.cpp's converter cannot take from its override file but that we know (the base's
     # licence)
@@ -32,6 +32,15 @@ def add_string_keys(path: Path, keys: Mapping[str, str]) -> None:
     bad = [k for k in keys if not k.startswith(PREFIX) and k not in extra_keys]
     if bad:
         raise ExportError(f"refusing to write GGUF keys outside {PREFIX}*: {bad}", "prefix them with edgetune.")
+    rewrite_string_keys(path, keys)
+    log.info("added %d edgetune keys to %s", len(keys), path.name)
+
+
+def rewrite_string_keys(path: Path, keys: Mapping[str, str]) -> None:
+    """Rewrite `path` in place (temp file, then rename) with `keys` as string values, replacing those keys
+    where the file has them; every other key and every tensor unchanged. No check on the names."""
+    from gguf import GGUFValueType, GGUFWriter, Keys
+
     reader = read_gguf(path)
     arch = reader.fields[Keys.General.ARCHITECTURE].contents()
     fd, tmp_name = tempfile.mkstemp(prefix=".edgetune-meta-", suffix=".gguf.tmp", dir=path.parent)
@@ -63,4 +72,3 @@ def add_string_keys(path: Path, keys: Mapping[str, str]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("added %d edgetune keys to %s", len(keys), path.name)
