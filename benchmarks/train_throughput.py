@@ -22,7 +22,9 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
   edgetune-trl-mbN  the same with N examples per forward pass (train.micro_batch_tokens = N x seq),
                   accumulation making up the batch: less activation memory, fewer tok/s
   edgetune-trl-offload  edgetune-trl with train.offload_activations: the checkpointed layers' saved inputs held
-                  in pinned host memory (transformers' activation offloading)
+                  in pinned host memory, copied on a side stream (train/offload.py)
+  edgetune-trl-offload-hf  the same through transformers' own offload (save_on_cpu, copies on the compute stream)
+  edgetune-trl-d0, edgetune-trl-offload-d0  with lora_dropout 0, as Unsloth's fast path
   edgetune-trl-half     edgetune-trl checkpointing every other layer (every_n_layers=2)
   unsloth-trl     Unsloth's FastLanguageModel (its NF4 loader, LoRA kernels and offloaded "unsloth" gradient
                   checkpointing) through the same SFTTrainer settings, lora_dropout 0 (its fast path)
@@ -60,7 +62,8 @@ SHAPES = {
 }
 VARIANTS = ("tutorial", "edgetune-plain", "edgetune", "edgetune-half")
 TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl", "edgetune-trl-mb4", "edgetune-trl-mb2", "edgetune-trl-mb1",
-                    "edgetune-trl-offload", "edgetune-trl-half", "unsloth-trl", "unsloth-trl-d05")
+                    "edgetune-trl-offload", "edgetune-trl-offload-hf", "edgetune-trl-offload-d0", "edgetune-trl-d0",
+                    "edgetune-trl-half", "unsloth-trl", "unsloth-trl-d05")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -121,6 +124,7 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM", target_modules=TARGETS)
     out = tempfile.mkdtemp(prefix="bench-trainer-")
     total = warmup + steps
+    extra_callbacks: list = []
     if variant == "tutorial-trl":
         from peft import prepare_model_for_kbit_training
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -150,16 +154,23 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
         import importlib.util
 
         from edgetune.config import TrainConfig
+        from edgetune.train import offload
         from edgetune.train.args import sft_config
         from edgetune.train.base import load_model as _load_model
 
         liger = cuda and importlib.util.find_spec("liger_kernel") is not None
+        if variant.endswith("-d0"):
+            lora.lora_dropout = 0.0
         model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)
         micro = variant.rpartition("-mb")[2] if "-mb" in variant else None
+        streamed = "-offload" in variant and not variant.endswith("-hf")
         cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total,
                           micro_batch_tokens=int(micro) * seq if micro else None,
-                          offload_activations=variant.endswith("-offload"))  # train.offload_activations
+                          offload_activations=streamed)  # train.offload_activations
         args = sft_config(cfg, out, cuda=cuda, liger=liger)
+        extra_callbacks = offload.callbacks(cfg.offload_activations, cuda)  # as the train stage adds them
+        if variant.endswith("-hf"):  # transformers' own offload (save_on_cpu on the compute stream)
+            args.gradient_checkpointing_kwargs = {**(args.gradient_checkpointing_kwargs or {}), "offload": True}
         if variant.endswith("-half") and args.gradient_checkpointing:
             args.gradient_checkpointing_kwargs = {**(args.gradient_checkpointing_kwargs or {}), "every_n_layers": 2}
     times: list[float] = []
@@ -182,7 +193,8 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, callbacks=[_Clock()])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                           callbacks=[_Clock(), *extra_callbacks])
     trainer.train()
     measured = times[warmup:]
     return {"shape": shape, "variant": variant, "liger": liger,

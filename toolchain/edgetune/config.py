@@ -156,9 +156,8 @@ class TrainConfig(_Section):
                           "CUDA, off on CPU.")
     offload_activations: bool = Field(
         False, description="With gradient checkpointing, hold each checkpointed layer's saved input in pinned host "
-                           "memory while the GPU computes (transformers' activation offloading). CUDA only. On an "
-                           "H100, Mistral-7B shape at 4x2048: 0.92x the tok/s at 0.75x the peak memory of the "
-                           "default, below Unsloth's (docs/benchmarks.md).")
+                           "memory while the GPU computes, the copies on a side stream (train/offload.py). CUDA only; "
+                           "see docs/benchmarks.md for its speed and memory against the default and Unsloth.")
     save_steps: int = Field(50, ge=0, description="Checkpoint every this many optimizer steps, so an interrupted "
                                                   "run resumes (0: no checkpoints). Checkpoints go once the "
                                                   "adapter is saved.")

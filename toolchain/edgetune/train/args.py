@@ -51,7 +51,8 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
         raise ConfigError("train.offload_activations needs gradient checkpointing, which is off here "
                           f"({'train.gradient_checkpointing: false' if cuda else 'a CPU run'})",
                           "set train.gradient_checkpointing: true on a CUDA host, or drop offload_activations")
-    checkpoint_kwargs = {"use_reentrant": False, **({"offload": True} if cfg.offload_activations else {})}
+    # offloading is not a checkpoint argument here: train/offload.py's callback swaps the layers' checkpoint function
+    checkpoint_kwargs = {"use_reentrant": False}
     micro, accum = micro_batches(cfg)
     if micro != cfg.batch_size:
         log.info("batch %d x %d tokens runs as %d micro-batches of %d (train.micro_batch_tokens=%s); accumulation "

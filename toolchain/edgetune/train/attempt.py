@@ -69,6 +69,7 @@ class Job:
         from transformers.trainer_callback import PrinterCallback
         from trl import SFTTrainer
 
+        from edgetune.train import offload
         from edgetune.train.callbacks import HeldoutTask, LossCheck, ProgressReport
 
         model = self.fresh.pop() if self.fresh else load_model(self.src, self.method, self.cuda)
@@ -93,7 +94,8 @@ class Job:
         with self.progress.task("train", steps_total) as bar, \
                 restored_modeling_module(model.config.model_type if liger else None):
             report = ProgressReport(bar)
-            extra = reporting.callbacks(c.report_to, self.tensorboard_dir)
+            extra = [*reporting.callbacks(c.report_to, self.tensorboard_dir),
+                     *offload.callbacks(c.offload_activations, self.cuda)]
             trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_data(c.max_length), eval_dataset=self.eval_ds,
                                  processing_class=self.tok, callbacks=[
                                      report, HeldoutTask(self.tok, self.items, c.batch_size), loss_cb, *extra,
