@@ -17,8 +17,9 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
 4-step gradient accumulation as in the tutorial, the same pre-tokenised random sequences for both):
   tutorial-trl    the tutorial's Steps 1-4 made to run on TRL 1.16 (SFTConfig instead of the removed
                   arguments), prepare_model_for_kbit_training, TRL's defaults for everything it leaves unset
-  edgetune-trl    edgetune's train stage as it runs by default on CUDA: its loader and its own SFTConfig
-                  (edgetune.train.args.sft_config), Liger layer kernels when installed
+  edgetune-trl    edgetune's train stage on CUDA: its loader and its own SFTConfig
+                  (edgetune.train.args.sft_config), Liger layer kernels when installed, train.offload_activations
+                  false (the stage's default, None, is this row below hidden size 4096 and -offload from it)
   edgetune-trl-mbN  the same with N examples per forward pass (train.micro_batch_tokens = N x seq),
                   accumulation making up the batch: less activation memory, fewer tok/s
   edgetune-trl-offload  edgetune-trl with train.offload_activations: the checkpointed layers' saved inputs held

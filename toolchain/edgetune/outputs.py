@@ -154,6 +154,7 @@ class TrainMetrics:
     most_cut: int = 0  # the most tokens cut from one prompt
     dropped: int = 0  # examples whose answer alone left no room
     gradient_checkpointing: bool | None = None
+    offload_activations: bool | None = None  # resolved: checkpointed inputs held in host memory (train/offload.py)
     peak_gpu_gib: float | None = None
     chat_template: str | None = None  # "model", or "fallback:<name>"
     packing: bool | None = None

@@ -42,6 +42,7 @@ class Outcome:
     judged_live: bool
     # under FSDP: the gathered adapter weights (rank 0) or {} (other ranks); None when save_pretrained works
     adapter_state: dict | None = None
+    offloaded: bool = False  # checkpointed activations held in host memory (train.offload_activations, resolved)
 
 
 @dataclass
@@ -94,8 +95,10 @@ class Job:
         with self.progress.task("train", steps_total) as bar, \
                 restored_modeling_module(model.config.model_type if liger else None):
             report = ProgressReport(bar)
-            extra = [*reporting.callbacks(c.report_to, self.tensorboard_dir),
-                     *offload.callbacks(c.offload_activations, self.cuda)]
+            offloaded = offload.resolve(c.offload_activations, cuda=self.cuda, recompute=bool(args.gradient_checkpointing),
+                                        hidden_size=getattr(model.config, "hidden_size", None),
+                                        world_size=args.world_size)
+            extra = [*reporting.callbacks(c.report_to, self.tensorboard_dir), *offload.callbacks(offloaded, self.cuda)]
             trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_data(c.max_length), eval_dataset=self.eval_ds,
                                  processing_class=self.tok, callbacks=[
                                      report, HeldoutTask(self.tok, self.items, c.batch_size), loss_cb, *extra,
@@ -107,4 +110,4 @@ class Job:
         state = trainer.state
         return Outcome(c, model, state, report.elapsed(), state.num_input_tokens_seen - report.tokens0,
                        checkpoints.step_of(resume) if resume else None, trainable, total, loss_cb.judged,
-                       adapter_state)
+                       adapter_state, offloaded)

@@ -127,6 +127,21 @@ def swap_checkpoint_function(model: Any, func: Any) -> int:
     return layers
 
 
+# train.offload_activations None turns offloading on from this hidden size: a layer's input is batch x seq x hidden
+# bytes and its compute grows with hidden squared, so the copies hide behind the compute only for wide layers
+# (H100: free at 4096, the Mistral-7B shape; 0.88x the tok/s at 2048, Llama-3.2-1B's;
+# benchmarks/results-train-throughput-offload-2026-12-07.log)
+AUTO_MIN_HIDDEN = 4096
+
+
+def resolve(setting: bool | None, *, cuda: bool, recompute: bool, hidden_size: int | None, world_size: int) -> bool:
+    """Whether a training run offloads: the config's choice, or for None, on for one CUDA process checkpointing a
+    model at least AUTO_MIN_HIDDEN wide (sharded runs keep the Trainer's own checkpointing untouched)."""
+    if setting is not None:
+        return setting
+    return cuda and recompute and world_size == 1 and (hidden_size or 0) >= AUTO_MIN_HIDDEN
+
+
 def callbacks(offload_activations: bool, cuda: bool) -> list[TrainerCallback]:
     """The callbacks train.offload_activations needs: the streamed offload on CUDA, nothing otherwise (on a CPU the
     activations already live in host memory)."""

@@ -203,6 +203,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         longest_example=fitted.longest, shortened=fitted.shortened, most_cut=fitted.most_cut,
         dropped=fitted.dropped,
         gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
+        offload_activations=out.offloaded,
         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
     ), chat_template=fallback, tensorboard=(b.path / Adapter.TENSORBOARD_DIR).is_dir())
