@@ -370,6 +370,11 @@ def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merg
     return ggufs
 
 
+def _search_binding(mix: GGUFFile) -> str | None:
+    """The cap that bound a searched mix (its search.json), None for one searched before caps were recorded."""
+    return json.loads(mix.file("search").read_text()).get("binding")
+
+
 def _check_search_caps(cfg: BuildConfig, target: Target, base: BaseModel, autos: list[AutoQuant]) -> None:
     """Before training: a searched mix whose target caps (RAM, speed floor) are below every weight at 4.5 bits
     (a lower bound of the smallest mix: Q4_0 everywhere, no norms, no header) can never be built. Raises the
@@ -537,6 +542,7 @@ class _Evaluator:
         task_arts: dict[str, TaskEval] = {}
         builds: list[BuildRow] = []
         graded: dict[str, PointwiseJudge] = {}
+        searched = {q.value: a for q, a in ggufs.items() if isinstance(q, AutoQuant)}
         mc_arts: dict[str, dict[str, ForgettingEval]] = {name: {} for name in mc_sets}
         for build_name, kind, key, opener, size in runs:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
@@ -554,9 +560,13 @@ class _Evaluator:
             if kind == "GGUF" and cfg.eval.judge_items:
                 row.judge = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
             planned = next((r for r in plan.rows if r.quant == build_name), None)
+            if build_name in searched:  # planned on its own file: its file type is its budget's, so no row is its
+                planned = make_plan(plan.target, ggufs=[searched[build_name].gguf_path],
+                                    efficiency=plan.efficiency).rows[0]
             if planned is not None:
                 row.plan = Plan(need_bytes=planned.need_bytes, status=planned.status,
-                                predicted_prompt_tps=planned.prompt_tok_s, predicted_gen_tps=planned.gen_tok_s)
+                                predicted_prompt_tps=planned.prompt_tok_s, predicted_gen_tps=planned.gen_tok_s,
+                                budget=_search_binding(searched[build_name]) if build_name in searched else None)
             fid = self.fidelities.get(build_name)
             if fid is not None:
                 row.fidelity = FidelitySection(**fid.summary(),

@@ -56,10 +56,14 @@ def winback_table(report: ReportLike) -> Table | None:
             out.append([r.name, mb(r.size_bytes), pct(r.accuracy), signed_pts(r.delta_vs_gpu),
                         "–" if share is None else f"{100 * share:.0f}%",
                         "–" if kld is None else f"{kld:.4f}", change, speed])
+    bound = " ".join(f"{r.name}'s search was bound by its {r.plan.budget} cap." for found in variants.values()
+                     for r in found if r.plan is not None and r.plan.budget)
     return Table("winback", "Winning back quantization's cost",
                  ["build", "size", "accuracy", "vs GPU", "loss won back", "mean KLD", "KLD vs quant alone",
                   "board gen tok/s"], out,
                  note="Same held-out items for every build. Loss won back: the variant's accuracy gain over the quant "
                       "alone, as a share of the quant's loss against the GPU build. auto:<QUANT>-size: a per-tensor "
                       "precision mix no larger than the plain file; <QUANT>+recovery: the quant with its recovery "
-                      "LoRA applied by llama.cpp (size: both files). Board speed appears once the device eval ran.")
+                      "LoRA applied by llama.cpp (size: both files). Board speed appears once the device eval ran."
+                      + (f" {bound} (export/budget.py: size is the plain file, ram the target's usable RAM, speed "
+                         "export.min_tok_s.)" if bound else ""))
