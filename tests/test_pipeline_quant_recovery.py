@@ -113,6 +113,11 @@ def test_the_report_compares_mix_and_recovery_with_the_plain_quants_on_the_same_
     assert rows["Q4_0+recovery"]["size_bytes"] == rows["Q4_0"]["size_bytes"] + recovery.metrics["size_bytes"]
     assert recovery.metrics["last_kld"] < recovery.metrics["first_kld"]  # the distillation learned something
     assert f"| {AUTO} |" in result.report_md.read_text()
+    # the mix is planned on its own file, and its row says which cap bound the search (its budget's file size)
+    mix_plan = rows[AUTO]["plan"]
+    assert mix_plan["budget"] == "size" and mix_plan["status"] == "fits" and mix_plan["predicted_gen_tps"] > 0
+    assert mix_plan["need_bytes"] < rows["Q4_0"]["plan"]["need_bytes"] + 1
+    assert f"{AUTO}'s search was bound by its size cap." in result.report_md.read_text()
     assert 'alt="accuracy and KLD vs file size"' in to_html(report)
 
 
@@ -131,6 +136,10 @@ def test_the_bundle_ships_the_mix_and_the_recovery_adapter_and_llama_cpp_runs_th
     assert result.bundle_dir / rec["applies_to"] == files["Q4_0"]
     assert rec["usage"] == f"llama-server -m {rec['applies_to']} --lora {rec['file']}"
     adapter = result.bundle_dir / rec["file"]
+    # `edgetune eval --recovery` runs exactly these two files; the report files that run as Q4_0+recovery
+    from edgetune.report.device import _build_of
+
+    assert _build_of({"model": str(files["Q4_0"]), "lora": str(adapter)}) == "Q4_0+recovery"
     ids = list(SMOLLM2_PROMPT_IDS)
     with LlamaCppRuntime(files["Q4_0"], n_ctx=256, n_threads=1) as alone:
         plain = alone.logits(ids)

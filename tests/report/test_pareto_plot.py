@@ -90,3 +90,22 @@ def test_winback_table_says_which_cap_bound_a_searched_mix(tmp_path):
             row["plan"] = {"need_bytes": 300_000_000, "status": "fits", "budget": "ram"}
     t = winback_table(complete(report))
     assert t is not None and "auto:Q4_0-size's search was bound by its ram cap." in t.note
+
+
+def test_winback_table_shows_board_speed_from_edgetune_eval(tmp_path):
+    """`edgetune eval` results sit in the report's top-level device mapping ("<build> @ <device>", report/device.py):
+    the win-back table's board column reads each build's run there, the recovered quant's too."""
+    from edgetune.report.render import complete
+    from edgetune.report.winback import winback_table
+    from tests.report.conftest import BUILDS, add_optional, make_run
+
+    builds = [*BUILDS, ("Q4_0+recovery", "GGUF", 96_000_000, None, 0.05)]
+    report = complete(add_optional(make_run(tmp_path / "rec", builds=builds).report))
+    for row in report["builds"]:  # add_optional puts a device section on every GGUF row: as if none were there
+        row.pop("device", None)
+    report["device"] = {"Q4_0 @ pi": {"device": "pi", "quant": "Q4_0", "gen_tps": 21.5},
+                        "Q4_0+recovery @ pi": {"device": "pi", "quant": "Q4_0+recovery", "gen_tps": 17.3}}
+    t = winback_table(complete(report))
+    assert t is not None
+    speed = {r[0]: r[-1] for r in t.rows}
+    assert speed == {"gpu": "–", "Q4_0": "21.5", "Q4_0+recovery": "17.3"}
