@@ -117,6 +117,7 @@ def test_the_report_compares_mix_and_recovery_with_the_plain_quants_on_the_same_
     mix_plan = rows[AUTO]["plan"]
     assert mix_plan["budget"] == "size" and mix_plan["status"] == "fits" and mix_plan["predicted_gen_tps"] > 0
     assert mix_plan["need_bytes"] < rows["Q4_0"]["plan"]["need_bytes"] + 1
+    assert "budget" not in rows["Q4_0"]["plan"]  # a plain quant's row is as it was
     assert f"{AUTO}'s search was bound by its size cap." in result.report_md.read_text()
     assert 'alt="accuracy and KLD vs file size"' in to_html(report)
 

@@ -565,8 +565,9 @@ class _Evaluator:
                                     efficiency=plan.efficiency).rows[0]
             if planned is not None:
                 row.plan = Plan(need_bytes=planned.need_bytes, status=planned.status,
-                                predicted_prompt_tps=planned.prompt_tok_s, predicted_gen_tps=planned.gen_tok_s,
-                                budget=_search_binding(searched[build_name]) if build_name in searched else None)
+                                predicted_prompt_tps=planned.prompt_tok_s, predicted_gen_tps=planned.gen_tok_s)
+                if build_name in searched:  # set only here: the plain rows' report.json stays as it was
+                    row.plan.budget = _search_binding(searched[build_name])
             fid = self.fidelities.get(build_name)
             if fid is not None:
                 row.fidelity = FidelitySection(**fid.summary(),
