@@ -14,7 +14,7 @@ import pytest
 from edgetune.bundle import verify_bundle
 from edgetune.config import BuildConfig, ExportConfig
 from edgetune.constants import AutoQuant, Quant
-from edgetune.errors import ConfigError
+from edgetune.errors import ConfigError, ExportError
 from edgetune.home import edgetune_home
 from edgetune.pipeline import build
 from tests.test_pipeline import BUILDS, config
@@ -51,6 +51,21 @@ def test_recovery_of_a_quant_not_built_fails_before_any_work(tmp_path, tiny_mode
     assert not out.exists()
 
 
+def test_a_speed_floor_no_mix_can_meet_fails_before_training(tmp_path, tiny_model_dir, colour_jsonl):
+    """export.min_tok_s far above what the board's bandwidth allows any mix: the build stops after the cheap
+    data and base stages, naming the speed cap and how to relax it."""
+    out = tmp_path / "out"
+    cfg = config(tiny_model_dir, colour_jsonl, out).with_overrides(
+        {"target": "x86_64-host", "export.quants": QUANTS, "export.min_tok_s": 1e9})
+    with pytest.raises(ExportError, match=r"^no mix fits the speed cap of 0\.0 MB \(predicted generation of at least "
+                                          r"1e\+09 tok/s on x86_64-host .*\): the smallest is at least") as err:
+        build(cfg, edgetune_home())
+    assert err.value.hint == "lower export.min_tok_s (now 1e+09)"
+    assert not (out / "store" / "train").exists()
+    with pytest.raises(ValueError, match="greater than 0"):
+        ExportConfig(min_tok_s=0)
+
+
 def test_the_searched_mix_is_written_beside_the_plain_quants_within_its_budget(built):
     from gguf import GGUFReader
 
@@ -62,6 +77,9 @@ def test_the_searched_mix_is_written_beside_the_plain_quants_within_its_budget(b
     search = json.loads(mix.file("search").read_text())
     size = mix.file("gguf").stat().st_size
     assert size == search["size_bytes"] == mix.metrics["size_bytes"] <= q4.metrics["size_bytes"]
+    # the budget: Q4_0's file bound it; the host's RAM cap was there too, far above
+    assert search["binding"] == "size" and search["caps"]["size"]["bytes"] == q4.metrics["size_bytes"]
+    assert search["caps"]["ram"]["bytes"] > 100 * size and "speed" not in search["caps"]
     # every group has the searched type in the file llama-quantize wrote (its own mixture rules never apply)
     groups = tensor_groups(result.stages["gguf-F16"].file("gguf"), bands=3)
     assert sorted({i for g in groups for i in g.layers}) == [0, 1]  # every layer is searched
@@ -95,6 +113,12 @@ def test_the_report_compares_mix_and_recovery_with_the_plain_quants_on_the_same_
     assert rows["Q4_0+recovery"]["size_bytes"] == rows["Q4_0"]["size_bytes"] + recovery.metrics["size_bytes"]
     assert recovery.metrics["last_kld"] < recovery.metrics["first_kld"]  # the distillation learned something
     assert f"| {AUTO} |" in result.report_md.read_text()
+    # the mix is planned on its own file, and its row says which cap bound the search (its budget's file size)
+    mix_plan = rows[AUTO]["plan"]
+    assert mix_plan["budget"] == "size" and mix_plan["status"] == "fits" and mix_plan["predicted_gen_tps"] > 0
+    assert mix_plan["need_bytes"] < rows["Q4_0"]["plan"]["need_bytes"] + 1
+    assert "budget" not in rows["Q4_0"]["plan"]  # a plain quant's row is as it was
+    assert f"{AUTO}'s search was bound by its size cap." in result.report_md.read_text()
     assert 'alt="accuracy and KLD vs file size"' in to_html(report)
 
 
@@ -113,6 +137,10 @@ def test_the_bundle_ships_the_mix_and_the_recovery_adapter_and_llama_cpp_runs_th
     assert result.bundle_dir / rec["applies_to"] == files["Q4_0"]
     assert rec["usage"] == f"llama-server -m {rec['applies_to']} --lora {rec['file']}"
     adapter = result.bundle_dir / rec["file"]
+    # `edgetune eval --recovery` runs exactly these two files; the report files that run as Q4_0+recovery
+    from edgetune.report.device import _build_of
+
+    assert _build_of({"model": str(files["Q4_0"]), "lora": str(adapter)}) == "Q4_0+recovery"
     ids = list(SMOLLM2_PROMPT_IDS)
     with LlamaCppRuntime(files["Q4_0"], n_ctx=256, n_threads=1) as alone:
         plain = alone.logits(ids)

@@ -61,6 +61,14 @@ def test_eval_is_listed_and_device_eval_is_a_hidden_alias(monkeypatch):
     assert code == 2 and "--threads" in err
 
 
+def test_eval_recovery_of_a_bundle_without_one_is_a_usage_error(device_bundle, monkeypatch):
+    code, out, _ = edgetune(monkeypatch, "eval", "--help")
+    assert "--recovery" in out and "--lora" in out
+    code, _, err = edgetune(monkeypatch, "eval", device_bundle, "--device", f"nobody@127.0.0.1:{free_port()}",
+                            "--recovery")
+    assert code == 2 and "carries no recovery adapter" in err and "export.recovery" in err
+
+
 def test_deploy_exit_codes(sshd, device_bundle, tmp_path, monkeypatch):
     (sshd.folder / "known_hosts").write_text("")
     code, out, err = edgetune(monkeypatch, "deploy", device_bundle, "--devices", devices_file(sshd, tmp_path / "f.yaml"))

@@ -121,3 +121,73 @@ def test_eval_without_llama_bench_says_so(sshd, device_bundle, tmp_path):
     run = asyncio.run(run_eval(bundle, sshd.device(), write_suite(tmp_path / "s.jsonl", 1), out_dir=tmp_path,
                                timeout_s=60, threads=1))
     assert run.items == 1 and run.bench["skipped"].startswith("no llama-bench at ")
+
+
+def _recovery_bundle(device_bundle, tmp_path, tiny_model_dir, llama_tools):
+    """device_bundle plus a recovery adapter for its Q4_0 file, placed and listed as bundle.run places it
+    (adapters/<model>-Q4_0-recovery-f16.gguf, manifest recovery_adapters): a real LoRA GGUF of the tiny Llama."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.constants import MANIFEST_FILE
+    from edgetune.export.lora import convert_lora
+    from tests.device.conftest import make_device_bundle, rewrite_manifest
+
+    bundle = make_device_bundle(device_bundle, tmp_path / "recovery")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                     init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    rel = "adapters/tiny-Q4_0-recovery-f16.gguf"
+    (bundle / "adapters").mkdir(exist_ok=True)
+    convert_lora(tmp_path / "adapter", tiny_model_dir, bundle / rel, llama_tools)
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    q4 = next(m["file"] for m in manifest["models"] if m["quant"] == "Q4_0")
+    manifest["recovery_adapters"] = [{"file": rel, "applies_to": q4, "usage": f"llama-server -m {q4} --lora {rel}"}]
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
+    rewrite_manifest(bundle)
+    return bundle, q4, rel
+
+
+def test_eval_with_recovery_runs_the_quant_with_its_adapter(sshd, device_bundle, tmp_path, tiny_model_dir,
+                                                            llama_tools):
+    """`edgetune eval --recovery`: the runner on the device gets the quant the adapter was trained for and the
+    adapter, llama-server applies it, and the report files the run as <QUANT>+recovery with llama-server's own
+    per-item speeds (llama-bench has no --lora, so it says so instead of timing the bare quant)."""
+    from edgetune.report.device import _build_of
+
+    bundle, q4, rel = _recovery_bundle(device_bundle, tmp_path, tiny_model_dir, llama_tools)
+    suite = write_suite(tmp_path / "suite.jsonl", 2, max_tokens=3)
+    run = asyncio.run(run_eval(bundle, sshd.device(), suite, out_dir=tmp_path / "out", timeout_s=120, threads=1,
+                               recovery=True))
+    assert run.status == "ran" and run.items == 2
+    summary = json.loads(run.summary_path.read_text())
+    job = summary["job"]
+    assert job["model"].endswith(f"/{q4}") and job["lora"].endswith(f"/{rel}")
+    argv = summary["server_argv"]
+    assert argv[argv.index("--lora") + 1].endswith(rel) and argv[argv.index("-m") + 1].endswith(q4)
+    assert run.bench["skipped"].startswith("llama-bench cannot apply a LoRA adapter")
+    assert _build_of(job) == "Q4_0+recovery"
+    assert all(json.loads(line)["gen_tokens_per_s"] > 0 for line in run.results_path.read_text().splitlines())
+    # the same suite without the adapter is another job (its id hashes the adapter too)
+    plain = asyncio.run(run_eval(bundle, sshd.device(), suite, out_dir=tmp_path / "out", timeout_s=120, threads=1,
+                                 model=q4))
+    assert plain.job_id != run.job_id and "lora" not in json.loads(plain.summary_path.read_text())["job"]
+
+
+def test_recovery_without_an_adapter_is_refused_before_connecting(device_bundle, tmp_path):
+    from edgetune.device import parse_device
+
+    from tests.device.conftest import free_port
+
+    nowhere = parse_device(f"nobody@127.0.0.1:{free_port()}", connect_timeout_s=3)  # never contacted
+    suite = write_suite(tmp_path / "suite.jsonl", 1)
+    with pytest.raises(ConfigError, match="carries no recovery adapter") as err:
+        asyncio.run(run_eval(device_bundle, nowhere, suite, out_dir=tmp_path, timeout_s=60, recovery=True))
+    assert err.value.hint == "build with export.recovery: <QUANT> (one of export.quants)"
+    with pytest.raises(ConfigError, match="--lora and --recovery both name an adapter"):
+        asyncio.run(run_eval(device_bundle, nowhere, suite, out_dir=tmp_path, timeout_s=60, recovery=True,
+                             lora="adapters/x.gguf"))
+    with pytest.raises(ConfigError, match="has no file adapters/x.gguf"):
+        asyncio.run(run_eval(device_bundle, nowhere, suite, out_dir=tmp_path, timeout_s=60, lora="adapters/x.gguf"))

@@ -151,3 +151,120 @@ def test_recovery_adapter_lowers_the_quantized_kld_in_llama_cpp(tmp_path, tiny_m
     with HFRuntime(tiny_model_dir) as ref:
         alone, recovered = mean_kld(ref), mean_kld(ref, lora)
     assert recovered < 0.8 * alone, (alone, recovered)
+
+
+# --- the budget: the plain file's size, the target's usable RAM, a speed floor (export/budget.py) -------------
+
+def _sens(groups):
+    """Every group loses something at Q4_0, the later ones more: the knapsack keeps what it can at Q8_0."""
+    return Sensitivity("Q8_0", 0.0, {(g.name, "Q4_0"): 0.01 * (i + 1) for i, g in enumerate(groups)})
+
+
+def _board(**update):
+    from edgetune.targets import get_target
+
+    return get_target("rpi5-8gb").model_copy(update=update)
+
+
+def test_the_ram_cap_is_the_largest_file_the_planner_says_fits(tmp_path, tiny_gguf, llama_tools):
+    """A board whose usable RAM is exactly the Q8_0 file + KV cache + runtime: the ram cap is that file's size,
+    and the planner's own row says it fits; one byte less RAM and the planner says it does not."""
+    from edgetune.constants import Quant
+    from edgetune.export.budget import target_caps
+    from edgetune.export.quantize import quantize_gguf
+    from edgetune.modelshape import read_model_file
+    from edgetune.planner import make_plan, runtime_bytes
+
+    q8 = quantize_gguf(tiny_gguf, tmp_path / "q8.gguf", Quant.Q8_0, llama_tools)
+    shape, size = read_model_file(q8).shape, q8.stat().st_size
+    board = _board(usable_ram_share=1.0)
+    kv, overhead = runtime_bytes(board, shape)
+    exact = board.model_copy(update={"ram_gb": (size + kv + overhead) / 1e9})
+    (ram,) = target_caps(exact, shape, "Q8_0")
+    assert ram.name == "ram" and abs(ram.bytes - size) <= 1  # ram_gb * 1e9 rounds to a byte
+    assert make_plan(exact, ggufs=[q8]).rows[0].fits == (ram.bytes >= size)
+    short = exact.model_copy(update={"ram_gb": (size + kv + overhead - 2) / 1e9})
+    assert not make_plan(short, ggufs=[q8]).rows[0].fits and target_caps(short, shape, "Q8_0")[0].bytes < size
+
+
+def test_a_tight_ram_target_binds_the_search_and_changes_the_mix(tiny_gguf):
+    from edgetune.export.budget import Budget, Cap, target_caps
+    from edgetune.modelshape import read_model_file
+    from edgetune.planner import runtime_bytes
+
+    groups, shape = tensor_groups(tiny_gguf, bands=2), read_model_file(tiny_gguf).shape
+    sens = _sens(groups)
+    high, low = (sum(g.size_bytes(t) for g in groups) for t in ("Q8_0", "Q4_0"))
+    size = Cap("size", high + 1e6, "a loose size", "raise it")  # alone it keeps every group at Q8_0
+    board = _board()
+    roomy = choose_mix(groups, sens, Budget((size, *target_caps(board, shape, "Q4_0"))), base="Q4_0")
+    assert set(roomy.types.values()) == {"Q8_0"}
+    kv, overhead = runtime_bytes(board, shape)
+    midway = (high + low) / 2
+    tight = board.model_copy(update={"ram_gb": (midway + kv + overhead) / board.usable_ram_share / 1e9})
+    budget = Budget((size, *target_caps(tight, shape, "Q4_0")))
+    assert budget.binding.name == "ram" and budget.bytes == pytest.approx(midway, abs=2)
+    assert budget.to_dict()["binding"] == "ram" and set(budget.to_dict()["caps"]) == {"size", "ram"}
+    mix = choose_mix(groups, sens, budget, base="Q4_0")
+    assert mix.predicted_size_bytes <= budget.bytes < roomy.predicted_size_bytes
+    assert {"Q4_0", "Q8_0"} <= set(mix.types.values())
+    # the most sensitive groups (the later ones) keep Q8_0
+    assert mix.types[groups[-1].name] == "Q8_0" and mix.types[groups[0].name] == "Q4_0"
+
+
+def test_a_speed_floor_is_the_planners_bandwidth_roofline_solved_for_bytes(tmp_path, tiny_gguf, llama_tools):
+    """The floor at the planner's predicted decode speed of the real Q8_0 file caps the file at that file's
+    size; a floor 1.5x higher binds the search below it; one above the prompt roofline admits nothing."""
+    from edgetune.constants import Quant
+    from edgetune.export.budget import Budget, Cap, target_caps
+    from edgetune.export.quantize import quantize_gguf
+    from edgetune.modelshape import read_model_file
+    from edgetune.planner import predict_speeds
+
+    q8 = read_model_file(quantize_gguf(tiny_gguf, tmp_path / "q8.gguf", Quant.Q8_0, llama_tools))
+    board = _board()
+    speeds = predict_speeds(board, q8.shape, "Q8_0", q8.read_bytes)
+    assert speeds.prompt > speeds.gen_roofline  # decode is bandwidth-bound here, so bytes decide it
+    _, speed = target_caps(board, q8.shape, "Q8_0", min_tok_s=speeds.gen_roofline)
+    assert speed.name == "speed" and speed.bytes == pytest.approx(q8.size_bytes, abs=2)
+
+    groups = tensor_groups(tiny_gguf, bands=2)
+    size = Cap("size", 1e12, "no size limit", "raise it")
+    budget = Budget((size, *target_caps(board, q8.shape, "Q4_0", min_tok_s=1.5 * speeds.gen_roofline)))
+    assert budget.binding.name == "speed" and budget.bytes < q8.size_bytes
+    mix = choose_mix(groups, _sens(groups), budget, base="Q4_0", other_bytes=q8.shape.metadata_bytes)
+    assert mix.predicted_size_bytes <= budget.bytes and "Q4_0" in mix.types.values()
+    # the planner predicts the chosen mix's bytes at or above the floor
+    read = mix.predicted_size_bytes - q8.shape.metadata_bytes
+    assert predict_speeds(board, q8.shape, "Q4_0", int(read)).gen >= 1.5 * speeds.gen_roofline
+
+    # Q4_0's prompt roofline (repacked on the A76: twice Q8_0's) caps decode too
+    prompt_q4 = predict_speeds(board, q8.shape, "Q4_0", q8.read_bytes).prompt
+    beyond = Budget((size, *target_caps(board, q8.shape, "Q4_0", min_tok_s=1.01 * prompt_q4)))
+    with pytest.raises(ExportError, match=r"^no mix fits the speed cap of 0\.0 MB \(predicted generation of at "
+                                          r"least .* tok/s on rpi5-8gb") as err:
+        choose_mix(groups, _sens(groups), beyond, base="Q4_0")
+    assert err.value.hint.startswith("lower export.min_tok_s")
+
+
+def test_a_budget_nothing_fits_is_refused_before_any_probe(tmp_path, tiny_gguf, llama_tools):
+    """A board too small for even the all-Q4_0 mix: search_mix names the ram cap and how to relax it, without
+    quantizing or scoring a single probe."""
+    from edgetune.export.budget import Budget, Cap, target_caps
+    from edgetune.export.mix import search_mix
+    from edgetune.modelshape import read_model_file
+    from edgetune.planner import runtime_bytes
+
+    shape = read_model_file(tiny_gguf).shape
+    board = _board(usable_ram_share=1.0)
+    kv, overhead = runtime_bytes(board, shape)
+    tiny_board = board.model_copy(update={"ram_gb": (kv + overhead + 1000) / 1e9})
+    budget = Budget((Cap("size", 1e12, "no size limit", "raise it"), *target_caps(tiny_board, shape, "Q4_0")))
+
+    def score(_path):
+        raise AssertionError("no probe may be scored")
+
+    with pytest.raises(ExportError, match=r"^no mix fits the ram cap of 0\.0 MB \(rpi5-8gb's usable RAM .* less "
+                                          r"the KV cache and runtime at .* tokens\): the smallest is") as err:
+        search_mix(tiny_gguf, tmp_path, budget, llama_tools, score, base="Q4_0", bands=1)
+    assert "more RAM" in err.value.hint and list(tmp_path.iterdir()) == []

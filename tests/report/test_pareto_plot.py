@@ -72,3 +72,40 @@ def test_winback_table_states_the_share_of_the_quant_loss_won_back(tmp_path):
     recovery_row = t.rows[3]
     assert recovery_row[1] == "96.0 MB" and recovery_row[4] == ("–" if share is None else f"{100 * share:.0f}%")
     assert "## Winning back quantization's cost" in to_markdown(report)
+
+
+def test_winback_table_says_which_cap_bound_a_searched_mix(tmp_path):
+    """The build records the cap that bound the search on the mix's plan row (export/budget.py); the table's note
+    says it, and says nothing of caps for a report without one."""
+    from edgetune.report.render import complete
+    from edgetune.report.winback import winback_table
+    from tests.report.conftest import BUILDS, add_optional, make_run
+
+    builds = [*BUILDS, ("auto:Q4_0-size", "GGUF", 91_000_000, None, 0.1)]
+    report = complete(add_optional(make_run(tmp_path / "mix", builds=builds).report))
+    t = winback_table(report)
+    assert t is not None and "bound by" not in t.note
+    for row in report["builds"]:
+        if row["name"] == "auto:Q4_0-size":
+            row["plan"] = {"need_bytes": 300_000_000, "status": "fits", "budget": "ram"}
+    t = winback_table(complete(report))
+    assert t is not None and "auto:Q4_0-size's search was bound by its ram cap." in t.note
+
+
+def test_winback_table_shows_board_speed_from_edgetune_eval(tmp_path):
+    """`edgetune eval` results sit in the report's top-level device mapping ("<build> @ <device>", report/device.py):
+    the win-back table's board column reads each build's run there, the recovered quant's too."""
+    from edgetune.report.render import complete
+    from edgetune.report.winback import winback_table
+    from tests.report.conftest import BUILDS, add_optional, make_run
+
+    builds = [*BUILDS, ("Q4_0+recovery", "GGUF", 96_000_000, None, 0.05)]
+    report = complete(add_optional(make_run(tmp_path / "rec", builds=builds).report))
+    for row in report["builds"]:  # add_optional puts a device section on every GGUF row: as if none were there
+        row.pop("device", None)
+    report["device"] = {"Q4_0 @ pi": {"device": "pi", "quant": "Q4_0", "gen_tps": 21.5},
+                        "Q4_0+recovery @ pi": {"device": "pi", "quant": "Q4_0+recovery", "gen_tps": 17.3}}
+    t = winback_table(complete(report))
+    assert t is not None
+    speed = {r[0]: r[-1] for r in t.rows}
+    assert speed == {"gpu": "–", "Q4_0": "21.5", "Q4_0+recovery": "17.3"}

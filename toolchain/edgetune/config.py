@@ -243,6 +243,11 @@ class ExportConfig(_Section):
         None, description="Quant types to build; None: the target's own list. auto:<QUANT>-size (e.g. "
                           "auto:Q4_0-size) adds a per-tensor precision mix searched to be no larger than the plain "
                           "<QUANT> file, with the least KLD to the GPU build on training prompts (export/mix.py).")
+    min_tok_s: float | None = Field(
+        None, gt=0, description="Speed floor of a searched mix (auto:<QUANT>-size), tokens/s: the planner's "
+                                "predicted generation speed on the target (its bandwidth roofline, published fit) "
+                                "must stay at or above it, which caps the file's bytes (export/budget.py). None: "
+                                "no floor; the target's usable RAM and the plain file's size still cap it.")
     imatrix: bool = Field(True, description="Use an importance matrix from the training text for 4-bit and "
                                            "lower types (needs llama.cpp's native tools: scripts/setup.sh).")
     lora_gguf: bool = Field(True, description="Also export the adapter as a LoRA GGUF, checked to load on each "

@@ -31,12 +31,15 @@ from edgetune.evals import stage as evals
 from edgetune.evals.context import ContextCheck
 from edgetune.export import gates
 from edgetune.export import stage as export
+from edgetune.export.budget import Budget, target_caps
 from edgetune.export.gates import GateVerdict
 from edgetune.export.imatrix import LOW_BIT, calibration_text
 from edgetune.export.lora import lora_gguf_supported
+from edgetune.export.mix import BITS_PER_WEIGHT
 from edgetune.export.naming import GGUFNaming, is_hub_id, naming_for
 from edgetune.model_card import CardInfo
 from edgetune.llamacpp import LlamaCppTools, load_tools
+from edgetune.modelshape import read_model_file, shape_from_hf_config
 from edgetune.outputs import (
     Adapter,
     BaseModel,
@@ -153,6 +156,7 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
         target = target.model_copy(update={"context_length": board.context})
     # a board too small for every quant fails here, before any training (estimates from the model's shape)
     make_plan(target, hf_config=base.model_dir / "config.json", quants=plain).require_pick()
+    _check_search_caps(cfg, target, base, [q for q in quants if isinstance(q, AutoQuant)])
     # trained and registered exactly as `edgetune train` does it, through the same launcher
     train_run = train_registered(cfg, store, data_art, base, gpus=gpus, fsdp=fsdp, cpu=cpu_processes,
                                  progress=progress)
@@ -163,11 +167,12 @@ def build(cfg: BuildConfig, home: Path, progress: Progress | None = None, *, str
                                          card=card_info(cfg, base, naming, trained.training.method))
     name = model_name(cfg)
     provenance = _provenance(cfg, base, data_art, trained, adapter_entry.id)
-    ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages, naming)
+    ggufs = _export(cfg, name, provenance, base, merged, data_art, quants, tools, store, stages, naming, target)
     plan = make_plan(target, ggufs=[ggufs[q].gguf_path for q in plain])  # a mix's file type is its budget's
     fitting = {Quant(r.quant) for r in plan.rows if r.fits}
-    # a searched mix is no larger than its budget's plain file, so it fits where that fits
-    fits = {q for q in quants if (q.budget if isinstance(q, AutoQuant) else q) in fitting}
+    # a searched mix is planned on its own file: its RAM cap can make it fit where its budget's plain file does not
+    fits = {q for q in plain if q in fitting} | {q for q in quants if isinstance(q, AutoQuant)
+                                                and make_plan(target, ggufs=[ggufs[q].gguf_path]).rows[0].fits}
     dropped = [q for q in quants if q not in fits]
     if dropped:
         log.warning("dropping %s from the bundle: over %s's usable RAM (see `edgetune plan`)",
@@ -323,9 +328,10 @@ def card_info(cfg: BuildConfig, base: BaseModel, naming: GGUFNaming, method: str
 
 def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merged: MergedModel,
             data_art: DataSplit, quants: list[Quant | AutoQuant], tools: LlamaCppTools, store: Store,
-            stages: dict[str, Artifact], naming: GGUFNaming) -> dict[Quant | AutoQuant, GGUFFile]:
+            stages: dict[str, Artifact], naming: GGUFNaming, target: Target) -> dict[Quant | AutoQuant, GGUFFile]:
     """The merged model as an F16 GGUF, then each quant (with an importance matrix from the training text for
-    the low-bit ones). Records every stage in `stages`."""
+    the low-bit ones), then each searched mix under its caps on `target` (export.budget). Records every stage in
+    `stages`."""
     from gguf import Keys
 
     trained = provenance["adapter"]["artifact"]
@@ -354,12 +360,33 @@ def _export(cfg: BuildConfig, name: str, provenance: dict, base: BaseModel, merg
     if autos:
         seqs = _calibration_sequences(data_art, merged)
         sha = hashlib.sha256(json.dumps(seqs).encode()).hexdigest()
+        shape = read_model_file(f16.gguf_path).shape
         for auto in autos:  # the config checked that each budget quant is in the list, so it is built above
             ggufs[auto] = export.searched_mix(
                 f16, auto, ggufs[auto.budget], sha, partial(_mix_scorer, merged.model_dir, seqs, cfg.threads), tools,
-                store, threads=cfg.threads, imatrix=imatrix if auto.budget in LOW_BIT else None)
+                store, threads=cfg.threads, imatrix=imatrix if auto.budget in LOW_BIT else None,
+                limits=target_caps(target, shape, auto.budget.value, min_tok_s=cfg.export.min_tok_s))
     stages.update({f"gguf-{q.value}": a for q, a in ggufs.items()})
     return ggufs
+
+
+def _search_binding(mix: GGUFFile) -> str | None:
+    """The cap that bound a searched mix (its search.json), None for one searched before caps were recorded."""
+    return json.loads(mix.file("search").read_text()).get("binding")
+
+
+def _check_search_caps(cfg: BuildConfig, target: Target, base: BaseModel, autos: list[AutoQuant]) -> None:
+    """Before training: a searched mix whose target caps (RAM, speed floor) are below every weight at 4.5 bits
+    (a lower bound of the smallest mix: Q4_0 everywhere, no norms, no header) can never be built. Raises the
+    search's own ExportError naming the cap."""
+    if not autos:
+        return
+    shape = shape_from_hf_config(base.model_dir / "config.json")
+    lower_bound = shape.n_params * BITS_PER_WEIGHT["Q4_0"] / 8
+    for auto in autos:
+        caps = Budget(target_caps(target, shape, auto.budget.value, min_tok_s=cfg.export.min_tok_s))
+        if caps.bytes < lower_bound:
+            raise caps.refuse(lower_bound, at_least=True)
 
 
 MIX_CALIBRATION = 12  # training sequences scoring the precision search (never held-out ones)
@@ -515,6 +542,7 @@ class _Evaluator:
         task_arts: dict[str, TaskEval] = {}
         builds: list[BuildRow] = []
         graded: dict[str, PointwiseJudge] = {}
+        searched = {q.value: a for q, a in ggufs.items() if isinstance(q, AutoQuant)}
         mc_arts: dict[str, dict[str, ForgettingEval]] = {name: {} for name in mc_sets}
         for build_name, kind, key, opener, size in runs:
             with evals.RuntimeLease(opener) as lease:  # one model load for the task and every forgetting set
@@ -532,9 +560,14 @@ class _Evaluator:
             if kind == "GGUF" and cfg.eval.judge_items:
                 row.judge = self._judge(build_name, task_arts[GPU_BUILD], task_arts[build_name])
             planned = next((r for r in plan.rows if r.quant == build_name), None)
+            if build_name in searched:  # planned on its own file: its file type is its budget's, so no row is its
+                planned = make_plan(plan.target, ggufs=[searched[build_name].gguf_path],
+                                    efficiency=plan.efficiency).rows[0]
             if planned is not None:
                 row.plan = Plan(need_bytes=planned.need_bytes, status=planned.status,
                                 predicted_prompt_tps=planned.prompt_tok_s, predicted_gen_tps=planned.gen_tok_s)
+                if build_name in searched:  # set only here: the plain rows' report.json stays as it was
+                    row.plan.budget = _search_binding(searched[build_name])
             fid = self.fidelities.get(build_name)
             if fid is not None:
                 row.fidelity = FidelitySection(**fid.summary(),

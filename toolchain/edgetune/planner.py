@@ -147,10 +147,41 @@ def predict_tok_s(target: Target, shape: ModelShape, quant: str, read_bytes: int
     return speeds.prompt, speeds.gen
 
 
+def plan_context(target: Target, shape: ModelShape) -> int:
+    """The context a plan row's KV cache and compute buffer are sized for: the target's, within the model's."""
+    return min(target.context_length, shape.n_ctx_train or target.context_length)
+
+
+def runtime_bytes(target: Target, shape: ModelShape) -> tuple[int, int]:
+    """(KV cache, runtime overhead) bytes beside the weights at the planned context."""
+    n_ctx = plan_context(target, shape)
+    return shape.kv_bytes(n_ctx), RUNTIME_BASE_BYTES + shape.compute_bytes(n_ctx)
+
+
+def max_file_bytes(target: Target, shape: ModelShape) -> int:
+    """The largest model file of `shape` that still `fits` the target's usable RAM (the rows' own memory model:
+    file + KV cache + runtime overhead at the planned context); negative when not even an empty one would."""
+    kv, overhead = runtime_bytes(target, shape)
+    return target.usable_ram_bytes - kv - overhead
+
+
+def max_read_bytes(target: Target, shape: ModelShape, quant: str, min_gen_tok_s: float,
+                   eff: Efficiency = DEFAULT_EFFICIENCY) -> int:
+    """The most weight bytes a generated token may read for the predicted generation speed (`predict_speeds`'
+    gen) to stay at or above `min_gen_tok_s`: the bandwidth roofline solved for the bytes. Negative when no
+    size reaches it (the KV cache alone is too slow, or the prompt roofline, which caps decode, is below it)."""
+    if min_gen_tok_s <= 0:
+        raise ConfigError(f"a speed floor must be above 0 tok/s, got {min_gen_tok_s:g}", "give a positive tok/s")
+    if predict_speeds(target, shape, quant, 1, eff).prompt < min_gen_tok_s:
+        return -1
+    ctx = min(BENCH_CONTEXT_TOKENS, target.context_length)
+    return int(target.mem_bandwidth_gbs * 1e9 * eff.gen_bw / min_gen_tok_s) - shape.kv_bytes(ctx)
+
+
 def _row(target: Target, shape: ModelShape, quant: str, source: str, path: Path | None, size: int,
          read: int, eff: Efficiency) -> Row:
-    n_ctx = min(target.context_length, shape.n_ctx_train or target.context_length)
-    kv, overhead = shape.kv_bytes(n_ctx), RUNTIME_BASE_BYTES + shape.compute_bytes(n_ctx)
+    n_ctx = plan_context(target, shape)
+    kv, overhead = runtime_bytes(target, shape)
     need = size + kv + overhead
     ram, swap = int(target.ram_gb * 1e9), int(target.swap_gb * 1e9)
     status = ("fits" if need <= target.usable_ram_bytes else "over-share" if need <= ram

@@ -363,6 +363,9 @@ def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("edgetune-out/device-runs"), show_default=True, help="Local artifact folder.")
 @click.option("--model", help="Bundle-relative GGUF (default: the manifest's default_model).")
+@click.option("--lora", help="Bundle-relative LoRA GGUF applied on top of the model by llama-server.")
+@click.option("--recovery", is_flag=True, help="Apply the bundle's recovery adapter (export.recovery) on the quant "
+                                               "it was trained for: measures <QUANT>+recovery on the device.")
 @click.option("--threads", type=click.IntRange(min=1), help="llama.cpp threads on the device (default: its cores).")
 @click.option("--ctx-size", type=click.IntRange(min=64), help="Context size in tokens (default: the bundle's).")
 @click.option("--timeout-s", type=float, default=3600.0, show_default=True, help="Wait for the job this long.")
@@ -372,8 +375,8 @@ def deploy_cmd(state: State, bundle: Path, specs: tuple[str, ...], devices_file:
               help="Tokens of the llama-bench generation test (0: none; both 0: no llama-bench).")
 @pass_state
 def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file: Path | None,
-                accept_new_host_key: bool, suite: Path | None, out_dir: Path, model: str | None,
-                threads: int | None, ctx_size: int | None, timeout_s: float, bench_prompt: int,
+                accept_new_host_key: bool, suite: Path | None, out_dir: Path, model: str | None, lora: str | None,
+                recovery: bool, threads: int | None, ctx_size: int | None, timeout_s: float, bench_prompt: int,
                 bench_gen: int) -> None:
     """Deploy a bundle, evaluate it on devices with its runner, fetch results and device facts.
 
@@ -385,13 +388,15 @@ def device_eval(state: State, bundle: Path, specs: tuple[str, ...], devices_file
     Examples:
       edgetune eval BUNDLE --device pi@192.168.1.40 --out runs/pi
       edgetune --json eval BUNDLE --devices fleet.yaml --suite heldout.jsonl --timeout-s 7200
+      edgetune eval BUNDLE --device pi@192.168.1.40 --recovery
     """
     from edgetune.aio import run_sync
     from edgetune.cli.progress import RichProgress
     from edgetune.device import run_fleet
 
     fleet = run_sync(run_fleet(bundle, _devices(specs, devices_file), suite, out_dir=out_dir, timeout_s=timeout_s,
-                               model=model, threads=threads, ctx_size=ctx_size, bench=(bench_prompt, bench_gen),
+                               model=model, lora=lora, recovery=recovery, threads=threads, ctx_size=ctx_size,
+                               bench=(bench_prompt, bench_gen),
                                accept_new_host_key=accept_new_host_key,
                                progress=RichProgress(enabled=not state.as_json)))
     _finish_fleet(state, fleet, lambda n, r: f"{n}: {r.status}: {r.items} items → {r.results_path}"

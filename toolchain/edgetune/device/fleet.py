@@ -71,7 +71,8 @@ async def run_fleet(bundle_dir: Path, devices: Sequence[Device], suite_path: Pat
     suite raises once (jobs.check_inputs), before any device is contacted."""
     from edgetune.device.jobs import check_inputs
 
-    check_inputs(Path(bundle_dir), suite_path, model=eval_options.get("model"), ctx_size=eval_options.get("ctx_size"))
+    check_inputs(Path(bundle_dir), suite_path, model=eval_options.get("model"), ctx_size=eval_options.get("ctx_size"),
+                 lora=eval_options.get("lora"), recovery=eval_options.get("recovery", False))
     return await _gather(devices, lambda d: run_eval(bundle_dir, d, suite_path, out_dir=out_dir, timeout_s=timeout_s,
                                                      accept_new_host_key=accept_new_host_key, progress=progress,
                                                      **eval_options))

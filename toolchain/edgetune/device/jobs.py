@@ -66,12 +66,14 @@ def job_id(manifest_sha256: str, suite_sha256: str, params: dict[str, Any]) -> s
 
 def runner_argv(bundle: str, job_dir: str, suite: str, *, model: str | None, threads: int | None,
                 ctx_size: int | None, item_timeout_s: float | None, server_args: Sequence[str] = (),
-                bench: tuple[int, int] = BENCH_TOKENS) -> list[str]:
+                bench: tuple[int, int] = BENCH_TOKENS, lora: str | None = None) -> list[str]:
     """The on-device runner's command line (toolchain/edgetune/device_runner/edgetune_runner.py). Paths are
     relative to the device user's home, where both the SSH session and the job start."""
     argv = [remote.PYTHON, f"{bundle}/{RUNNER_FILE}", "--job-dir", job_dir, "--suite", suite]
     if model:
         argv += ["--model", f"{bundle}/{model}"]
+    if lora:
+        argv += ["--lora", f"{bundle}/{lora}"]
     if threads:
         argv += ["--threads", str(threads)]
     if ctx_size:
@@ -105,10 +107,33 @@ async def _suite(session: Session, bundle_dir: Path, manifest: dict[str, Any], s
     return f"{root}/{rel}", sha
 
 
+def adapter_files(bundle_dir: Path, manifest: dict[str, Any], *, model: str | None, lora: str | None,
+                  recovery: bool) -> tuple[str | None, str | None]:
+    """(model, LoRA) files the runner gets. `recovery`: the manifest's recovery adapter (bundle.py's
+    `recovery_adapters`) and the quant it applies to, which must be `model` when that is given. Raises ConfigError
+    for no recovery adapter (or none for `model`), both `lora` and `recovery`, or a `lora` not in the bundle."""
+    if recovery and lora:
+        raise ConfigError("--lora and --recovery both name an adapter", "give one of them")
+    if recovery:
+        entries = manifest.get("recovery_adapters") or []
+        found = [e for e in entries if model is None or e["applies_to"] == model]
+        if not found:
+            raise ConfigError(f"bundle {bundle_dir.name} carries no recovery adapter"
+                              + (f" for {model}" if model and entries else ""),
+                              "build with export.recovery: <QUANT> (one of export.quants)" if not entries else
+                              f"its recovery adapters apply to: {', '.join(e['applies_to'] for e in entries)}")
+        return found[0]["applies_to"], found[0]["file"]
+    if lora is not None and lora not in manifest["files"]:
+        raise ConfigError(f"bundle {bundle_dir.name} has no file {lora}",
+                          "give a bundle-relative LoRA GGUF, e.g. one of its adapters/ files")
+    return model, lora
+
+
 def check_inputs(bundle_dir: Path, suite_path: Path | None, *, model: str | None = None,
-                 ctx_size: int | None = None) -> dict[str, Any]:
+                 ctx_size: int | None = None, lora: str | None = None, recovery: bool = False) -> dict[str, Any]:
     """The bundle's manifest once it and the suite are fit to run, checked here before any connection: a bad
-    manifest raises BundleError (7), a bundle without the runner or `model` and a bad suite line ConfigError (2)."""
+    manifest raises BundleError (7), a bundle without the runner, `model` or the adapter (adapter_files) and a bad
+    suite line ConfigError (2)."""
     from edgetune.bundle_manifest import read_manifest
     from edgetune.device_runner import edgetune_runner as runner
 
@@ -119,6 +144,7 @@ def check_inputs(bundle_dir: Path, suite_path: Path | None, *, model: str | None
     if model is not None and model not in manifest["files"]:
         raise ConfigError(f"bundle {bundle_dir.name} has no file {model}",
                           f"pick one of: {', '.join(m['file'] for m in manifest['models'])}")
+    adapter_files(bundle_dir, manifest, model=model, lora=lora, recovery=recovery)
     if suite_path is not None:  # the runner's own check, so the device never sees a suite it would refuse
         if not Path(suite_path).is_file():
             raise ConfigError(f"suite file {suite_path} does not exist", "give a JSONL file of suite items")
@@ -134,24 +160,29 @@ async def run_eval(bundle_dir: Path, device: Device, suite_path: Path | None = N
                    timeout_s: float = 3600.0, model: str | None = None, threads: int | None = None,
                    ctx_size: int | None = None, item_timeout_s: float | None = None,
                    bench: tuple[int, int] = BENCH_TOKENS, accept_new_host_key: bool = False,
-                   progress: Progress | None = None) -> DeviceRunResult:
+                   progress: Progress | None = None, lora: str | None = None,
+                   recovery: bool = False) -> DeviceRunResult:
     """Deploy, run the bundle's runner on `device` (or join / collect the same job), fetch its results; the
-    runner then runs the bundle's llama-bench (pp`bench[0]`, tg`bench[1]`) on the same model."""
+    runner then runs the bundle's llama-bench (pp`bench[0]`, tg`bench[1]`) on the same model. `lora` (a
+    bundle-relative LoRA GGUF) or `recovery` (the manifest's recovery adapter, on the quant it applies to) runs
+    the model with that adapter applied by llama-server; llama-bench cannot apply one, so such a job's speeds
+    are llama-server's per-item timings."""
     from edgetune.calibration import predict_for_bundle
 
     bundle_dir = Path(bundle_dir)
-    manifest = check_inputs(bundle_dir, suite_path, model=model, ctx_size=ctx_size)
+    manifest = check_inputs(bundle_dir, suite_path, model=model, ctx_size=ctx_size, lora=lora, recovery=recovery)
+    model, lora = adapter_files(bundle_dir, manifest, model=model, lora=lora, recovery=recovery)
     predicted = predict_for_bundle(bundle_dir, manifest, model) if any(bench) else None
     async with connect(device, accept_new_host_key=accept_new_host_key) as session:
         deployed = await deploy_session(session, bundle_dir, progress=progress)
         bundle = remote_bundle_dir(device, manifest)
         suite, suite_sha = await _suite(session, bundle_dir, manifest, suite_path, bundle)
         params = {"model": model, "threads": threads, "ctx_size": ctx_size,
-                  **({"bench": list(bench)} if bench != BENCH_TOKENS else {})}
+                  **({"bench": list(bench)} if bench != BENCH_TOKENS else {}), **({"lora": lora} if lora else {})}
         jid = job_id(sha256_file(bundle_dir / MANIFEST_FILE), suite_sha, params)
         job_dir = f"{device.remote_root.rstrip('/')}/jobs/{jid}"
         argv = runner_argv(bundle, job_dir, suite, model=model, threads=threads, ctx_size=ctx_size,
-                           item_timeout_s=item_timeout_s, bench=bench)
+                           item_timeout_s=item_timeout_s, bench=bench, lora=lora)
         return await run_job(session, jid, job_dir, argv, out_dir=Path(out_dir), timeout_s=timeout_s,
                              deployed=deployed, predicted=predicted)
 

@@ -17,6 +17,8 @@ and writes into --job-dir:
 
 Usage, from the bundle folder:
     python3 runner/edgetune_runner.py --job-dir jobs/q4 --model models/tiny-Q4_0.gguf
+    python3 runner/edgetune_runner.py --job-dir jobs/q4r --model models/tiny-Q4_0.gguf \
+        --lora adapters/tiny-Q4_0-recovery-f16.gguf
     python3 runner/edgetune_runner.py --job-dir jobs/q4 --suite suite/heldout.jsonl --threads 4 --ctx-size 2048
 
 Suite lines: {"id": str|int, "prompt_ids": [int, ...] | "prompt": str, "max_tokens": int, "reference": any?}.
@@ -30,6 +32,9 @@ Exit codes: 0 done (or already done), 1 unexpected, 2 usage or job-dir conflict,
 missing or not GGUF, 5 llama-server missing, failed to start or died, 6 a request failed, 75 job dir locked by
 another runner. stdout carries one JSON line ({"status": "done"|"already-done", ...}); progress goes to stderr.
 Speeds measured under emulation (qemu) mean nothing; only a real board's numbers do.
+--lora FILE applies a LoRA GGUF (a recovery adapter: the manifest's recovery_adapters) on top of the model in
+llama-server, so the results and the per-item speeds are the adapted model's. llama-bench (this llama.cpp) has no
+--lora, so a job with one records bench.json as skipped: its speeds are llama-server's own timings per item.
 
 Serve mode (edgetune's DeviceRuntime, over one SSH channel): `edgetune_runner.py serve --model FILE.gguf` starts
 llama-server once, prints one JSON line {"status": "ready", "n_vocab", "n_ctx", ...}, then answers each JSON line
@@ -244,11 +249,11 @@ def vm_hwm_mb(pid: int):
 
 class Server:
     def __init__(self, binary: str, model: str, threads: int, ctx_size: int, flash_attn: str, extra: list,
-                 log_path: str, startup_timeout_s: float):
+                 log_path: str, startup_timeout_s: float, lora=None):
         self.port = free_port()
         self.argv = [binary, "-m", model, "-t", str(threads), "-c", str(ctx_size), "-np", "1",
                      "--host", "127.0.0.1", "--port", str(self.port), "-fa", flash_attn, "--cache-ram", "0",
-                     "--no-webui", *extra]
+                     "--no-webui", *(["--lora", lora] if lora else []), *extra]
         self.log_path, self.startup_timeout_s = log_path, startup_timeout_s
         self.proc = None
         self.peak_rss_mb = None
@@ -425,12 +430,19 @@ def summarize(job: dict, rows: list, server_argv, facts: dict, temps: dict, wall
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def check_model(path: str) -> None:
+def check_model(path: str, what: str = "model") -> None:
     if not os.path.isfile(path):
-        raise RunnerError(f"model file {path} does not exist", EXIT_MODEL)
+        raise RunnerError(f"{what} file {path} does not exist", EXIT_MODEL)
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
-            raise RunnerError(f"model file {path} is not a GGUF file", EXIT_MODEL)
+            raise RunnerError(f"{what} file {path} is not a GGUF file", EXIT_MODEL)
+
+
+def check_files(args) -> None:
+    """The model, and the LoRA adapter when one is given (exit 4 for either)."""
+    check_model(args.model)
+    if args.lora:
+        check_model(args.lora, "LoRA adapter")
 
 
 def run_bench(args, job_dir: str) -> dict:
@@ -446,6 +458,9 @@ def run_bench(args, job_dir: str) -> dict:
             pass
     if not (args.bench_prompt or args.bench_gen):
         return {"skipped": "--bench-prompt and --bench-gen are 0"}
+    if args.lora:
+        return {"skipped": "llama-bench cannot apply a LoRA adapter (it has no --lora): the job's speeds are "
+                           "llama-server's own timings per item, with the adapter applied"}
     if not os.access(args.bench, os.X_OK):
         return {"skipped": f"no llama-bench at {args.bench}"}
     argv = [args.bench, "-m", args.model, "-t", str(args.threads), "-p", str(args.bench_prompt),
@@ -487,12 +502,14 @@ def run_job(args) -> dict:
     results_path = os.path.join(job_dir, RESULTS)
     if os.path.exists(results_path) and not args.force:
         return {"status": "already-done", "results": results_path, "summary": os.path.join(job_dir, SUMMARY)}
-    check_model(args.model)
+    check_files(args)
     items = load_suite(args.suite, args.ctx_size)
     job = {"model": os.path.abspath(args.model), "model_size_bytes": os.path.getsize(args.model),
            "suite": os.path.abspath(args.suite), "suite_sha256": sha256_file(args.suite), "threads": args.threads,
            "ctx_size": args.ctx_size, "flash_attn": args.flash_attn, "server_args": args.server_arg,
            "bench": [args.bench_prompt, args.bench_gen, args.bench_reps]}
+    if args.lora:  # only when given: a job without one keeps the job.json an earlier runner wrote
+        job.update(lora=os.path.abspath(args.lora), lora_size_bytes=os.path.getsize(args.lora))
     os.makedirs(job_dir, exist_ok=True)
     with JobLock(job_dir):
         if os.path.exists(results_path) and not args.force:  # another runner finished while we waited
@@ -521,7 +538,7 @@ def run_job(args) -> dict:
         server = None
         if todo:
             server = Server(args.server, args.model, args.threads, args.ctx_size, args.flash_attn, args.server_arg,
-                            os.path.join(job_dir, LOG), args.startup_timeout_s)
+                            os.path.join(job_dir, LOG), args.startup_timeout_s, lora=args.lora)
             try:
                 server.start()
                 with open(progress_path, "a", encoding="utf-8") as prog:
@@ -642,18 +659,19 @@ def say(obj: dict) -> None:
 
 
 def serve(args) -> int:
-    check_model(args.model)
+    check_files(args)
     log_path = args.log_file
     if log_path is None:
         fd, log_path = tempfile.mkstemp(prefix="edgetune-serve-", suffix=".log")
         os.close(fd)
     server = Server(args.server, args.model, args.threads, args.ctx_size, args.flash_attn, args.server_arg,
-                    log_path, args.startup_timeout_s)
+                    log_path, args.startup_timeout_s, lora=args.lora)
     try:
         server.start()
         meta = (server.get("/v1/models").get("data") or [{}])[0].get("meta") or {}
         say({"status": "ready", "runner_version": RUNNER_VERSION, "n_vocab": meta.get("n_vocab"),
-             "n_ctx": meta.get("n_ctx"), "model": os.path.abspath(args.model), "server_argv": server.argv,
+             "n_ctx": meta.get("n_ctx"), "model": os.path.abspath(args.model),
+             "lora": os.path.abspath(args.lora) if args.lora else None, "server_argv": server.argv,
              "server_log": log_path, "device": device_facts()})
         while True:
             line = sys.stdin.readline()
@@ -691,6 +709,8 @@ def _bundle_defaults():
 
 def _server_options(p, root: str, target: dict) -> None:
     p.add_argument("--server", default=os.path.join(root, "bin", "llama-server"), help="llama-server binary")
+    p.add_argument("--lora", default=None, help="LoRA GGUF llama-server applies on top of --model (e.g. the "
+                                                "manifest's recovery adapter for that model)")
     p.add_argument("--threads", type=int, default=target.get("cores") or os.cpu_count() or 1,
                    help="llama.cpp threads (default: the target's cores, else all CPUs)")
     p.add_argument("--ctx-size", type=int, default=target.get("context_length") or 2048, help="context, tokens")

@@ -6,8 +6,9 @@
    lower type and measure the fidelity loss (mean KL to the reference build on calibration prompts, given by a
    caller's `score` function) above the all-high file.
 3. Choice: a multiple-choice knapsack over groups (exact dynamic programme over bytes, 4 KiB units): the
-   type per group that minimises the summed KLD increases with the file size within the budget. Assumes the
-   groups' losses add up, which the measured mix is then checked against.
+   type per group that minimises the summed KLD increases with the file size within the budget (export/budget.py:
+   the tightest of the plain file's size, the target's usable RAM and a speed floor). Assumes the groups' losses
+   add up, which the measured mix is then checked against.
 
 Files are made by llama.cpp's own `llama-quantize` with `--tensor-type` regex overrides and
 `--token-embedding-type` (every group named, so llama.cpp's own mixture rules never apply), through a temp file
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetune.errors import ExportError
+from edgetune.export.budget import Budget
 from edgetune.llamacpp import LlamaCppTools
 from edgetune.proc import run_tool
 
@@ -160,30 +162,41 @@ def default_low_types(group: TensorGroup) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The chosen mix, the sensitivities it came from, and the sizes it was chosen against."""
+    """The chosen mix, the sensitivities it came from, and the budget (with the cap that bound it) and sizes it was
+    chosen against."""
 
     mix: Mix
     sensitivity: Sensitivity
-    budget_bytes: float
+    budget: Budget
     other_bytes: float
+
+    @property
+    def budget_bytes(self) -> float:
+        return self.budget.bytes
 
     def to_dict(self) -> dict:
         return {"types": dict(self.mix.types), "describe": self.mix.describe(),
                 "predicted_kld_increase": self.mix.predicted_kld_increase,
                 "predicted_size_bytes": self.mix.predicted_size_bytes, "budget_bytes": self.budget_bytes,
-                "other_bytes": self.other_bytes, "high": self.sensitivity.high,
+                **self.budget.to_dict(), "other_bytes": self.other_bytes, "high": self.sensitivity.high,
                 "base_kld": self.sensitivity.base_kld,
                 "increase": {f"{g}={t}": v for (g, t), v in self.sensitivity.increase.items()}}
 
 
-def search_mix(src: Path, work: Path, budget_bytes: float, tools: LlamaCppTools, score: Callable[[Path], float], *,
-               base: str, high: str = "Q8_0", bands: int = 3, imatrix: Path | None = None,
+def search_mix(src: Path, work: Path, budget: float | Budget, tools: LlamaCppTools, score: Callable[[Path], float],
+               *, base: str, high: str = "Q8_0", bands: int = 3, imatrix: Path | None = None,
                threads: int | None = None, low_types: Callable[[TensorGroup], Sequence[str]] = default_low_types,
                on_step: Callable[[str, float], None] | None = None) -> tuple[list[TensorGroup], SearchResult]:
-    """Sensitivity of every group of `src` (F16), then the knapsack under `budget_bytes`. Probe files go to
-    `work` (removed after). The bytes outside the groups (norms, metadata) are measured on the all-`high` probe,
-    so llama.cpp's own per-file overheads count against the budget."""
+    """Sensitivity of every group of `src` (F16), then the knapsack under `budget` (bytes: a size cap). Probe
+    files go to `work` (removed after). The bytes outside the groups (norms, metadata) are measured on the
+    all-`high` probe, so llama.cpp's own per-file overheads count against the budget. A budget the smallest mix
+    cannot meet is refused before any probe (the F16 file's own bytes outside the groups estimate them)."""
+    budget = budget if isinstance(budget, Budget) else Budget.of_size(budget)
     groups = tensor_groups(src, bands=bands)
+    f16_other = src.stat().st_size - sum(g.size_bytes("F16") for g in groups)
+    smallest = f16_other + sum(min(g.size_bytes(t) for t in (high, *low_types(g))) for g in groups)
+    if smallest > budget.bytes:
+        raise budget.refuse(smallest)
     probe = work / "probe.gguf"
     sizes: list[int] = []
 
@@ -197,8 +210,8 @@ def search_mix(src: Path, work: Path, budget_bytes: float, tools: LlamaCppTools,
     finally:
         probe.unlink(missing_ok=True)
     other = sizes[0] - sum(g.size_bytes(high) for g in groups)
-    mix = choose_mix(groups, sens, budget_bytes, base=base, other_bytes=other)
-    return groups, SearchResult(mix, sens, budget_bytes, other)
+    mix = choose_mix(groups, sens, budget, base=base, other_bytes=other)
+    return groups, SearchResult(mix, sens, budget, other)
 
 
 def measure_sensitivity(groups: Sequence[TensorGroup], low_types: Callable[[TensorGroup], Sequence[str]], high: str,
@@ -218,11 +231,13 @@ def measure_sensitivity(groups: Sequence[TensorGroup], low_types: Callable[[Tens
     return sens
 
 
-def choose_mix(groups: Sequence[TensorGroup], sens: Sensitivity, budget_bytes: float, *, base: str,
+def choose_mix(groups: Sequence[TensorGroup], sens: Sensitivity, budget: float | Budget, *, base: str,
                other_bytes: float = 0.0) -> Mix:
-    """The type per group minimising the summed KLD increase with total size <= `budget_bytes` (`other_bytes`:
-    the tensors outside the groups, norms and metadata). Multiple-choice knapsack, exact over UNIT_BYTES units.
-    Raises ExportError when even the smallest types do not fit."""
+    """The type per group minimising the summed KLD increase with total size <= the budget (bytes: a size cap;
+    `other_bytes`: the tensors outside the groups, norms and metadata). Multiple-choice knapsack, exact over
+    UNIT_BYTES units. Raises ExportError naming the binding cap when even the smallest types do not fit."""
+    budget = budget if isinstance(budget, Budget) else Budget.of_size(budget)
+    budget_bytes = budget.bytes
     options: list[list[tuple[str, int, float]]] = []
     for g in groups:
         opts = [(sens.high, _units(g.size_bytes(sens.high)), 0.0)]
@@ -231,8 +246,7 @@ def choose_mix(groups: Sequence[TensorGroup], sens: Sensitivity, budget_bytes: f
     cap = int((budget_bytes - other_bytes) // UNIT_BYTES)
     least = sum(min(u for _, u, _ in opts) for opts in options)
     if cap < least:
-        raise ExportError(f"no mix fits {budget_bytes / 1e6:.1f} MB: the smallest is "
-                          f"{(least * UNIT_BYTES + other_bytes) / 1e6:.1f} MB", "raise the size budget")
+        raise budget.refuse(least * UNIT_BYTES + other_bytes)
     inf = float("inf")
     best = [0.0] * (cap + 1)  # best[c]: least loss using groups so far within c units
     picks: list[list[int]] = []

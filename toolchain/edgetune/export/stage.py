@@ -18,6 +18,7 @@ from typing import Any
 
 from edgetune.artifacts import Builder, Store, sha256_file, write_json
 from edgetune.constants import GGUF_KEY_PROVENANCE, AutoQuant, Quant
+from edgetune.export.budget import SIZE, Budget, Cap
 from edgetune.export.convert import convert_to_gguf
 from edgetune.export.imatrix import LOW_BIT, compute_imatrix, quantize_with_imatrix
 from edgetune.export.metadata import add_string_keys
@@ -144,15 +145,22 @@ def lora_adapter(trained: Adapter, base_dir: Path, base_ggufs: Mapping[Quant, GG
 
 def searched_mix(f16: GGUFFile, auto: AutoQuant, budget: GGUFFile, calibration_sha256: str,
                  scorer: Callable[[], Callable[[Path], float]], tools: LlamaCppTools, store: Store, *,
-                 threads: int | None = None, imatrix: ImportanceMatrix | None = None) -> GGUFFile:
+                 threads: int | None = None, imatrix: ImportanceMatrix | None = None,
+                 limits: Sequence[Cap] = ()) -> GGUFFile:
     """`auto:<QUANT>-size`: the per-tensor precision mix (export.mix.search_mix) no larger than `budget` (the plain
-    <QUANT> file of the same F16), scored by `scorer()` (called only when the mix is not cached: it loads the
-    reference) on the calibration sequences whose hash is `calibration_sha256`. The artifact holds model.gguf and
-    search.json (every group's type, the measured sensitivities, predicted and real size)."""
+    <QUANT> file of the same F16) nor any of `limits` (export.budget.target_caps: the target's RAM, a speed floor),
+    scored by `scorer()` (called only when the mix is not cached: it loads the reference) on the calibration
+    sequences whose hash is `calibration_sha256`. The artifact holds model.gguf and search.json (every group's
+    type, the measured sensitivities, the caps and which one bound, predicted and real size)."""
     from edgetune.export.mix import quantize_mix, search_mix
 
-    params = {"quant": auto.value, "search": {"bands": 3, "high": "Q8_0", "low": "Q4_0 (token_embd: +Q5_0)"},
-              "imatrix": imatrix is not None}
+    caps = Budget((Cap(SIZE, budget.size_bytes, f"the plain {budget.quant} file",
+                       f"raise the size: auto:<a larger quant>-size instead of {auto}"), *limits))
+    params: dict[str, Any] = {"quant": auto.value, "search": {"bands": 3, "high": "Q8_0",
+                                                              "low": "Q4_0 (token_embd: +Q5_0)"},
+                              "imatrix": imatrix is not None}
+    if limits:  # the size cap is keyed by the budget file; these by their bytes
+        params["limits"] = {c.name: int(c.bytes) for c in limits}
     inputs = {"f16": f16.key, "budget": budget.key, "calibration_sha256": calibration_sha256,
               "llama.cpp": tools.revision}
     if imatrix is not None:
@@ -160,17 +168,18 @@ def searched_mix(f16: GGUFFile, auto: AutoQuant, budget: GGUFFile, calibration_s
 
     def build(b: Builder) -> None:
         im = imatrix.imatrix_path if imatrix is not None else None
-        groups, found = search_mix(f16.gguf_path, b.path, budget.size_bytes, tools, scorer(),
+        groups, found = search_mix(f16.gguf_path, b.path, caps, tools, scorer(),
                                    base=auto.budget.value, imatrix=im, threads=threads,
                                    on_step=lambda name, d: log.info("%s: sensitivity %s %+.5f", auto, name, d))
         path = quantize_mix(f16.gguf_path, b.path / FILE, groups, found.mix, tools, imatrix=im, threads=threads)
         size = path.stat().st_size
-        if size > budget.size_bytes:  # the knapsack's sizes are bits-per-weight estimates: say so if they miss
-            log.warning("%s: the searched file is %.2f MB, over its budget %.2f MB (%s)", auto, size / 1e6,
-                        budget.size_bytes / 1e6, budget.quant)
+        if size > caps.bytes:  # the knapsack's sizes are bits-per-weight estimates: say so if they miss
+            log.warning("%s: the searched file is %.2f MB, over its budget %.2f MB (%s cap: %s)", auto, size / 1e6,
+                        caps.bytes / 1e6, caps.binding.name, caps.binding.why)
         b.outputs["search"] = SEARCH_FILE
         write_json(b.path / SEARCH_FILE, {**found.to_dict(), "size_bytes": size, "budget_quant": budget.quant})
-        log.info("%s: %s, %.1f MB (budget %.1f MB)", auto, found.mix.describe(), size / 1e6, budget.size_bytes / 1e6)
+        log.info("%s: %s, %.1f MB (budget %.1f MB, bound by the %s cap: %s)", auto, found.mix.describe(),
+                 size / 1e6, caps.bytes / 1e6, caps.binding.name, caps.binding.why)
         GGUFFile.write(b, quant=auto.value, size_bytes=size, sha256=sha256_file(path),
                        imatrix_calibration_sha256=imatrix.calibration_sha256 if imatrix is not None else None)
 

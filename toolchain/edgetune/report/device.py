@@ -34,6 +34,17 @@ def _quant_of(model_path: str) -> str:
     return match.group(1) if match else Path(model_path).stem
 
 
+def _build_of(job: Mapping[str, Any]) -> str:
+    """The build a device job measured: its model's quant, `<QUANT>+recovery` when the runner applied the
+    bundle's recovery adapter (bundle.py names it `<model>-<QUANT>-recovery-f16.gguf`), `<QUANT>+lora` for another
+    LoRA."""
+    quant = _quant_of(str(job.get("model") or ""))
+    lora = job.get("lora")
+    if not lora:
+        return quant
+    return quant + ("+recovery" if "-recovery-" in Path(str(lora)).name else "+lora")
+
+
 def _p(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -63,7 +74,8 @@ def device_sections(run_dir: Path, report: Mapping[str, Any], gpu_correct: Mappi
             continue
         results = _jsonl(job / "results.jsonl")
         summary = json.loads((job / "summary.json").read_text()) if (job / "summary.json").is_file() else {}
-        quant = _quant_of(str(summary.get("job", {}).get("model") or summary.get("model") or ""))
+        job_record = summary.get("job") or {"model": summary.get("model")}
+        quant = _build_of(job_record)
         scored = {r["id"]: metric.score(r.get("output", ""), r["reference"]) for r in results if r.get("reference")}
         correct = {i: s.correct for i, s in scored.items()}
         n, hits = len(correct), sum(correct.values())

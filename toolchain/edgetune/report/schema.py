@@ -151,6 +151,7 @@ class Plan(_Part):
     status: str | None = None  # "fits", or why not
     predicted_prompt_tps: Number | None = None
     predicted_gen_tps: Number | None = None
+    budget: str | None = None  # a searched mix: the cap that bound its search (size, ram, speed; export/budget.py)
 
 
 class FlipDetail(_Part):
