@@ -3,6 +3,7 @@ llama.cpp tools. Nothing here is mocked; fixtures that take seconds are session-
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +47,14 @@ def pytest_make_collect_report(collector):
 
 # the user's own target profiles and suites (~/.config/edgetune) never change what the tests see
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="edgetune-test-config-")
+
+
+@pytest.fixture(autouse=True)
+def _edgetune_logs_reach_caplog(monkeypatch):
+    """Every test starts with the edgetune logger propagating to the root, where caplog listens: an in-process CLI
+    run earlier in the session (cli/logs.py's configure_logging) turns propagation off, so a test's log assertions
+    would otherwise depend on which tests ran before it."""
+    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)
 
 
 @pytest.fixture(scope="session")
