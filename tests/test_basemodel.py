@@ -142,7 +142,6 @@ def test_hub_id_offline_loads_the_cached_commit_and_keys_on_it(tmp_path, monkeyp
     import json
     import logging
 
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     old, new = "1" * 40, "2" * 40
@@ -225,12 +224,9 @@ def test_licence_is_read_from_the_model_card(tmp_path, tiny_model_dir):
     assert _license_of(model) is None
 
 
-def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog, monkeypatch):
-    import logging
-
+def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog):
     from edgetune.basemodel import _license_of
 
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)

@@ -127,7 +127,6 @@ def _fake_cache(root: Path, repo: str, sha: str, kind: str = "datasets") -> None
 
 
 def test_offline_uses_the_cached_commit_and_says_so(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _fake_cache(tmp_path / "hub", "someone/colours", SHA_OLD)
@@ -192,7 +191,6 @@ def test_online_resolves_the_branch_to_its_commit(local_hub, tmp_path):
 
 
 def test_unreachable_hub_falls_back_to_the_cache_with_a_warning(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)  # the CLI, run earlier, turns it off
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

@@ -18,12 +18,6 @@ from edgetune.config import DataConfig, TrainConfig
 from edgetune.train.schedule import MAX_AUTO_EPOCHS, resolve_epochs
 
 
-@pytest.fixture(autouse=True)
-def _logs_reach_caplog(monkeypatch):
-    # the CLI's configure_logging (run by earlier CLI tests) stops "edgetune" records at its own handler
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)
-
-
 def yes_no_rows(n: int, share_yes: float = 0.5) -> list[dict]:
     n_yes = round(n * share_yes)
     return [{"input": f"Premise {i}. Does it follow?", "output": "yes" if i < n_yes else "no"} for i in range(n)]

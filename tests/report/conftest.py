@@ -138,15 +138,6 @@ def add_optional(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _logs_reach_caplog(monkeypatch):
-    """`edgetune report` tests run the CLI's configure_logging, which stops "edgetune" records at its own
-    handler; later caplog assertions would then see nothing (an order-dependent failure)."""
-    import logging
-
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)
-
-
 @pytest.fixture
 def synthetic_run(tmp_path) -> SyntheticRun:
     return make_run(tmp_path / "out")

@@ -23,12 +23,6 @@ from edgetune.train.schedule import MAX_AUTO_EPOCHS, resolve_epochs, steps_per_e
 from edgetune.train.workflow import inputs
 
 
-@pytest.fixture(autouse=True)
-def _logs_reach_caplog(monkeypatch):
-    # the CLI's configure_logging (run by earlier CLI tests) stops "edgetune" records at its own handler
-    monkeypatch.setattr(logging.getLogger("edgetune"), "propagate", True)
-
-
 def sst2_rows(n: int) -> list[dict]:
     from datasets import load_from_disk
 

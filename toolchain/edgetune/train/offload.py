@@ -13,7 +13,6 @@ checkpointing (transformers' Trainer.train does that, so the swap cannot happen 
 
 from __future__ import annotations
 
-import functools
 import weakref
 from typing import Any
 
@@ -100,7 +99,7 @@ def streamed_checkpoint(offload: StreamedOffload, checkpoint_kwargs: dict[str, A
         with torch.autograd.graph.saved_tensors_hooks(offload.pack, offload.unpack):
             return checkpoint(function, *args, **{**checkpoint_kwargs, **kwargs})
 
-    return functools.wraps(checkpoint)(run)
+    return run
 
 
 class OffloadCallback(TrainerCallback):
