@@ -27,6 +27,10 @@ Trainer-level variants (the issue's comparison: whole recipes through TRL's SFTT
   edgetune-trl-offload-hf  the same through transformers' own offload (save_on_cpu, copies on the compute stream)
   edgetune-trl-d0, edgetune-trl-offload-d0  with lora_dropout 0, as Unsloth's fast path
   edgetune-trl-half     edgetune-trl checkpointing every other layer (every_n_layers=2)
+  edgetune-trl-compile  edgetune-trl with train.compile_layers: torch.compile of each decoder layer's parts
+                  (train/compile.py), Liger kept only for the fused linear cross-entropy (-d0: lora_dropout 0)
+  edgetune-trl-compile-liger-d0  the same with Liger's layer kernels left in the compiled layers
+  edgetune-trl-compile-offload-d0  compile, streamed offload and lora_dropout 0 together
   unsloth-trl     Unsloth's FastLanguageModel (its NF4 loader, LoRA kernels and offloaded "unsloth" gradient
                   checkpointing) through the same SFTTrainer settings, lora_dropout 0 (its fast path)
   unsloth-trl-d05 the same with lora_dropout 0.05, as every other variant
@@ -64,8 +68,21 @@ SHAPES = {
 VARIANTS = ("tutorial", "edgetune-plain", "edgetune", "edgetune-half")
 TRAINER_VARIANTS = ("tutorial-trl", "edgetune-trl", "edgetune-trl-mb4", "edgetune-trl-mb2", "edgetune-trl-mb1",
                     "edgetune-trl-offload", "edgetune-trl-offload-hf", "edgetune-trl-offload-d0", "edgetune-trl-d0",
-                    "edgetune-trl-half", "unsloth-trl", "unsloth-trl-d05")
+                    "edgetune-trl-half", "edgetune-trl-compile", "edgetune-trl-compile-d0",
+                    "edgetune-trl-compile-liger-d0", "edgetune-trl-compile-offload-d0", "unsloth-trl", "unsloth-trl-d05")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# Achievable dense bf16 matmul throughput of an H100 (NOTES.md), the denominator of the MFU column
+PEAK_FLOPS = 790e12
+
+
+def matmul_params(shape: str) -> int:
+    """Weights that take part in a matmul per token: every layer's projections and the LM head (tied or not).
+    MFU is 6 x this x tokens/s over PEAK_FLOPS: forward, recompute and input-gradient matmuls of the frozen base
+    (2N each; no weight gradients but LoRA's, which are negligible); attention scores not counted."""
+    c = SHAPES[shape]
+    h, i, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * i) + c["vocab_size"] * h
 
 
 def make_model(shape: str, root: Path) -> Path:
@@ -160,16 +177,23 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
         from edgetune.train.base import load_model as _load_model
 
         liger = cuda and importlib.util.find_spec("liger_kernel") is not None
+        from edgetune.train import compile as layer_compile
+
         if variant.endswith("-d0"):
             lora.lora_dropout = 0.0
         model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)
         micro = variant.rpartition("-mb")[2] if "-mb" in variant else None
         streamed = "-offload" in variant and not variant.endswith("-hf")
+        compiled = "-compile" in variant
         cfg = TrainConfig(batch_size=batch, grad_accum=accum, max_length=seq, learning_rate=2e-4, max_steps=total,
                           micro_batch_tokens=int(micro) * seq if micro else None,
-                          offload_activations=streamed)  # train.offload_activations
-        args = sft_config(cfg, out, cuda=cuda, liger=liger)
-        extra_callbacks = offload.callbacks(cfg.offload_activations, cuda)  # as the train stage adds them
+                          offload_activations=streamed,  # train.offload_activations
+                          compile_layers=compiled)  # train.compile_layers
+        args = sft_config(cfg, out, cuda=cuda, liger=liger, compile_layers=compiled)
+        if "-liger" in variant:  # Liger's layer kernels inside the compiled layers too
+            args.liger_kernel_config = None
+        # as the train stage adds them
+        extra_callbacks = [*offload.callbacks(cfg.offload_activations, cuda), *layer_compile.callbacks(compiled)]
         if variant.endswith("-hf"):  # transformers' own offload (save_on_cpu on the compute stream)
             args.gradient_checkpointing_kwargs = {**(args.gradient_checkpointing_kwargs or {}), "offload": True}
         if variant.endswith("-half") and args.gradient_checkpointing:
@@ -198,8 +222,15 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
                            callbacks=[_Clock(), *extra_callbacks])
     trainer.train()
     measured = times[warmup:]
+    from torch._dynamo.utils import counters  # what torch.compile did: graphs traced, graph breaks
+
+    tok_per_s = batch * accum * seq * len(measured) / sum(measured)
     return {"shape": shape, "variant": variant, "liger": liger,
-            "tok_per_s": batch * accum * seq * len(measured) / sum(measured),
+            "liger_config": getattr(args, "liger_kernel_config", None) if liger else None,
+            "tok_per_s": tok_per_s, "mfu": 6 * matmul_params(shape) * tok_per_s / PEAK_FLOPS,
+            "warmup_s": [round(t, 2) for t in times[:warmup]],
+            "compiled_graphs": counters["stats"].get("unique_graphs", 0),
+            "graph_breaks": sum(counters["graph_break"].values()), "optim": str(args.optim),
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
             "s_per_step": sum(measured) / len(measured), "losses": [round(v, 4) for v in losses], "steps": steps,
             "batch": batch, "accum": accum, "seq": seq, "micro_batch": args.per_device_train_batch_size,
@@ -283,6 +314,7 @@ def main() -> int:
                     default=Path("synthetic"))
     ap.add_argument("--root", type=Path, default=Path("/tmp/edgetune-bench-models"))
     ap.add_argument("--unsloth-wheels", type=Path, help="Wheels for the unsloth variants (see the docstring).")
+    ap.add_argument("--variant-timeout", type=int, default=900, help="Seconds one variant may run.")
     ap.add_argument("--one", nargs=2, metavar=("SHAPE", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -325,8 +357,14 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--one", shape, variant, "--steps", str(args.steps), "--warmup",
                    str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--root", str(args.root),
                    "--accum", str(args.accum), "--tokenizer", str(tokenizer)]
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                                  env=unsloth_env if variant.startswith("unsloth") else None)
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.variant_timeout,
+                                      env=unsloth_env if variant.startswith("unsloth") else None)
+            except subprocess.TimeoutExpired as exc:
+                rows.append({"shape": shape, "variant": variant,
+                             "error": f"timed out after {args.variant_timeout} s: {str(exc.stderr or '')[-400:]}"})
+                print(json.dumps(rows[-1])[:400], file=sys.stderr, flush=True)
+                continue
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
             if done.returncode or not lines:
                 rows.append({"shape": shape, "variant": variant, "error": (done.stderr or done.stdout)[-600:]})
@@ -337,7 +375,7 @@ def main() -> int:
     base = {(r["shape"], r["variant"] in TRAINER_VARIANTS): r for r in rows
             if r.get("variant") in ("tutorial", "tutorial-trl") and "error" not in r}
     print(f"{'shape':<11} {'variant':<17} {'micro':>5} {'tok/s':>8} {'x tut':>6} {'peak GiB':>9} {'mem/tut':>8} "
-          f"{'loss first':>10} {'loss last':>9}")
+          f"{'loss first':>10} {'loss last':>9} {'MFU':>5} {'warmup s':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['shape']:<11} {r['variant']:<17} ERROR {r['error'][-200:]!r}")
@@ -346,7 +384,8 @@ def main() -> int:
         speed = r["tok_per_s"] / t["tok_per_s"] if t else float("nan")
         mem = r["peak_gib"] / t["peak_gib"] if t else float("nan")
         print(f"{r['shape']:<11} {r['variant']:<17} {r.get('micro_batch', r['batch']):>5} {r['tok_per_s']:>8.0f} {speed:>6.2f} {r['peak_gib']:>9.1f} "
-              f"{mem:>8.2f} {r['losses'][0]:>10.4f} {r['losses'][-1]:>9.4f}")
+              f"{mem:>8.2f} {r['losses'][0]:>10.4f} {r['losses'][-1]:>9.4f} {r.get('mfu', float('nan')):>5.2f} "
+              f"{sum(r.get('warmup_s') or [float('nan')]):>9.1f}")
     print(json.dumps({"benchmark": "train_throughput", "date": time.strftime("%Y-%m-%d"),
                       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
                       "transformers": transformers.__version__, "peft": peft.__version__,

@@ -161,6 +161,10 @@ class TrainConfig(_Section):
                           "the copies hide behind the layers' compute (H100, Mistral-7B shape: 1.00x the tok/s at "
                           "0.76x the memory; Llama-3.2-1B shape, hidden 2048: 0.88x the tok/s, so off there); "
                           "docs/benchmarks.md.")
+    compile_layers: bool | None = Field(
+        None, description="torch.compile each decoder layer's parts (attention, MLP, norms) for fewer, fused kernels; "
+                          "Liger then keeps only its fused linear cross-entropy (train/compile.py). The first "
+                          "step pays the compile (tens of seconds). None: off; docs/benchmarks.md.")
     save_steps: int = Field(50, ge=0, description="Checkpoint every this many optimizer steps, so an interrupted "
                                                   "run resumes (0: no checkpoints). Checkpoints go once the "
                                                   "adapter is saved.")

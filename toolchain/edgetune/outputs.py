@@ -155,6 +155,7 @@ class TrainMetrics:
     dropped: int = 0  # examples whose answer alone left no room
     gradient_checkpointing: bool | None = None
     offload_activations: bool | None = None  # resolved: checkpointed inputs held in host memory (train/offload.py)
+    compile_layers: bool | None = None  # resolved: decoder layers run through torch.compile (train/compile.py)
     peak_gpu_gib: float | None = None
     chat_template: str | None = None  # "model", or "fallback:<name>"
     packing: bool | None = None

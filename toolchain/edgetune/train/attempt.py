@@ -43,6 +43,7 @@ class Outcome:
     # under FSDP: the gathered adapter weights (rank 0) or {} (other ranks); None when save_pretrained works
     adapter_state: dict | None = None
     offloaded: bool = False  # checkpointed activations held in host memory (train.offload_activations, resolved)
+    compiled: bool = False  # decoder layers run through torch.compile (train.compile_layers, resolved)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Job:
         from transformers.trainer_callback import PrinterCallback
         from trl import SFTTrainer
 
+        from edgetune.train import compile as layer_compile
         from edgetune.train import offload
         from edgetune.train.callbacks import HeldoutTask, LossCheck, ProgressReport
 
@@ -87,7 +89,8 @@ class Job:
             log.info("resuming from %s (step %d)", resume, checkpoints.step_of(resume))
         per_epoch = math.ceil(self.n_examples / (c.batch_size * c.grad_accum))
         liger = liger_available(self.cuda)
-        args = sft_config(c, self.ckpt_dir, cuda=self.cuda, liger=liger,
+        compiled = layer_compile.resolve(c.compile_layers, cuda=self.cuda)
+        args = sft_config(c, self.ckpt_dir, cuda=self.cuda, liger=liger, compile_layers=compiled,
                           **({"eval_strategy": "epoch"} if self.eval_ds else {}))
         loss_cb = LossCheck(c.learning_rate, self.tok.pad_token)
         # packed, the step count depends on how the examples pack (known only inside TRL): an open-ended bar
@@ -98,7 +101,8 @@ class Job:
             offloaded = offload.resolve(c.offload_activations, cuda=self.cuda, recompute=bool(args.gradient_checkpointing),
                                         hidden_size=getattr(model.config, "hidden_size", None),
                                         world_size=args.world_size)
-            extra = [*reporting.callbacks(c.report_to, self.tensorboard_dir), *offload.callbacks(offloaded, self.cuda)]
+            extra = [*reporting.callbacks(c.report_to, self.tensorboard_dir), *offload.callbacks(offloaded, self.cuda),
+                     *layer_compile.callbacks(compiled)]
             trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_data(c.max_length), eval_dataset=self.eval_ds,
                                  processing_class=self.tok, callbacks=[
                                      report, HeldoutTask(self.tok, self.items, c.batch_size), loss_cb, *extra,
@@ -110,4 +114,4 @@ class Job:
         state = trainer.state
         return Outcome(c, model, state, report.elapsed(), state.num_input_tokens_seen - report.tokens0,
                        checkpoints.step_of(resume) if resume else None, trainable, total, loss_cb.judged,
-                       adapter_state, offloaded)
+                       adapter_state, offloaded, compiled)

@@ -53,10 +53,11 @@ KIND = Adapter.KIND
 
 
 def _key_params(cfg: TrainConfig, method: str, processes: int = 1) -> dict[str, Any]:
-    """The settings that change the adapter: save_steps does not (a rerun with another value still resumes),
+    """The settings that change the adapter: save_steps does not (a rerun with another value still resumes), nor
+    does compile_layers (the same computation, fused: gradients equal to rounding, tests/train/test_compile.py),
     and each adapter kind ignores the other kind's module lists. N processes train N times the effective
     batch, so the process count is part of the key (left out at 1, so single-process keys stay as they were)."""
-    params = {**cfg.model_dump(exclude={"save_steps", "report_to"}), "method": method}
+    params = {**cfg.model_dump(exclude={"save_steps", "report_to", "compile_layers"}), "method": method}
     # settings added later enter the key only when set, so keys of runs that never used them stay as they were
     if not cfg.packing:
         del params["packing"]
@@ -203,7 +204,7 @@ def _train(cfg: TrainConfig, method: str, base: BaseModel, data: DataSplit, ckpt
         longest_example=fitted.longest, shortened=fitted.shortened, most_cut=fitted.most_cut,
         dropped=fitted.dropped,
         gradient_checkpointing=gradient_checkpointing(out.cfg, cuda),
-        offload_activations=out.offloaded,
+        offload_activations=out.offloaded, compile_layers=out.compiled,
         peak_gpu_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         chat_template=f"fallback:{cfg.chat_template_fallback}" if fallback else "model", packing=cfg.packing,
     ), chat_template=fallback, tensorboard=(b.path / Adapter.TENSORBOARD_DIR).is_dir())

@@ -1,0 +1,141 @@
+"""train.compile_layers (train/compile.py): torch.compile of each decoder layer's parts, inside the gradient
+checkpoint. On a CPU for real (torch.compile runs there too): the compiled layers must give the uncompiled
+gradients, on the NF4 (QLoRA) path as well, trace without graph breaks, share one graph per part across the layers,
+and replay the same LoRA dropout masks in the checkpoint's recompute. What it buys on a GPU:
+benchmarks/results-train-throughput-compile-2026-12-07.log."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from edgetune.train import compile as layer_compile
+from edgetune.train.args import sft_config
+
+from .conftest import FAST
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_the_trainer_is_given_the_compile_callback_only_when_asked():
+    assert layer_compile.callbacks(False) == []
+    (cb,) = layer_compile.callbacks(True)
+    assert isinstance(cb, layer_compile.CompileCallback)
+
+
+@pytest.mark.parametrize("setting, cuda, expected", [
+    (None, True, False),   # auto: off until it has measured a win (see TrainConfig.compile_layers)
+    (None, False, False),  # auto on a CPU: the compile costs more than it saves
+    (True, False, True),   # asked for: always (the tests below run it on a CPU)
+    (False, True, False),
+])
+def test_compile_resolves(setting, cuda, expected):
+    assert layer_compile.resolve(setting, cuda=cuda) is expected
+
+
+def test_liger_keeps_only_its_loss_kernel_when_the_layers_are_compiled(tmp_path):
+    cfg = FAST.model_copy(update={"max_length": 64})
+    assert sft_config(cfg, tmp_path, cuda=False, liger=True).liger_kernel_config is None  # all of Liger
+    args = sft_config(cfg, tmp_path, cuda=False, liger=True, compile_layers=True)
+    assert args.use_liger_kernel and args.liger_kernel_config == layer_compile.LIGER_WITH_COMPILE
+    assert [k for k, on in args.liger_kernel_config.items() if on] == ["fused_linear_cross_entropy"]
+
+
+def _peft_model(tmp_path, method: str, dropout: float):
+    """A 3-layer Llama (hidden 64) saved and loaded through the train stage's own loader, LoRA on q/k/v/o with
+    non-zero B (at init B is zero and no gradient would reach A or the inputs), checkpointing as the Trainer sets it."""
+    from edgetune.train.base import load_model
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    src = tmp_path / "tiny"
+    if not src.is_dir():
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+        LlamaForCausalLM(cfg).save_pretrained(src)
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(src, method, cuda=False),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=TARGETS))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model.train()
+    return model
+
+
+def _grads(model, ids, seed: int = 0) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the dropout masks
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys() and a
+    return max(float((a[k] - b[k]).abs().max() / a[k].abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_compiled_layers_give_the_uncompiled_gradients(tmp_path, method):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = _peft_model(tmp_path, method, dropout=0.0)
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(1))
+    eager = _grads(model, ids)
+    cb = layer_compile.CompileCallback()
+    cb.on_train_begin(None, None, None, model=model)
+    assert cb.layers == 3
+    layers = model.base_model.model.model.layers
+    assert all(part._compiled_call_impl is not None for layer in layers for part in layer.children())
+    compiled = _grads(model, ids)
+    assert counters["stats"]["calls_captured"] > 0  # torch.compile really ran the layers
+    assert _max_rel_diff(eager, compiled) < 1e-4
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    # one graph per kind of part (attention, MLP, norm), shared by the three layers; none per layer or per step
+    assert counters["stats"]["unique_graphs"] <= 3
+    again = _grads(model, ids)
+    assert counters["stats"]["unique_graphs"] <= 3 and _max_rel_diff(compiled, again) < 1e-6
+    cb.on_train_end(None, None, None, model=model)  # eager again for the merge and evals after training
+    assert not any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
+def test_the_recompute_replays_the_compiled_dropout_masks(tmp_path):
+    """Checkpointing recomputes each layer in the backward; with LoRA dropout in the compiled code, the recompute
+    must draw the forward's masks again, or the gradients belong to no forward at all. Same seed, same masks: the
+    checkpointed run must give the gradients of the run that keeps its activations."""
+    torch._dynamo.reset()
+    model = _peft_model(tmp_path, "lora", dropout=0.5)
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(1))
+    layer_compile.compile_layer_parts(model)
+    checkpointed = _grads(model, ids, seed=7)
+    model.gradient_checkpointing_disable()
+    kept = _grads(model, ids, seed=7)
+    other_masks = _grads(model, ids, seed=8)
+    assert _max_rel_diff(checkpointed, kept) < 1e-4
+    assert _max_rel_diff(kept, other_masks) > 1e-2  # the dropout really acts: other masks, other gradients
+
+
+def test_the_train_stage_compiles_records_it_and_learns_what_it_learns_uncompiled(inputs, tmp_path):
+    """Through the real stage (SFTTrainer, the callback at train begin): the same losses as without compiling
+    (fp32, no dropout), the resolved setting in the metrics, and the same cache key (it changes no adapter)."""
+    import json
+
+    from edgetune import train
+    from edgetune.artifacts import Store
+
+    torch._dynamo.reset()
+    base_art, data_art = inputs
+    cfg = FAST.model_copy(update={"batch_size": 4, "max_length": 64, "dropout": 0.0, "max_steps": 3,
+                                  "eval_items": 0, "save_steps": 0})
+    runs = [train.run(cfg.model_copy(update={"compile_layers": on}), base_art, data_art, Store(tmp_path / str(on)),
+                      threads=1) for on in (False, True)]
+    assert [a.metrics["compile_layers"] for a in runs] == [False, True]
+    losses = [[json.loads(line)["loss"] for line in a.file("log").read_text().splitlines()] for a in runs]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], abs=1e-4)
+    assert train.stage._key_params(cfg.model_copy(update={"compile_layers": True}), "lora") == \
+        train.stage._key_params(cfg, "lora")
