@@ -40,7 +40,7 @@ def test_liger_keeps_only_its_loss_kernel_when_the_layers_are_compiled(tmp_path)
     assert [k for k, on in args.liger_kernel_config.items() if on] == ["fused_linear_cross_entropy"]
 
 
-def _peft_model(tmp_path, method: str, dropout: float):
+def _peft_model(tmp_path, method: str, dropout: float, cuda: bool = False):
     """A 3-layer Llama (hidden 64) saved and loaded through the train stage's own loader, LoRA on q/k/v/o with
     non-zero B (at init B is zero and no gradient would reach A or the inputs), checkpointing as the Trainer sets it."""
     from edgetune.train.base import load_model
@@ -54,7 +54,7 @@ def _peft_model(tmp_path, method: str, dropout: float):
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
         LlamaForCausalLM(cfg).save_pretrained(src)
     torch.manual_seed(0)
-    model = get_peft_model(load_model(src, method, cuda=False),
+    model = get_peft_model(load_model(src, method, cuda=cuda),
                            LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=TARGETS))
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -69,7 +69,8 @@ def _peft_model(tmp_path, method: str, dropout: float):
 def _grads(model, ids, seed: int = 0) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the dropout masks
-    model(input_ids=ids, labels=ids).loss.backward()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ids.is_cuda):  # as the Trainer's bf16 does
+        model(input_ids=ids, labels=ids).loss.backward()
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
@@ -118,6 +119,28 @@ def test_the_recompute_replays_the_compiled_dropout_masks(tmp_path):
     other_masks = _grads(model, ids, seed=8)
     assert _max_rel_diff(checkpointed, kept) < 1e-4
     assert _max_rel_diff(kept, other_masks) > 1e-2  # the dropout really acts: other masks, other gradients
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_nf4_layers_compile_without_graph_breaks_and_keep_the_gradients():
+    """bitsandbytes' CUDA NF4 matmul (its torch custom ops) and peft's LoRA traced in one graph per part, bf16
+    autocast as in training; the gradients those of the eager layers within bf16's rounding."""
+    import tempfile
+    from pathlib import Path
+
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = _peft_model(Path(tempfile.mkdtemp()), "qlora", dropout=0.0, cuda=True)
+    ids = torch.randint(0, 256, (2, 128), generator=torch.Generator().manual_seed(1)).cuda()
+    eager = _grads(model, ids)
+    layer_compile.compile_layer_parts(model)
+    compiled = _grads(model, ids)
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    assert 0 < counters["stats"]["unique_graphs"] <= 3
+    assert _max_rel_diff(eager, compiled) < 5e-2
 
 
 def test_the_train_stage_compiles_records_it_and_learns_what_it_learns_uncompiled(inputs, tmp_path):
