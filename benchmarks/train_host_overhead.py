@@ -24,10 +24,9 @@ from pathlib import Path
 
 def build(device: str, layers: int, hidden: int, dropout: float, root: Path, method: str = "qlora"):
     import torch
+    from edgetune.train.base import load_model
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from edgetune.train.base import load_model
 
     src = root / f"llama-{layers}x{hidden}"
     if not src.is_dir():
@@ -78,7 +77,6 @@ def main() -> int:
     args = ap.parse_args()
     import torch
     import transformers
-
     from edgetune.train.compile import compile_layer_parts
 
     root = Path(tempfile.mkdtemp(prefix="host-overhead-"))

@@ -189,9 +189,9 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
                           micro_batch_tokens=int(micro) * seq if micro else None,
                           offload_activations=streamed,  # train.offload_activations
                           compile_layers=compiled)  # train.compile_layers
-        args = sft_config(cfg, out, cuda=cuda, liger=liger, compile_layers=compiled)
-        if "-liger" in variant:  # Liger's layer kernels inside the compiled layers too
-            args.liger_kernel_config = None
+        args = sft_config(cfg, out, cuda=cuda, liger=liger)
+        if compiled and "-liger" not in variant:  # -liger: Liger's layer kernels inside the compiled layers too
+            layer_compile.keep_liger_off_the_layers(args)  # as the train stage does
         # as the train stage adds them
         extra_callbacks = [*offload.callbacks(cfg.offload_activations, cuda), *layer_compile.callbacks(compiled)]
         if variant.endswith("-hf"):  # transformers' own offload (save_on_cpu on the compute stream)

@@ -22,22 +22,34 @@ def test_the_trainer_is_given_the_compile_callback_only_when_asked():
     assert isinstance(cb, layer_compile.CompileCallback)
 
 
-@pytest.mark.parametrize("setting, cuda, expected", [
-    (None, True, False),   # auto: off until it has measured a win (see TrainConfig.compile_layers)
-    (None, False, False),  # auto on a CPU: the compile costs more than it saves
-    (True, False, True),   # asked for: always (the tests below run it on a CPU)
-    (False, True, False),
+@pytest.mark.parametrize("setting, cuda, hidden, world, offloaded, expected", [
+    (None, True, 2048, 1, False, True),    # auto: the Llama-3.2-1B width, where it won on an H100
+    (None, True, 4096, 1, False, False),   # auto: the Mistral-7B width, where it won nothing
+    (None, True, 576, 1, False, False),    # auto: narrower (SmolLM2-135M) was not measured; short runs
+    (None, True, 3072, 1, False, True),    # auto: between the two measured widths (Llama-3.2-3B)
+    (None, True, None, 1, False, False),   # a model that names no hidden size
+    (None, True, 2048, 2, False, False),   # sharded or data-parallel runs: not measured
+    (None, True, 2048, 1, True, False),    # with the streamed offload: not measured
+    (None, False, 2048, 1, False, False),  # a CPU pays the compile for little
+    (True, False, 8192, 4, True, True),    # asked for: always (the tests below run it on a CPU)
+    (False, True, 2048, 1, False, False),
 ])
-def test_compile_resolves(setting, cuda, expected):
-    assert layer_compile.resolve(setting, cuda=cuda) is expected
+def test_compile_resolves(setting, cuda, hidden, world, offloaded, expected):
+    assert layer_compile.resolve(setting, cuda=cuda, hidden_size=hidden, world_size=world,
+                                 offloaded=offloaded) is expected
 
 
-def test_liger_keeps_only_its_loss_kernel_when_the_layers_are_compiled(tmp_path):
+def test_liger_patches_no_layer_when_the_layers_are_compiled(tmp_path):
     cfg = FAST.model_copy(update={"max_length": 64})
-    assert sft_config(cfg, tmp_path, cuda=False, liger=True).liger_kernel_config is None  # all of Liger
-    args = sft_config(cfg, tmp_path, cuda=False, liger=True, compile_layers=True)
-    assert args.use_liger_kernel and args.liger_kernel_config == layer_compile.LIGER_WITH_COMPILE
-    assert [k for k, on in args.liger_kernel_config.items() if on] == ["fused_linear_cross_entropy"]
+    args = sft_config(cfg, tmp_path, cuda=False, liger=True)
+    assert args.use_liger_kernel and args.liger_kernel_config is None  # all of Liger
+    layer_compile.keep_liger_off_the_layers(args)
+    # Liger still on (TRL's fused loss on the LM head), but transformers patches nothing with it; TRL 1.16 refuses
+    # fused_linear_cross_entropy here (it fuses the head itself), as found on the H100
+    assert args.use_liger_kernel and not any(args.liger_kernel_config.values())
+    off = sft_config(cfg, tmp_path, cuda=False, liger=False)
+    layer_compile.keep_liger_off_the_layers(off)
+    assert off.liger_kernel_config is None
 
 
 def _peft_model(tmp_path, method: str, dropout: float, cuda: bool = False):
@@ -101,8 +113,36 @@ def test_compiled_layers_give_the_uncompiled_gradients(tmp_path, method):
     assert counters["stats"]["unique_graphs"] <= 3
     again = _grads(model, ids)
     assert counters["stats"]["unique_graphs"] <= 3 and _max_rel_diff(compiled, again) < 1e-6
+    # passes without gradients (held-out loss, generation) run eager: other shapes, no new graphs
+    captured = counters["stats"]["calls_captured"]
+    with torch.no_grad():
+        model(input_ids=ids[:, :9], labels=ids[:, :9])
+    assert counters["stats"]["calls_captured"] == captured
     cb.on_train_end(None, None, None, model=model)  # eager again for the merge and evals after training
     assert not any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
+def test_a_part_torch_compile_fails_on_runs_eager_with_a_warning(tmp_path, caplog):
+    """An architecture torch.compile cannot handle must not end the run (auto turns compiling on): the part falls
+    back to its eager code, once, with a warning naming the way out."""
+
+    def failing_backend(gm, example_inputs):
+        raise RuntimeError("no kernel for this op")
+
+    torch._dynamo.reset()
+    model = _peft_model(tmp_path, "lora", dropout=0.0)
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(1))
+    eager = _grads(model, ids)
+    layer_compile.compile_layer_parts(model, backend=failing_backend)
+    with caplog.at_level("WARNING", logger="edgetune.train"):
+        fallen_back = _grads(model, ids)
+    assert _max_rel_diff(eager, fallen_back) < 1e-6
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert warnings and all("train.compile_layers: false" in w for w in warnings)
+    assert len(warnings) <= 3 * 4  # at most once per part, not once per call
+    caplog.clear()
+    _grads(model, ids)
+    assert not [r for r in caplog.records if "torch.compile failed" in r.getMessage()]
 
 
 def test_the_recompute_replays_the_compiled_dropout_masks(tmp_path):

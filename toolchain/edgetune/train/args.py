@@ -37,11 +37,9 @@ def micro_batches(cfg: TrainConfig) -> tuple[int, int]:
     return micro, cfg.grad_accum * (cfg.batch_size // micro)
 
 
-def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: bool, compile_layers: bool = False,
-               **overrides: Any):
+def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: bool, **overrides: Any):
     """The SFTConfig the train stage trains with; `overrides` replace any argument (e.g. max_steps=20).
 
-    `compile_layers` is train.compile_layers resolved (train/compile.py): Liger then patches only the loss.
     Checkpoints (every `cfg.save_steps` steps, into `output_dir`) are on; the per-epoch held-out evaluation is
     off here (it needs an eval dataset) and switched on by the stage with `eval_strategy="epoch"`."""
     from trl import SFTConfig
@@ -92,11 +90,6 @@ def sft_config(cfg: TrainConfig, output_dir: Path | str, *, cuda: bool, liger: b
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }
-    if liger and compile_layers:
-        from edgetune.train.compile import LIGER_WITH_COMPILE
-
-        # torch.compile fuses the layers itself; Liger's own layer kernels there would be traced or break the graph
-        args["liger_kernel_config"] = dict(LIGER_WITH_COMPILE)
     if cfg.packing:
         # Best-fit decreasing packing is padding-free in TRL 1.16: one flat row per batch with position_ids
         # restarting at 0 for each example; transformers builds a block-diagonal mask from them (sdpa, eager) or

@@ -89,8 +89,7 @@ class Job:
             log.info("resuming from %s (step %d)", resume, checkpoints.step_of(resume))
         per_epoch = math.ceil(self.n_examples / (c.batch_size * c.grad_accum))
         liger = liger_available(self.cuda)
-        compiled = layer_compile.resolve(c.compile_layers, cuda=self.cuda)
-        args = sft_config(c, self.ckpt_dir, cuda=self.cuda, liger=liger, compile_layers=compiled,
+        args = sft_config(c, self.ckpt_dir, cuda=self.cuda, liger=liger,
                           **({"eval_strategy": "epoch"} if self.eval_ds else {}))
         loss_cb = LossCheck(c.learning_rate, self.tok.pad_token)
         # packed, the step count depends on how the examples pack (known only inside TRL): an open-ended bar
@@ -101,6 +100,11 @@ class Job:
             offloaded = offload.resolve(c.offload_activations, cuda=self.cuda, recompute=bool(args.gradient_checkpointing),
                                         hidden_size=getattr(model.config, "hidden_size", None),
                                         world_size=args.world_size)
+            compiled = layer_compile.resolve(c.compile_layers, cuda=self.cuda,
+                                             hidden_size=getattr(model.config, "hidden_size", None),
+                                             world_size=args.world_size, offloaded=offloaded)
+            if compiled:
+                layer_compile.keep_liger_off_the_layers(args)
             extra = [*reporting.callbacks(c.report_to, self.tensorboard_dir), *offload.callbacks(offloaded, self.cuda),
                      *layer_compile.callbacks(compiled)]
             trainer = SFTTrainer(model=model, args=args, train_dataset=self.train_data(c.max_length), eval_dataset=self.eval_ds,
