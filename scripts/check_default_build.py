@@ -4,9 +4,10 @@ file matches its manifest, every GGUF loads and generates in llama-cpp-python, a
 
 README's table is the committed fresh-clone report rendered by scripts/readme_table.py (tests/test_readme_numbers.py
 holds README to it). Here the same table is rendered from the build CI just ran: identical text passes; otherwise
-every figure is compared with the committed report's, exactly or within readme_table.TOLERANCE (what
-benchmarks/report_noise.py measured; docs/benchmarks.md), and any figure beyond it fails the check with its name,
-both values and the allowance. A change to the default that moves a figure needs a new committed report.
+every figure is compared with the committed report's within readme_table.ACROSS_HOSTS: on the same host
+figures are exact (readme_table.TOLERANCE, what benchmarks/report_noise.py measured), but CI's CPU varies and
+llama.cpp's kernels round differently on another one (benchmarks/results-cross-host-default-2026-12-07.log), so
+a few items may flip; any figure beyond that fails the check with its name, both values and the allowance. A change to the default that moves a figure needs a new committed report.
 
 Usage: python scripts/check_default_build.py OUT_DIR
 """
@@ -25,7 +26,7 @@ COMMITTED = ROOT / "docs" / "results" / "rpi5-default" / "report.json"
 def check_readme_table(report: object) -> None:
     """Fail when this build's figures differ from README's (the committed report's) beyond run-to-run noise."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from readme_table import differences, table
+    from readme_table import ACROSS_HOSTS, differences, table
 
     from edgetune.report.schema import Report
 
@@ -36,11 +37,14 @@ def check_readme_table(report: object) -> None:
     if table(report) in readme:
         print("README table: this build renders it exactly")
         return
-    diffs = differences(report, committed)
-    assert not diffs, ("this build's figures differ from README's beyond the run-to-run noise (docs/benchmarks.md);"
-                       " commit this build's report.json to docs/results/rpi5-default/ and re-render README if the "
-                       "change is meant:\n  " + "\n  ".join(diffs))
-    print("README table: within the run-to-run noise of this build (figures with a tolerance moved)")
+    # CI's CPU is not always the committed report's: llama.cpp's kernels round differently on another one
+    diffs = differences(report, committed, ACROSS_HOSTS)
+    assert not diffs, ("this build's figures differ from README's beyond the run-to-run and cross-CPU noise "
+                       "(docs/benchmarks.md); commit this build's report.json to docs/results/rpi5-default/ and "
+                       "re-render README if the change is meant:\n  " + "\n  ".join(diffs))
+    moved = [line.split(":")[0] for line in differences(report, committed)]
+    print(f"README table: within the run-to-run and cross-CPU noise of this build ({len(moved)} figures moved: "
+          f"{', '.join(moved)})")
 
 
 def main(out_dir: Path) -> int:

@@ -9,6 +9,7 @@ script turns it into the table, and tests/test_readme_numbers.py checks that REA
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -93,21 +94,73 @@ def metrics(report: Report) -> dict[str, float | str | None]:
     return out
 
 
-def tolerance(name: str) -> float | str:
-    return TOLERANCE[name.split(".")[1] if "." in name else name]
+# Across hosts: CI's CPU is not always the one that made the committed report, and llama.cpp's CPU kernels differ
+# by instruction set (AVX-512 VNNI or AVX-VNNI dot products, ...), so they round differently and a GGUF build's
+# answer on an item near a tie can flip. Measured between the committed report's AMD EPYC and an Intel Xeon with
+# AMX (built with AMX off, as set-up does there): at most 2 items moved per figure; KLD by 0.0102 (2%) on Q4_0 and
+# 0.0005 (6%) on Q8_0; top-1 by 0.012 (benchmarks/results-cross-host-default-2026-12-07.log). Allowed:
+# ACROSS_HOSTS_ITEMS items of the figure's n (one more than measured), an adjacent verdict (the CI straddling the
+# margin moved with those items), KLD 5% or 0.002 (the same-host allowance), whichever is larger, top-1 0.03.
+# Sizes, n and the recommendation stay exact.
+ACROSS_HOSTS_ITEMS = 3
+ACROSS_HOSTS: dict[str, float | str] = {**TOLERANCE, "accuracy": "items", "vs_gpu": "items", "lost": "items",
+                                        "gained": "items", "forgetting": "items", "verdict": "adjacent",
+                                        "kld": "5% or 0.002", "top1": 0.03}
+VERDICT_ORDER = ("worse", "inconclusive", "not worse")
 
 
-def differences(current: Report, committed: Report) -> list[str]:
-    """The figures of `current` that differ from `committed` beyond TOLERANCE, one line each."""
-    now, then = metrics(current), metrics(committed)
+def tolerance(name: str, rules: dict[str, float | str] = TOLERANCE) -> float | str:
+    return rules[name.split(".")[1] if "." in name else name]
+
+
+def item_counts(report: Report) -> dict[str, int]:
+    """The number of items behind each figure that counts items: a build's held-out n, a forgetting suite's n."""
+    out: dict[str, int] = {}
+    for r in report.builds:
+        if r.n:
+            for figure in ("accuracy", "vs_gpu", "lost", "gained"):
+                out[f"{r.name}.{figure}"] = r.n
+        for suite, fg in (r.forgetting or {}).items():
+            if fg.n:
+                out[f"{r.name}.forgetting.{suite}"] = fg.n
+    return out
+
+
+def _within(a: object, b: object, tol: float | str, n: int | None) -> bool:
+    if tol == "exact" or a is None or b is None:
+        return False
+    if tol == "adjacent":
+        return a in VERDICT_ORDER and b in VERDICT_ORDER and \
+            abs(VERDICT_ORDER.index(str(a)) - VERDICT_ORDER.index(str(b))) == 1
+    if tol == "items":
+        if n is None:
+            return False
+        if isinstance(a, int) and isinstance(b, int):  # lost, gained: item counts
+            return abs(a - b) <= ACROSS_HOSTS_ITEMS
+        allowed = 100 * ACROSS_HOSTS_ITEMS / n + 0.05  # points, plus the table's rounding
+        if isinstance(a, str) and isinstance(b, str):  # vs_gpu: "+d [lo, hi]", each within the allowance
+            xs, ys = re.findall(r"[+-]\d+\.\d", a), re.findall(r"[+-]\d+\.\d", b)
+            return len(xs) == len(ys) == 3 and all(abs(float(x) - float(y)) <= allowed for x, y in zip(xs, ys))
+        return isinstance(a, float) and isinstance(b, float) and abs(a - b) <= allowed
+    if not (isinstance(a, float) and isinstance(b, float)):
+        return False
+    if isinstance(tol, str) and "%" in tol:  # "P% or A": relative or absolute, whichever allows more
+        share, _, absolute = tol.partition("% or ")
+        return abs(a - b) <= max(float(share) / 100 * abs(b), float(absolute or 0))
+    return abs(a - b) <= float(tol)
+
+
+def differences(current: Report, committed: Report, rules: dict[str, float | str] = TOLERANCE) -> list[str]:
+    """The figures of `current` that differ from `committed` beyond `rules` (TOLERANCE: the same host;
+    ACROSS_HOSTS: another CPU), one line each."""
+    now, then, counts = metrics(current), metrics(committed), item_counts(committed)
     out = []
     for name in sorted(set(now) | set(then)):
-        a, b, tol = now.get(name), then.get(name), tolerance(name)
-        if a == b:
+        a, b, tol = now.get(name), then.get(name), tolerance(name, rules)
+        if a == b or _within(a, b, tol, counts.get(name)):
             continue
-        if tol != "exact" and isinstance(a, float) and isinstance(b, float) and abs(a - b) <= float(tol):
-            continue
-        out.append(f"{name}: {a} now, {b} in the committed report (allowed: {tol})")
+        shown = f"{ACROSS_HOSTS_ITEMS} items of {counts[name]}" if tol == "items" and name in counts else tol
+        out.append(f"{name}: {a} now, {b} in the committed report (allowed: {shown})")
     return out
 
 
