@@ -162,18 +162,23 @@ def tiny_gguf(tmp_path_factory, tiny_model_dir, llama_tools) -> Path:
 
 
 @pytest.fixture(scope="session")
-def varied_gguf(tmp_path_factory, tokenizer_dir, llama_tools) -> Path:
-    """The tiny Llama with untied embeddings (varied greedy text) and wide random weights (decisive argmaxes), as
-    an F16 GGUF: what tests comparing greedy outputs across kernels (x86 vs aarch64) use. A repeated token would
-    agree by accident; a near-tie (measured: a 2.8e-4 top-2 gap at the default init) would differ by accident."""
+def varied_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """The tiny Llama with untied embeddings (varied greedy text) and wide random weights (decisive argmaxes): what
+    tests comparing greedy outputs across kernels (x86 vs aarch64) use. A repeated token would agree by accident;
+    a near-tie (measured: a 2.8e-4 top-2 gap at the default init) would differ by accident."""
+    return make_tiny_llama(tmp_path_factory.mktemp("varied-llama"), tokenizer_dir, tie_embeddings=False,
+                           initializer_range=0.5)
+
+
+@pytest.fixture(scope="session")
+def varied_gguf(tmp_path_factory, varied_model_dir, llama_tools) -> Path:
+    """varied_model_dir as an F16 GGUF, made by llama.cpp's own converter."""
     import subprocess
     import sys
 
-    model_dir = make_tiny_llama(tmp_path_factory.mktemp("varied-llama"), tokenizer_dir, tie_embeddings=False,
-                                initializer_range=0.5)
     out = tmp_path_factory.mktemp("varied-gguf") / "varied-f16.gguf"
     subprocess.run(
-        [sys.executable, str(llama_tools.converter), str(model_dir), "--outfile", str(out), "--outtype", "f16"],
+        [sys.executable, str(llama_tools.converter), str(varied_model_dir), "--outfile", str(out), "--outtype", "f16"],
         check=True, env=llama_tools.env(), capture_output=True,
     )
     return out

@@ -50,14 +50,21 @@ def test_runner_on_the_pi_agrees_with_x86(pi_jobs, pi_suite_rows, quant):
     """aarch64 NEON/dotprod kernels (Q4_0 repacked for ARM at load) vs x86 llama-cpp-python on the same GGUF and
     token ids, teacher-forced along the Pi's own output: every Pi token is x86's argmax or within
     CROSS_ARCH_NATS of it (a wrong or garbled token is typically 5-15 nats off), and most are the argmax."""
+    job, gguf = pi_jobs[quant]
+    rows = _agrees_with_x86(job, gguf, None, pi_suite_rows)
+    assert len({tuple(r["output_token_ids"]) for r in rows.values()}) > 2  # varied text, not one answer
+    assert rows["text"]["output_tokens"] >= 1
+
+
+def _agrees_with_x86(job, gguf, lora, suite_rows) -> dict[str, dict]:
+    """The job's rows, each greedy Pi token checked against x86 llama.cpp on the same GGUF (and LoRA)."""
     from edgetune.runtimes import LlamaCppRuntime
 
-    job, gguf = pi_jobs[quant]
     rows = {r["id"]: r for r in read_jsonl(job / "results.jsonl")}
-    assert list(rows) == [r["id"] for r in pi_suite_rows]
+    assert list(rows) == [r["id"] for r in suite_rows]
     same = steps = 0
-    with LlamaCppRuntime(gguf, n_ctx=512, n_threads=1) as runtime:
-        for item in pi_suite_rows:
+    with LlamaCppRuntime(gguf, n_ctx=512, n_threads=1, lora_path=lora) as runtime:
+        for item in suite_rows:
             if "prompt_ids" not in item:
                 continue
             got = rows[item["id"]]["output_token_ids"]
@@ -65,12 +72,55 @@ def test_runner_on_the_pi_agrees_with_x86(pi_jobs, pi_suite_rows, quant):
             for i, token in enumerate(got):
                 logprobs = log_softmax(runtime.logits(item["prompt_ids"] + got[:i])[-1])
                 behind = float(logprobs.max() - logprobs[token])
-                assert behind <= CROSS_ARCH_NATS, (quant, item["id"], i, f"{behind:.3f} nats below x86's argmax")
+                assert behind <= CROSS_ARCH_NATS, (gguf.name, item["id"], i, f"{behind:.3f} nats below x86's argmax")
                 same += behind == 0.0
                 steps += 1
     assert same >= 0.75 * steps, f"only {same}/{steps} Pi tokens are x86's argmax"
-    assert len({tuple(r["output_token_ids"]) for r in rows.values()}) > 2  # varied text, not one answer
-    assert rows["text"]["output_tokens"] >= 1
+    return rows
+
+
+def test_lora_adapter_applies_on_the_pi(pi_jobs, pi_root, pi_suite_rows, varied_model_dir, llama_tools, tmp_path):
+    """A LoRA GGUF (what a recovery adapter ships as) on the bundled Q4_0, through the runner's --lora inside the
+    emulated Pi: the cross-built llama-server loads it, the Pi's tokens agree with x86 llama.cpp applying the same
+    adapter, and they are not the bare quant's (the adapter took effect)."""
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.export.lora import convert_lora
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(varied_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
+                                                  init_lora_weights=False))
+    with torch.no_grad():  # large enough to move the varied Llama's decisive argmaxes
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(5.0)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    lora = convert_lora(tmp_path / "adapter", varied_model_dir, tmp_path / "varied-lora-f16.gguf", llama_tools)
+    (pi_root / "opt" / "adapters").mkdir(exist_ok=True)
+    shutil.copy2(lora, pi_root / "opt" / "adapters" / lora.name)
+
+    bare_job, gguf = pi_jobs["Q4_0"]
+    proc = pi_run(pi_root, "python3", "/opt/bundle/runner/edgetune_runner.py", "--job-dir", "/opt/jobs/Q4_0-lora",
+                  "--model", f"/opt/bundle/models/{gguf.name}", "--lora", f"/opt/adapters/{lora.name}",
+                  "--threads", 1, "--ctx-size", 512, timeout_s=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["status"] == "done"
+    job = pi_root / "opt" / "jobs" / "Q4_0-lora"
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["device"]["machine"] == "aarch64" and summary["job"]["lora"] == f"/opt/adapters/{lora.name}"
+    argv = summary["server_argv"]
+    assert argv[argv.index("--lora") + 1] == f"/opt/adapters/{lora.name}"
+    assert summary["bench"]["skipped"].startswith("llama-bench cannot apply a LoRA adapter")
+
+    rows = _agrees_with_x86(job, gguf, lora, pi_suite_rows)
+    bare = {r["id"]: r["output_token_ids"] for r in read_jsonl(bare_job / "results.jsonl")}
+    changed = [i for i, r in rows.items() if r["output_token_ids"] != bare[i]]
+    assert changed, "the adapter changed no answer: llama-server did not apply it"
 
 
 def log_softmax(row) -> np.ndarray:
