@@ -78,6 +78,7 @@ def test_bundle_folder_and_tarball(first):
     assert manifest["target"]["name"] == "rpi5-8gb"
     assert manifest["provenance"]["base"]["source"] == cfg.model.source
     assert manifest["provenance"]["adapter"]["method"] == "lora"
+    assert "compile_layers" not in manifest["provenance"]["train"]  # a speed setting: not in any GGUF key
     assert sorted(p.name for p in (result.bundle_dir / "models").glob("*.gguf")) == \
         sorted(Path(m["file"]).name for m in manifest["models"])
     # an aarch64 board's bundle runs there with the stdlib runner and cross-built llama.cpp

@@ -278,7 +278,9 @@ def _provenance(cfg: BuildConfig, base: BaseModel, data_art: DataSplit, trained:
         "base": {"source": cfg.model.source, "sha256": base.source_sha256, "license": base.license},
         "data": {"source": cfg.data.source, "artifact": data_art.key},
         "adapter": {"artifact": trained.key, "method": trained.training.method, "registry_id": registry_id},
-        "train": cfg.train.model_dump(),
+        # compile_layers is how fast the adapter was trained, not what it is (train/stage.py leaves it out of the
+        # adapter's key too); left out here, adding it kept every existing GGUF's key and metadata as they were
+        "train": cfg.train.model_dump(exclude={"compile_layers"}),
         "edgetune": __version__,
     }
 
