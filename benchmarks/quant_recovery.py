@@ -1,6 +1,8 @@
-"""Winning back what quantization costs, on the embedded default (SST-2, SmolLM2-135M fine-tune):
-held-out accuracy and fidelity KLD vs file size for plain quants, imatrix quants, searched per-tensor mixes
-(export/mix.py) and a recovery LoRA trained against the quantized base (export/recovery.py).
+"""Winning back what quantization costs, on a finished build (the embedded default: SST-2 labels; or a generative
+task, e.g. `--data evals/tasks/arith-number.jsonl`): the held-out task score and fidelity KLD vs file size for
+plain quants, imatrix quants, searched per-tensor mixes (export/mix.py) and a recovery LoRA trained against the
+quantized base (export/recovery.py). Items are scored as the build scored them: the run's own metric and token
+budget (eval.metric, eval.max_new_tokens; `auto` resolved the same way) and its eval.margin for the verdicts.
 
 Needs a finished default `edgetune build` (its merged model, F16 GGUF, imatrix and data are read through the
 run's run.json) and llama.cpp's native tools. Work files go under --work and are reused when present, so the
@@ -53,14 +55,16 @@ class _Context:
         from transformers import AutoTokenizer
 
         from edgetune import data
-        from edgetune.evals.stage import task_items
+        from edgetune.evals.stage import plan_task, task_items
+        from edgetune.metric_spec import MetricSpec
         from edgetune.home import edgetune_home
         from edgetune.llamacpp import load_tools
 
         self.args = args
         self.work: Path = args.work
         root = args.run.parent.parent.parent  # the build's out_dir holds runs/ and store/
-        stages = json.loads((args.run / "run.json").read_text())["stages"]
+        run = json.loads((args.run / "run.json").read_text())
+        stages = run["stages"]
         self.stage = {k: root / v for k, v in stages.items()}
         self.merged = self.stage["merge"] / "model"
         self.f16 = self.stage["gguf-F16"] / "model.gguf"
@@ -70,6 +74,10 @@ class _Context:
         self.train_examples = data.read_examples(self.stage["data"] / "train.jsonl")
         self.heldout = task_items(data.read_examples(self.stage["data"] / "heldout.jsonl"), self.tok)
         self.train_items = task_items(self.train_examples, self.tok)
+        ev = run["config"]["eval"]
+        self.margin: float = ev["margin"]
+        metric = ev["metric"] if isinstance(ev["metric"], dict) else {"name": ev["metric"]}
+        self.plan = plan_task(self.heldout, self.tok, MetricSpec.model_validate(metric), ev["max_new_tokens"])
 
     def sequences(self, n: int) -> list[list[int]]:
         """Training prompts with their answers, as the search's calibration sequences."""
@@ -193,16 +201,25 @@ def _variants(ctx: _Context) -> list[tuple[str, str, Path, Path | None]]:
 
 
 def evaluate(ctx: _Context) -> None:
-    """Held-out accuracy (paired with the GPU build), fidelity (20 held-out prompts, 64 tokens, as the export
-    gates), size and decode tok/s for every variant."""
+    """The held-out task score with the run's metric (paired with the GPU build), fidelity (20 held-out prompts,
+    64 tokens, as the export gates), size and decode tok/s for every variant."""
     from edgetune.evals.fidelity import compare, references
+    from edgetune.evals.metrics import make_metric
     from edgetune.evals.stage import stop_ids
-    from edgetune.evals.task import run_label_accuracy
+    from edgetune.evals.task import run_task_metric
     from edgetune.runtimes import HFRuntime, LlamaCppRuntime
 
     items = ctx.heldout[: ctx.args.heldout or None]
     stops = stop_ids(ctx.tok)
     decode = lambda ids: ctx.tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    metric = make_metric(ctx.plan.metric)
+
+    def score(rt):
+        return run_task_metric(rt, items, metric, decode=decode, max_new_tokens=ctx.plan.max_new_tokens,
+                               stop_ids=stops)
+
+    _log(f"metric {ctx.plan.metric.name} ({ctx.plan.why}), {ctx.plan.max_new_tokens} new tokens, "
+         f"margin {ctx.margin}, {len(items)} items")
     fid_items = ctx.heldout[: ctx.args.fidelity_prompts]
     rows = []
     with HFRuntime(ctx.merged) as gpu:
@@ -210,12 +227,14 @@ def evaluate(ctx: _Context) -> None:
         if cached.is_file():
             gpu_task, refs = pickle.loads(cached.read_bytes())
         else:
-            gpu_task = run_label_accuracy(gpu, items, decode=decode, stop_ids=stops)
+            gpu_task = score(gpu)
             refs = references(gpu, [(i.id, list(i.prompt_ids)) for i in fid_items], n_tokens=64, stop_ids=stops)
             cached.write_bytes(pickle.dumps((gpu_task, refs)))
-        gpu_right = {r.id: float(r.correct) for r in gpu_task.items}
-        rows.append({"build": "gpu", "kind": "GPU build", "size_mb": None, "accuracy": gpu_task.accuracy,
-                     "n": gpu_task.n})
+        # the item's metric value (0/1 for label and number, graded for json and text), as the report pairs them
+        gpu_scores = {r.id: r.score for r in gpu_task.items}
+        rows.append({"build": "gpu", "kind": "GPU build", "size_mb": None, "metric": gpu_task.metric,
+                     "score": gpu_task.score, "accuracy": gpu_task.accuracy, "n": gpu_task.n,
+                     "truncated": gpu_task.truncated})
         for name, kind, path, lora in _variants(ctx):
             done = ctx.work / f"eval-{name.replace(':', '-').replace('%', 'pct').replace('+', 'p')}.json"
             if done.is_file():  # one file per variant: a later run scores only what is new
@@ -223,28 +242,32 @@ def evaluate(ctx: _Context) -> None:
                 continue
             _log(f"evaluating {name}")
             with LlamaCppRuntime(path, n_ctx=1024, n_threads=ctx.args.threads, lora_path=lora) as edge:
-                task = run_label_accuracy(edge, items, decode=decode, stop_ids=stops)
+                task = score(edge)
                 fid = compare(gpu, edge, refs, stop_ids=stops)
                 tok_s = _decode_speed(edge, fid_items[:4])
-            right = {r.id: float(r.correct) for r in task.items}
+            scores = {r.id: r.score for r in task.items}
             size = path.stat().st_size + (lora.stat().st_size if lora else 0)
-            row = {"build": name, "kind": kind, "size_mb": size / 1e6, "accuracy": task.accuracy,
-                   "n": task.n, **_paired(gpu_right, right), "kld_mean": fid.kld_mean,
+            row = {"build": name, "kind": kind, "size_mb": size / 1e6, "metric": task.metric, "score": task.score,
+                   "accuracy": task.accuracy, "n": task.n, "truncated": task.truncated,
+                   **_paired(gpu_scores, scores, ctx.margin), "kld_mean": fid.kld_mean,
                    "kld_p99": fid.kld_p99, "top1_agreement": fid.top1_agreement, "decode_tok_s": tok_s}
             done.write_text(json.dumps(row))
             rows.append(row)
-            _log(f"{name}: acc {task.accuracy:.3f} kld {fid.kld_mean:.4f} {size / 1e6:.1f} MB {tok_s:.1f} tok/s")
+            _log(f"{name}: {task.metric} {task.score:.3f} acc {task.accuracy:.3f} kld {fid.kld_mean:.4f} {size / 1e6:.1f} MB {tok_s:.1f} tok/s")
     (ctx.work / "eval.json").write_text(json.dumps(rows, indent=1))
     _print(ctx, rows)
 
 
-def _paired(ref: dict[str, float], new: dict[str, float]) -> dict:
-    """Paired comparison with the GPU build, as the report does it (report/verdict.py, margin 2 pts)."""
+def _paired(ref: dict[str, float], new: dict[str, float], margin: float) -> dict:
+    """Paired comparison with the GPU build, as the report does it (report/verdict.py, the run's margin). For a
+    graded metric lost/gained count items whose score fell/rose; the CI is the paired bootstrap's."""
     from edgetune.report.stats import mcnemar_exact_p
     from edgetune.report.verdict import paired_verdict
 
-    v = paired_verdict(ref, new)
-    return {"lost": v.lost, "gained": v.gained, "mcnemar_p": mcnemar_exact_p(v.lost, v.gained),
+    v = paired_verdict(ref, new, margin=margin)
+    lost = sum(1 for i in ref if i in new and new[i] < ref[i])
+    gained = sum(1 for i in ref if i in new and new[i] > ref[i])
+    return {"lost": lost, "gained": gained, "mcnemar_p": mcnemar_exact_p(lost, gained),
             "delta_pts": 100 * v.diff, "verdict": v.verdict, "verdict_ci_pts": [100 * c for c in v.ci95]}
 
 
@@ -259,15 +282,19 @@ def _decode_speed(rt, items) -> float:
 
 
 def _print(ctx: _Context, rows: list[dict]) -> None:
-    print(f"{'build':<24} {'kind':<17} {'MB':>6} {'acc':>6} {'vs GPU':>7} {'lost/gained':>11} {'p':>6} "
-          f"{'KLD':>7} {'top-1':>6} {'tok/s':>6}")
+    metric = rows[0].get("metric", "label")
+    print(f"metric {metric}, {ctx.plan.max_new_tokens} new tokens, margin {ctx.margin}; 'score' is the metric's "
+          f"mean, 'acc' the share fully correct, 'vs GPU' the paired score difference x 100")
+    print(f"{'build':<24} {'kind':<17} {'MB':>6} {'score':>6} {'acc':>6} {'vs GPU':>7} {'lost/gained':>11} "
+          f"{'p':>6} {'verdict':>12} {'KLD':>7} {'top-1':>6} {'tok/s':>6}")
     for r in rows:
+        score = r.get("score", r["accuracy"])  # rows cached before the metric was recorded were label rows
         if r["build"] == "gpu":
-            print(f"{'gpu':<24} {r['kind']:<17} {'-':>6} {r['accuracy']:>6.1%}")
+            print(f"{'gpu':<24} {r['kind']:<17} {'-':>6} {score:>6.3f} {r['accuracy']:>6.1%}")
             continue
-        print(f"{r['build']:<24} {r['kind']:<17} {r['size_mb']:>6.1f} {r['accuracy']:>6.1%} "
+        print(f"{r['build']:<24} {r['kind']:<17} {r['size_mb']:>6.1f} {score:>6.3f} {r['accuracy']:>6.1%} "
               f"{r['delta_pts']:>+7.1f} {r['lost']:>5}/{r['gained']:<5} {r['mcnemar_p']:>6.3f} "
-              f"{r['kld_mean']:>7.4f} {r['top1_agreement']:>6.1%} {r['decode_tok_s']:>6.1f}")
+              f"{r['verdict']:>12} {r['kld_mean']:>7.4f} {r['top1_agreement']:>6.1%} {r['decode_tok_s']:>6.1f}")
     extra = {}
     for name in ("search", "recovery"):
         p = ctx.work / f"{name}.json"
