@@ -172,13 +172,12 @@ def run_trainer_variant(model_dir: Path, shape: str, variant: str, steps: int, w
         import importlib.util
 
         from edgetune.config import TrainConfig
+        from edgetune.train import compile as layer_compile
         from edgetune.train import offload
         from edgetune.train.args import sft_config
         from edgetune.train.base import load_model as _load_model
 
         liger = cuda and importlib.util.find_spec("liger_kernel") is not None
-        from edgetune.train import compile as layer_compile
-
         if variant.endswith("-d0"):
             lora.lora_dropout = 0.0
         model = get_peft_model(_load_model(model_dir, "qlora", cuda=cuda), lora)

@@ -7,7 +7,8 @@ holds README to it). Here the same table is rendered from the build CI just ran:
 every figure is compared with the committed report's within readme_table.ACROSS_HOSTS: on the same host
 figures are exact (readme_table.TOLERANCE, what benchmarks/report_noise.py measured), but CI's CPU varies and
 llama.cpp's kernels round differently on another one (benchmarks/results-cross-host-default-2026-12-07.log), so
-a few items may flip; any figure beyond that fails the check with its name, both values and the allowance. A change to the default that moves a figure needs a new committed report.
+a few items may flip; any figure beyond that fails the check with its name, both values and the allowance. A
+change to the default that moves a figure needs a new committed report.
 
 Usage: python scripts/check_default_build.py OUT_DIR
 """

@@ -227,7 +227,6 @@ def test_licence_is_read_from_the_model_card(tmp_path, tiny_model_dir):
 def test_unreadable_card_metadata_is_a_warning_not_a_licence(tmp_path, tiny_model_dir, caplog):
     from edgetune.basemodel import _license_of
 
-
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     (model / "README.md").write_text("---\nlicense: [mit\n---\n# card\n")  # broken YAML
